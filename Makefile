@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make serve   install everything, build the model if there is none, run the API
+#   make test    install everything, run the tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export CARELENS_HOME ?= $(CURDIR)/var
+export CARELENS_DATA ?= $(abspath ../shared/data)
+MODEL_DIR := $(CARELENS_HOME)/models/starter
+
+.PHONY: install serve test lint model clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: 2.13.0 is the local CPU build (any other spec pulls CUDA)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(MODEL_DIR)/model_config.json: | $(STAMP)
+	@echo "No model at $(MODEL_DIR): building one from the backbone package (untrained heads)."
+	$(BIN)/carelens model init --out $(MODEL_DIR) \
+	  $(if $(wildcard $(CARELENS_DATA)/chinese_reviews/online_shopping_dev.csv),--cjk-from $(CARELENS_DATA)/chinese_reviews/online_shopping_dev.csv)
+
+model: $(MODEL_DIR)/model_config.json
+
+serve: $(STAMP) model
+	$(BIN)/carelens serve --model $(MODEL_DIR)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var

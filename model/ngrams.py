@@ -1,0 +1,62 @@
+"""Hashed character and word n-grams: a fastText-style side channel for the encoder.
+
+The English backbone has seen no Chinese; its extended CJK embeddings start from
+noise. A learned bag of hashed n-grams (character 1-3 grams for any script, word
+1-2 grams for space-separated ones), mean-pooled and concatenated with the
+encoder's sentence vector, gives every head direct access to the surface form and
+is trained jointly with the encoder. Hashing uses CRC32, stable across processes.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+_SPACE_RE = re.compile(r"\s+")
+
+
+@dataclass
+class NgramConfig:
+    enabled: bool = True
+    buckets: int = 1 << 18
+    dim: int = 64
+    char_min_n: int = 1
+    char_max_n: int = 3
+    word_max_n: int = 2
+    max_chars: int = 1024  # n-grams are taken from the first max_chars characters
+
+
+def _bucket(gram: str, buckets: int) -> int:
+    return zlib.crc32(gram.encode("utf-8", "replace")) % (buckets - 1) + 1  # 0 is padding
+
+
+def ngram_ids(text: str, cfg: NgramConfig) -> list[int]:
+    """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
+    text = _SPACE_RE.sub(" ", text[: cfg.max_chars].lower()).strip()
+    ids: list[int] = []
+    b = cfg.buckets
+    for n in range(cfg.char_min_n, cfg.char_max_n + 1):
+        for i in range(len(text) - n + 1):
+            gram = text[i : i + n]
+            if gram.isspace():
+                continue
+            ids.append(_bucket("c" + gram, b))
+    words = _WORD_RE.findall(text)
+    for n in range(1, cfg.word_max_n + 1):
+        for i in range(len(words) - n + 1):
+            ids.append(_bucket("w" + " ".join(words[i : i + n]), b))
+    return ids
+
+
+def batch_ngram_ids(texts: list[str], cfg: NgramConfig) -> torch.Tensor:
+    """A [batch, max_len] LongTensor of bucket ids, right-padded with 0."""
+    rows = [ngram_ids(t, cfg) or [0] for t in texts]
+    width = max(len(r) for r in rows)
+    out = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out

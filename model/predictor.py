@@ -1,0 +1,276 @@
+"""``Predictor``: texts in, labels with probabilities, confidence and evidence out.
+
+Batches are sorted by length and padded dynamically. Evidence: every text is cut
+into sentence-like segments (with character offsets into the original text); each
+segment is scored by the same model, and for every predicted label the segment
+with the highest probability for that label is reported as its evidence.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.classifier import task_probs
+from model.pretrained import CarelensModel
+from model.taxonomy import Task
+
+# sentence-like segments: up to and including terminal punctuation (en + zh) or a newline
+_SEGMENT_RE = re.compile(r"[^.!?。！？;；\n]+(?:[.!?。！？;；]+|\n|$)")
+MAX_SEGMENTS = 24
+
+
+@dataclass
+class Evidence:
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@dataclass
+class TaskPrediction:
+    task: str
+    kind: str
+    labels: list[str]
+    probabilities: dict[str, float]
+    confidence: float
+    needs_review: bool
+    evidence: list[Evidence] = field(default_factory=list)
+
+    @property
+    def label(self) -> str | None:
+        """The single label of a multiclass/ordinal task (first label otherwise)."""
+        return self.labels[0] if self.labels else None
+
+
+@dataclass
+class Prediction:
+    tasks: dict[str, TaskPrediction]
+    truncated: bool = False
+    model_version: str | None = None
+
+    def __getitem__(self, task: str) -> TaskPrediction:
+        return self.tasks[task]
+
+    @property
+    def needs_review(self) -> bool:
+        return any(t.needs_review for t in self.tasks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "truncated": self.truncated,
+            "needs_review": self.needs_review,
+            "tasks": {name: asdict(tp) for name, tp in self.tasks.items()},
+        }
+
+
+def clean_text(text: str) -> str:
+    """Length-preserving clean-up so offsets stay valid: control and format
+    characters become spaces, lone surrogates become U+FFFD."""
+    out = []
+    for ch in text:
+        if ch in "\n\t\r":
+            out.append(ch)
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            out.append("\ufffd")
+        elif cat in ("Cc", "Cf") and ch != "\u200d":  # keep zero-width joiner (emoji sequences)
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def validate_texts(texts: Any) -> list[str]:
+    """Return cleaned texts or raise ValueError naming the first bad item."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("predict() takes a list of texts; wrap a single text in a list")
+    if not isinstance(texts, Sequence):
+        raise ValueError(f"predict() takes a list of texts, got {type(texts).__name__}")
+    cleaned = []
+    for i, text in enumerate(texts):
+        if isinstance(text, bytes):
+            raise ValueError(f"texts[{i}] is bytes; decode it to str (UTF-8) first")
+        if not isinstance(text, str):
+            raise ValueError(f"texts[{i}] is {type(text).__name__}, expected str")
+        c = clean_text(text)
+        if not c.strip():
+            raise ValueError(
+                f"texts[{i}] is empty (only whitespace or control characters): nothing to classify"
+            )
+        cleaned.append(c)
+    return cleaned
+
+
+def segments(
+    text: str, limit: int = MAX_SEGMENTS, max_chars: int | None = None
+) -> list[tuple[int, int]]:
+    """(start, end) offsets of sentence-like segments, stripped of surrounding space."""
+    view = text if max_chars is None else text[:max_chars]
+    spans = []
+    for m in _SEGMENT_RE.finditer(view):
+        start, end = m.start(), m.end()
+        while start < end and view[start].isspace():
+            start += 1
+        while end > start and view[end - 1].isspace():
+            end -= 1
+        if end > start and any(ch.isalnum() for ch in view[start:end]):
+            spans.append((start, end))
+        if len(spans) >= limit:
+            break
+    if not spans:
+        stripped_start = len(view) - len(view.lstrip())
+        spans = [(stripped_start, len(view.rstrip()))]
+    return spans
+
+
+class Predictor:
+    """Load once, predict many. ``Predictor.load(dir)`` then ``predict(texts)``."""
+
+    def __init__(
+        self,
+        model: CarelensModel,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        num_threads: int | None = None,
+        evidence: bool = True,
+        model_version: str | None = None,
+    ) -> None:
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        self.model = model
+        self.model.classifier.eval()
+        self.batch_size = int(batch_size)
+        self.max_tokens = int(max_tokens or model.config.max_length)
+        self.evidence = evidence
+        self.model_version = model_version or (model.path.name if model.path else None)
+
+    @classmethod
+    def load(cls, directory: str | Path, **kwargs: Any) -> Predictor:
+        return cls(CarelensModel.from_pretrained(directory), **kwargs)
+
+    @property
+    def taxonomy(self):
+        return self.model.taxonomy
+
+    # -- core -------------------------------------------------------------------------
+    def _probs(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+        """Calibrated probabilities per task, in input order, plus truncation flags."""
+        n = len(texts)
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        out = {t.name: np.zeros((n, t.num_labels), dtype=np.float32) for t in self.taxonomy}
+        truncated = [False] * n
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.model.encode([texts[i] for i in idx], max_length=self.max_tokens)
+            logits = self.model.logits(batch)
+            for task in self.taxonomy:
+                out[task.name][idx] = task_probs(task, logits[task.name]).float().numpy()
+            for j, i in enumerate(idx):
+                truncated[i] = batch.truncated[j]
+        return out, truncated
+
+    def predict_proba(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per task: {task: array [n, num_labels]}."""
+        probs, _ = self._probs(validate_texts(texts))
+        return probs
+
+    def predict(self, texts: list[str], evidence: bool | None = None) -> list[Prediction]:
+        cleaned = validate_texts(texts)
+        if not cleaned:
+            return []
+        probs, truncated = self._probs(cleaned)
+        want_evidence = self.evidence if evidence is None else evidence
+        results = []
+        for i in range(len(cleaned)):
+            tasks = {task.name: self._decide(task, probs[task.name][i]) for task in self.taxonomy}
+            results.append(
+                Prediction(tasks=tasks, truncated=truncated[i], model_version=self.model_version)
+            )
+        if want_evidence:
+            self._attach_evidence(cleaned, list(texts), results)
+        return results
+
+    def _decide(self, task: Task, p: np.ndarray) -> TaskPrediction:
+        th = self.model.thresholds[task.name]
+        probabilities = {
+            name: round(float(v), 6) for name, v in zip(task.label_names, p, strict=True)
+        }
+        if task.kind == "multilabel":
+            label_th = th.get("label_thresholds", {})
+            chosen = [
+                name
+                for name, v in zip(task.label_names, p, strict=True)
+                if v >= label_th.get(name, 0.5)
+            ]
+            chosen.sort(key=lambda name: -probabilities[name])
+            # confidence of the set decision: the least certain per-label decision
+            margins = [
+                v if v >= label_th.get(name, 0.5) else 1.0 - v
+                for name, v in zip(task.label_names, p, strict=True)
+            ]
+            confidence = float(min(margins))
+        else:
+            k = int(np.argmax(p))
+            chosen = [task.label_names[k]]
+            confidence = float(p[k])
+        return TaskPrediction(
+            task=task.name,
+            kind=task.kind,
+            labels=chosen,
+            probabilities=probabilities,
+            confidence=round(confidence, 6),
+            needs_review=confidence < float(th.get("review_threshold", 0.5)),
+        )
+
+    def _attach_evidence(
+        self, texts: list[str], originals: list[str], results: list[Prediction]
+    ) -> None:
+        """``texts`` are the cleaned texts (same length as ``originals``, so offsets
+        found in them index the originals too)."""
+        max_chars = self.max_tokens * 16
+        spans = [segments(t, max_chars=max_chars) for t in texts]
+        seg_texts, owners = [], []
+        for i, (text, sp) in enumerate(zip(texts, spans, strict=True)):
+            if len(sp) > 1:
+                for s, e in sp:
+                    seg_texts.append(text[s:e])
+                    owners.append((i, s, e))
+        seg_probs = self._probs(seg_texts)[0] if seg_texts else {}
+        by_text: dict[int, list[int]] = {}
+        for j, (i, _, _) in enumerate(owners):
+            by_text.setdefault(i, []).append(j)
+        for i, pred in enumerate(results):
+            for task in self.taxonomy:
+                tp = pred.tasks[task.name]
+                for label in tp.labels:
+                    k = task.label2id[label]
+                    if i in by_text:
+                        rows = by_text[i]
+                        scores = seg_probs[task.name][rows, k]
+                        best = rows[int(np.argmax(scores))]
+                        _, s, e = owners[best]
+                        score = float(scores.max())
+                    else:
+                        s, e = spans[i][0]
+                        score = tp.probabilities[label]
+                    tp.evidence.append(
+                        Evidence(
+                            label=label,
+                            start=s,
+                            end=e,
+                            text=originals[i][s:e],
+                            score=round(score, 6),
+                        )
+                    )

@@ -1,0 +1,406 @@
+"""A carelens model and its self-describing directory.
+
+Layout written by ``save_pretrained`` (loading needs nothing else, never unpickles)::
+
+    model_config.json     architecture (ModelConfig) + format version
+    taxonomy.yaml         tasks and labels, in output order
+    encoder/              the transformer in Hugging Face format (safetensors)
+    tokenizer/            tokenizer.json (+ vocab.txt, tokenizer_config.json)
+    heads.safetensors     the task heads and the n-gram table
+    calibration.json      temperature per task
+    thresholds.json       per task: review threshold; per label decision thresholds (multi-label)
+    train_config.json     the resolved training config (empty for an untrained model)
+    metrics.json          evaluation figures (empty until evaluated)
+    README.md             generated model card
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+from model.backbone import resolve_backbone
+from model.classifier import ModelConfig, MultiTaskClassifier
+from model.ngrams import batch_ngram_ids
+from model.taxonomy import Taxonomy, TaxonomyError
+from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = (
+    "model_config.json",
+    "taxonomy.yaml",
+    "encoder/config.json",
+    "encoder/model.safetensors",
+    "tokenizer/tokenizer.json",
+    "heads.safetensors",
+    "calibration.json",
+    "thresholds.json",
+)
+DEFAULT_REVIEW_THRESHOLD = 0.5
+DEFAULT_LABEL_THRESHOLD = 0.5
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot be loaded; the message names the file and the problem."""
+
+
+def default_thresholds(taxonomy: Taxonomy) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for task in taxonomy:
+        entry: dict[str, Any] = {"review_threshold": DEFAULT_REVIEW_THRESHOLD}
+        if task.kind == "multilabel":
+            entry["label_thresholds"] = dict.fromkeys(task.label_names, DEFAULT_LABEL_THRESHOLD)
+        out[task.name] = entry
+    return out
+
+
+def default_calibration(taxonomy: Taxonomy) -> dict[str, dict[str, float]]:
+    return {task.name: {"temperature": 1.0} for task in taxonomy}
+
+
+def _load_encoder(path: Path) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if config.model_type in ("bert", "roberta", "xlm-roberta", "electra"):
+        kwargs["add_pooling_layer"] = False
+    return AutoModel.from_pretrained(path, **kwargs)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    ngram_ids: torch.Tensor | None
+    truncated: list[bool]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.ngram_ids is not None:
+            out["ngram_ids"] = self.ngram_ids
+        return out
+
+
+@dataclass
+class CarelensModel:
+    """The classifier with its tokenizer, taxonomy, calibration and thresholds."""
+
+    classifier: MultiTaskClassifier
+    tokenizer: Tokenizer
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.calibration = {**default_calibration(self.taxonomy), **self.calibration}
+        merged = default_thresholds(self.taxonomy)
+        for task, entry in self.thresholds.items():
+            merged.setdefault(task, {}).update(entry)
+        self.thresholds = merged
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.classifier.taxonomy
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.classifier.config
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | Path | None = None,
+        taxonomy: Taxonomy | None = None,
+        config: ModelConfig | None = None,
+        cjk_texts: list[str] | None = None,
+        cjk_min_count: int = 3,
+        seed: int = 0,
+    ) -> CarelensModel:
+        """A new model: pretrained encoder, fresh heads. With ``cjk_texts`` the
+        vocabulary gains the CJK characters seen in them (see model.tokenization)."""
+        torch.manual_seed(seed)
+        path = resolve_backbone(backbone)
+        taxonomy = taxonomy or Taxonomy.default()
+        config = config or ModelConfig()
+        config.backbone = str(backbone) if backbone is not None else config.backbone
+        encoder = _load_encoder(path)
+        tokenizer = load_tokenizer(path)
+        return cls.from_parts(encoder, tokenizer, taxonomy, config, cjk_texts, cjk_min_count, seed)
+
+    @classmethod
+    def from_parts(
+        cls,
+        encoder: torch.nn.Module,
+        tokenizer: Tokenizer,
+        taxonomy: Taxonomy,
+        config: ModelConfig,
+        cjk_texts: list[str] | None = None,
+        cjk_min_count: int = 3,
+        seed: int = 0,
+    ) -> CarelensModel:
+        torch.manual_seed(seed)
+        classifier = MultiTaskClassifier(encoder, taxonomy, config)
+        if cjk_texts:
+            old_size = classifier.encoder.get_input_embeddings().weight.shape[0]
+            tokenizer, added = extend_cjk_vocab(tokenizer, cjk_texts, min_count=cjk_min_count)
+            needed = tokenizer.get_vocab_size() - old_size
+            classifier.extend_embeddings(max(needed, 0), seed=seed)
+            log.info("vocabulary extended by %d CJK characters", len(added))
+        return cls(classifier=classifier, tokenizer=tokenizer)
+
+    # -- encoding -------------------------------------------------------------------
+    def encode(self, texts: list[str], max_length: int | None = None) -> Batch:
+        """Tokenize with dynamic padding (to the longest text of the batch)."""
+        max_length = max_length or self.config.max_length
+        max_chars = max_length * 16
+        pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        sep_id = self.tokenizer.token_to_id("[SEP]")
+        cut = [t[:max_chars] for t in texts]
+        encodings = self.tokenizer.encode_batch(cut)
+        rows, truncated = [], []
+        for text, enc in zip(texts, encodings, strict=True):
+            ids = enc.ids
+            was_cut = len(text) > max_chars
+            if len(ids) > max_length:
+                ids = ids[: max_length - 1] + (
+                    [sep_id] if sep_id is not None else ids[max_length - 1 : max_length]
+                )
+                was_cut = True
+            rows.append(ids)
+            truncated.append(was_cut)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            attention_mask[i, : len(r)] = 1
+        ngram = batch_ngram_ids(texts, self.config.ngram) if self.config.ngram.enabled else None
+        return Batch(input_ids, attention_mask, ngram, truncated)
+
+    @torch.inference_mode()
+    def logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Calibrated (temperature-scaled) head outputs for a batch."""
+        out = self.classifier(**batch.model_inputs())["logits"]
+        return {
+            name: value / float(self.calibration[name]["temperature"])
+            for name, value in out.items()
+        }
+
+    # -- save / load --------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
+        _write_json(directory / "model_config.json", cfg)
+        self.taxonomy.save(directory / "taxonomy.yaml")
+        self.classifier.encoder.save_pretrained(directory / "encoder", safe_serialization=True)
+        save_tokenizer(self.tokenizer, directory / "tokenizer")
+        heads = {
+            k: v.detach().contiguous().cpu() for k, v in self.classifier.head_state_dict().items()
+        }
+        save_file(heads, str(directory / "heads.safetensors"), metadata={"format": "pt"})
+        _write_json(directory / "calibration.json", self.calibration)
+        _write_json(directory / "thresholds.json", self.thresholds)
+        _write_json(directory / "train_config.json", self.train_config)
+        _write_json(directory / "metrics.json", self.metrics)
+        (directory / "README.md").write_text(render_model_card(self), encoding="utf-8")
+        self.path = directory
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> CarelensModel:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ModelLoadError(f"model directory not found: {directory}")
+        for rel in REQUIRED_FILES:
+            if not (directory / rel).is_file():
+                raise ModelLoadError(
+                    f"{directory}: required file {rel} is missing (not a complete carelens model directory)"
+                )
+        raw_cfg = _read_json(directory / "model_config.json")
+        version = raw_cfg.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{directory / 'model_config.json'}: format_version {version!r}, expected {FORMAT_VERSION}"
+            )
+        try:
+            config = ModelConfig.from_dict(raw_cfg)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{directory / 'model_config.json'}: {exc}") from exc
+        try:
+            taxonomy = Taxonomy.load(directory / "taxonomy.yaml")
+        except TaxonomyError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        try:
+            encoder = _load_encoder(directory / "encoder")
+        except Exception as exc:  # transformers raises many kinds
+            raise ModelLoadError(
+                f"{directory / 'encoder'}: cannot load the encoder: {exc}"
+            ) from exc
+        try:
+            tokenizer = load_tokenizer(directory / "tokenizer")
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{directory / 'tokenizer/tokenizer.json'}: cannot load: {exc}"
+            ) from exc
+        emb_rows = encoder.get_input_embeddings().weight.shape[0]
+        if tokenizer.get_vocab_size() > emb_rows:
+            raise ModelLoadError(
+                f"{directory / 'tokenizer/tokenizer.json'}: vocabulary has {tokenizer.get_vocab_size()} tokens "
+                f"but the encoder has only {emb_rows} embeddings"
+            )
+        classifier = MultiTaskClassifier(encoder, taxonomy, config)
+        try:
+            heads = load_file(str(directory / "heads.safetensors"))
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(
+                f"{directory / 'heads.safetensors'}: not a valid safetensors file: {exc}"
+            ) from exc
+        _check_heads(directory, classifier, heads)
+        classifier.load_state_dict(heads, strict=False)
+        classifier.eval()
+        calibration = _read_json(directory / "calibration.json")
+        thresholds = _read_json(directory / "thresholds.json")
+        for name, data in (("calibration.json", calibration), ("thresholds.json", thresholds)):
+            extra = set(data) - set(taxonomy.task_names)
+            if extra:
+                raise ModelLoadError(
+                    f"{directory / name}: tasks {sorted(extra)} are not in taxonomy.yaml"
+                )
+        model = cls(
+            classifier=classifier,
+            tokenizer=tokenizer,
+            calibration=calibration,
+            thresholds=thresholds,
+            train_config=_read_json_optional(directory / "train_config.json"),
+            metrics=_read_json_optional(directory / "metrics.json"),
+            path=directory,
+        )
+        return model
+
+
+def _check_heads(
+    directory: Path, classifier: MultiTaskClassifier, heads: dict[str, torch.Tensor]
+) -> None:
+    expected = classifier.head_state_dict()
+    where = directory / "heads.safetensors"
+    saved_tasks = sorted({k.split(".")[1] for k in heads if k.startswith("heads.")})
+    wanted_tasks = sorted(classifier.taxonomy.task_names)
+    if saved_tasks != wanted_tasks:
+        raise ModelLoadError(
+            f"{where}: heads for tasks {saved_tasks} but taxonomy.yaml defines {wanted_tasks}"
+        )
+    missing = sorted(set(expected) - set(heads))
+    if missing:
+        raise ModelLoadError(
+            f"{where}: missing tensors {missing} (n-gram settings in model_config.json differ?)"
+        )
+    extra = sorted(set(heads) - set(expected))
+    if extra:
+        raise ModelLoadError(
+            f"{where}: unexpected tensors {extra} (n-gram settings in model_config.json differ?)"
+        )
+    for key, tensor in expected.items():
+        if tuple(heads[key].shape) != tuple(tensor.shape):
+            task = key.split(".")[1] if key.startswith("heads.") else None
+            if task is not None:
+                n = classifier.taxonomy[task].num_labels
+                raise ModelLoadError(
+                    f"{where}: head {task!r} tensor {key} has shape {tuple(heads[key].shape)} but "
+                    f"taxonomy.yaml lists {n} labels for {task!r} (expected {tuple(tensor.shape)})"
+                )
+            raise ModelLoadError(
+                f"{where}: {key} has shape {tuple(heads[key].shape)}, expected {tuple(tensor.shape)}"
+            )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(
+        json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_json_optional(path: Path) -> dict[str, Any]:
+    return _read_json(path) if path.is_file() else {}
+
+
+def render_model_card(model: CarelensModel) -> str:
+    cfg = model.config
+    tc = model.train_config
+    lines = [
+        "# carelens model",
+        "",
+        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Backbone: `{cfg.backbone}`; "
+        f"max tokens {cfg.max_length}; vocabulary {model.tokenizer.get_vocab_size()} tokens; "
+        f"n-gram side channel: {'on' if cfg.ngram.enabled else 'off'}.",
+        "",
+    ]
+    if not tc:
+        lines += [
+            "**Untrained**: the heads are random. Train it with `carelens train` before relying on its labels.",
+            "",
+        ]
+    lines += ["## Tasks and labels", ""]
+    for task in model.taxonomy:
+        th = model.thresholds.get(task.name, {})
+        lines += [
+            f"### {task.name} ({task.kind})",
+            "",
+            f"Review threshold (confidence below → needs_review): {th.get('review_threshold')}; "
+            f"temperature {model.calibration[task.name]['temperature']:.3f}.",
+            "",
+            "| label | English | 中文 |",
+            "|---|---|---|",
+        ]
+        lines += [f"| `{lab.name}` | {lab.en} | {lab.zh} |" for lab in task.labels]
+        lines.append("")
+    lines += ["## Training data", ""]
+    if tc.get("data"):
+        lines += ["| source | file | weight |", "|---|---|---|"]
+        for d in tc["data"]:
+            lines.append(f"| {d.get('source', '')} | {d.get('path', '')} | {d.get('weight', 1)} |")
+        lines.append("")
+        hp = {k: tc[k] for k in ("epochs", "batch_size", "learning_rate", "seed") if k in tc}
+        if hp:
+            lines += ["Hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hp.items()), ""]
+    else:
+        lines += ["None recorded.", ""]
+    lines += ["## Metrics", ""]
+    if model.metrics:
+        lines += [
+            "```json",
+            json.dumps(model.metrics, indent=2, ensure_ascii=False)[:20000],
+            "```",
+            "",
+        ]
+    else:
+        lines += ["Not evaluated yet (`carelens evaluate`).", ""]
+    return "\n".join(lines)

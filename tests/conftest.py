@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny random BERT (hidden 32, 2 layers) and a tokenizer from a
+small vocabulary, built from config in tmp_path. No network, no downloaded weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = (
+    "the a an it is was this my i you we they not no very but and or to of for in on with "
+    "great good bad love hate broke broken arrived late never delivery shipping package box "
+    "refund return money charged twice card order cancel account password login size small "
+    "big fit fire burn smoke hurt lawyer thanks thank works work stopped quality cheap item "
+    "wrong color missing help please fast slow product seller service rude reply email"
+).split()
+CJK = list("这个充电器起火了太危险我要投诉很好质量差快递慢退款发错尺码小")
+PUNCT = list(".,!?;:'\"()-") + ["，", "。", "！", "？"]
+
+
+def tiny_tokenizer():
+    from model.tokenization import build_wordpiece_tokenizer
+
+    vocab = (
+        WORDS
+        + CJK
+        + PUNCT
+        + ["##s", "##ed", "##ing"]
+        + list("abcdefghijklmnopqrstuvwxyz0123456789")
+    )
+    return build_wordpiece_tokenizer(vocab)
+
+
+def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from model.classifier import ModelConfig
+    from model.ngrams import NgramConfig
+    from model.pretrained import CarelensModel
+    from model.taxonomy import Taxonomy
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    encoder = BertModel(cfg, add_pooling_layer=False)
+    config = ModelConfig(
+        backbone="tiny-random", max_length=64, ngram=NgramConfig(enabled=ngram, buckets=1024, dim=8)
+    )
+    return CarelensModel.from_parts(encoder, tok, taxonomy or Taxonomy.default(), config, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny model directory (read-only use: copy it before modifying)."""
+    directory = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_model().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_model_dir):
+    from model.predictor import Predictor
+
+    return Predictor.load(tiny_model_dir)
