@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from model.predictor import Predictor
+from tests.conftest import tiny_model
+from training.data import Example
+from training.trainer import TrainConfig, predict_probs, quick_scores, train
+
+POS = [
+    "great product thanks",
+    "love it works great",
+    "good quality fast delivery",
+    "thanks good seller",
+]
+NEG = [
+    "box arrived broken",
+    "never arrived refund",
+    "cheap item stopped work",
+    "rude seller bad service",
+]
+
+
+def _data(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        pos = rng.random() < 0.5
+        text = rng.choice(POS if pos else NEG)
+        labels = {"sentiment": ["positive" if pos else "negative"]}
+        if rng.random() < 0.5:  # half the rows carry no urgency label
+            labels["urgency"] = ["low" if pos else "medium"]
+        out.append(Example(text=text, labels=labels, meta={"source": "toy"}))
+    return out
+
+
+@pytest.mark.slow
+def test_training_learns_and_saves_best(tmp_path):
+    model = tiny_model()
+    train_set, val_set = _data(96), _data(32, seed=1)
+    before = quick_scores(model, predict_probs(model, val_set), val_set)
+    cfg = TrainConfig(
+        epochs=4, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2, max_length=32
+    )
+    result = train(model, train_set, val_set, cfg, out_dir=tmp_path / "m", progress=False)
+    after = quick_scores(model, predict_probs(model, val_set), val_set)
+    assert (
+        after["sentiment"] >= 0.9 > before["sentiment"] or after["sentiment"] > before["sentiment"]
+    )
+    assert len(result["history"]) == 4 and result["steps"] == 4 * 12
+    saved = Predictor.load(tmp_path / "m")
+    assert saved.model.train_config["epochs"] == 4  # resolved config is saved with the weights
+    assert saved.predict(["box arrived broken"])[0]["sentiment"].label == "negative"
+
+
+def test_same_seed_same_metrics():
+    runs = []
+    for _ in range(2):
+        model = tiny_model()
+        cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, max_length=32, seed=3)
+        runs.append(
+            train(model, _data(48), _data(16, seed=1), cfg, progress=False)["history"][0]["val"]
+        )
+    assert runs[0] == runs[1]

@@ -1,0 +1,227 @@
+"""The training loop: masked multi-task loss, length-bucketed batches, progress bars,
+validation each epoch, best checkpoint kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model.classifier import task_probs
+from model.pretrained import CarelensModel
+from training.data import Example, targets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the resolved config is saved into the model directory."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 5e-5  # encoder
+    head_learning_rate: float = 2e-3  # heads
+    ngram_learning_rate: float = 2e-2  # n-gram table (sparse-ish, needs a larger step)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 128
+    seed: int = 0
+    threads: int | None = None
+    data: list[dict[str, Any]] = field(default_factory=list)  # [{path, source, weight}] as given
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_batches(
+    examples: list[Example], batch_size: int, rng: random.Random, bucket: int = 50
+) -> list[list[int]]:
+    """Shuffled indices grouped so each batch holds texts of similar length."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    batches = []
+    chunk = batch_size * bucket
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(examples[i].text))
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _optimizer(model: CarelensModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    clf = model.classifier
+    enc, heads, ngram = [], [], []
+    for name, p in clf.named_parameters():
+        if not p.requires_grad:
+            continue
+        (
+            enc if name.startswith("encoder.") else ngram if name.startswith("ngram_") else heads
+        ).append(p)
+    groups = [
+        {"params": enc, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay},
+        {"params": heads, "lr": cfg.head_learning_rate, "weight_decay": 0.0},
+    ]
+    if ngram:
+        groups.append({"params": ngram, "lr": cfg.ngram_learning_rate, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups)
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: CarelensModel,
+    examples: list[Example],
+    batch_size: int = 64,
+    max_length: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Uncalibrated probabilities per task, in input order (for validation)."""
+    clf = model.classifier
+    was_training = clf.training
+    clf.eval()
+    n = len(examples)
+    order = sorted(range(n), key=lambda i: len(examples[i].text))
+    out = {t.name: np.zeros((n, t.num_labels), dtype=np.float32) for t in model.taxonomy}
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        batch = model.encode([examples[i].text for i in idx], max_length=max_length)
+        logits = clf(**batch.model_inputs())["logits"]
+        for task in model.taxonomy:
+            out[task.name][idx] = task_probs(task, logits[task.name]).numpy()
+    clf.train(was_training)
+    return out
+
+
+def quick_scores(
+    model: CarelensModel, probs: dict[str, np.ndarray], examples: list[Example]
+) -> dict[str, float]:
+    """Per-task validation score used to pick the best epoch: accuracy for single-label
+    tasks, micro-F1 at 0.5 for multi-label ones (labelled rows only)."""
+    y = targets(examples, model.taxonomy)
+    scores = {}
+    for task in model.taxonomy:
+        t = y[task.name].numpy()
+        p = probs[task.name]
+        if task.kind == "multilabel":
+            mask = (t >= 0).all(1)
+            if not mask.any():
+                continue
+            pred = p[mask] >= 0.5
+            gold = t[mask] > 0.5
+            tp = float((pred & gold).sum())
+            denom = float(pred.sum() + gold.sum())
+            scores[task.name] = 2 * tp / denom if denom else 1.0
+        else:
+            mask = t >= 0
+            if not mask.any():
+                continue
+            scores[task.name] = float((p[mask].argmax(1) == t[mask]).mean())
+    return scores
+
+
+def train(
+    model: CarelensModel,
+    train_examples: list[Example],
+    val_examples: list[Example],
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place; keep the best epoch (by mean validation score).
+
+    With ``out_dir`` the best model is saved there after each improving epoch, and
+    Ctrl-C saves the current weights there too if no epoch has finished yet."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model.config.max_length = cfg.max_length
+    model.train_config = cfg.to_dict()
+    clf = model.classifier
+    clf.train()
+    opt = _optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warmup = int(total * cfg.warmup_ratio)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    history: list[dict[str, Any]] = []
+    best_score, best_state = -1.0, None
+    step = 0
+    try:
+        for epoch in range(cfg.epochs):
+            clf.train()
+            batches = make_batches(train_examples, cfg.batch_size, rng)
+            bar = tqdm(
+                batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, unit="batch"
+            )
+            seen, t0, running = 0, time.perf_counter(), None
+            for idx in bar:
+                exs = [train_examples[i] for i in idx]
+                batch = model.encode([e.text for e in exs], max_length=cfg.max_length)
+                labels = targets(exs, model.taxonomy)
+                out = clf(**batch.model_inputs(), labels=labels)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                seen += len(exs)
+                loss = float(out["loss"].detach())
+                running = loss if running is None else 0.95 * running + 0.05 * loss
+                bar.set_postfix(
+                    loss=f"{running:.4f}", ex_s=f"{seen / (time.perf_counter() - t0):.1f}"
+                )
+            elapsed = time.perf_counter() - t0
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": running,
+                "examples_per_s": seen / elapsed,
+            }
+            if val_examples:
+                scores = quick_scores(
+                    model,
+                    predict_probs(model, val_examples, max_length=cfg.max_length),
+                    val_examples,
+                )
+                entry["val"] = scores
+                mean = float(np.mean(list(scores.values()))) if scores else 0.0
+                entry["val_mean"] = mean
+            else:
+                mean = float(epoch)
+            history.append(entry)
+            log.info("epoch %d: %s", epoch + 1, entry)
+            if mean > best_score:
+                best_score = mean
+                best_state = {k: v.detach().clone() for k, v in clf.state_dict().items()}
+                if out_dir is not None:
+                    model.save_pretrained(out_dir)
+    except KeyboardInterrupt:
+        log.warning("interrupted at step %d", step)
+        if out_dir is not None and best_state is None:
+            model.save_pretrained(out_dir)
+        history.append({"interrupted_at_step": step})
+    if best_state is not None:
+        clf.load_state_dict(best_state)
+    clf.eval()
+    return {"history": history, "best_val_mean": best_score, "steps": step}
