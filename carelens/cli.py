@@ -10,6 +10,7 @@ import typer
 
 from model.cli import app as model_app
 from serving.cli import app as serving_app
+from training.cli import app as training_app
 
 app = typer.Typer(
     name="carelens",
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(model_app)
+app.add_typer(training_app)
 app.add_typer(serving_app)
 
 

@@ -159,8 +159,16 @@ class MultiTaskClassifier(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         ngram_ids: torch.Tensor | None = None,
+        skip_encoder: bool = False,
     ) -> torch.Tensor:
-        pooled = self.pool(input_ids, attention_mask)
+        """Pooled encoder output (+ mean n-gram embedding). ``skip_encoder`` puts zeros
+        where the encoder output goes: the heads are linear, so this trains exactly the
+        n-gram part of each head (used to pre-train it on many rows at fastText speed)."""
+        if skip_encoder:
+            hidden = int(self.encoder.config.hidden_size)
+            pooled = torch.zeros((input_ids.shape[0], hidden), dtype=torch.float32)
+        else:
+            pooled = self.pool(input_ids, attention_mask)
         if self.ngram_embedding is not None:
             if ngram_ids is None:
                 raise ValueError("this model uses n-gram features: pass ngram_ids")
@@ -175,8 +183,9 @@ class MultiTaskClassifier(nn.Module):
         attention_mask: torch.Tensor,
         ngram_ids: torch.Tensor | None = None,
         labels: dict[str, torch.Tensor] | None = None,
+        skip_encoder: bool = False,
     ) -> dict[str, Any]:
-        feats = self.features(input_ids, attention_mask, ngram_ids)
+        feats = self.features(input_ids, attention_mask, ngram_ids, skip_encoder=skip_encoder)
         logits = {name: head(feats) for name, head in self.heads.items()}
         out: dict[str, Any] = {"logits": logits}
         if labels is not None:

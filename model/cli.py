@@ -97,7 +97,7 @@ def predict(
         hint = (
             ""
             if model
-            else " (build the starter model with `carelens train starter`, or pass --model)"
+            else " (build one with `make model` or `carelens model init --out DIR`, or pass --model)"
         )
         raise _fail(f"{exc}{hint}") from exc
     try:

@@ -73,3 +73,28 @@ def tiny_predictor(tiny_model_dir):
     from model.predictor import Predictor
 
     return Predictor.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT saved as a Hugging Face folder (config.json, safetensors,
+    tokenizer.json): usable anywhere a backbone path is accepted."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from model.tokenization import save_tokenizer
+
+    directory = tmp_path_factory.mktemp("backbone")
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(directory)
+    save_tokenizer(tok, directory)
+    return directory

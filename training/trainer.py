@@ -34,13 +34,31 @@ class TrainConfig:
     ngram_learning_rate: float = 2e-2  # n-gram table (sparse-ish, needs a larger step)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
+    ngram_pretrain_epochs: int = 0  # n-gram-only epochs (encoder skipped) before fine-tuning
     max_length: int = 128
     seed: int = 0
     threads: int | None = None
-    data: list[dict[str, Any]] = field(default_factory=list)  # [{path, source, weight}] as given
+    # what to train on: [{source: NAME} or {path: FILE}, weight: 1.0, max_rows: N]
+    data: list[dict[str, Any]] = field(default_factory=list)
+    backbone: str | None = None  # None: $CARELENS_BACKBONE or the default package
+    taxonomy: str | None = None  # None: data/taxonomy.yaml
+    data_dir: str | None = None  # None: $CARELENS_DATA or ../shared/data
+    val_fraction: float = 0.1
+    max_val_rows_per_source: int = 500
+    cjk_min_count: int = 3
+    ngram: bool = True
+    target_precision: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
 
 
 def set_seed(seed: int) -> None:
@@ -64,7 +82,9 @@ def make_batches(
     return batches
 
 
-def _optimizer(model: CarelensModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(
+    model: CarelensModel, cfg: TrainConfig, encoder: bool = True
+) -> torch.optim.Optimizer:
     clf = model.classifier
     enc, heads, ngram = [], [], []
     for name, p in clf.named_parameters():
@@ -73,13 +93,66 @@ def _optimizer(model: CarelensModel, cfg: TrainConfig) -> torch.optim.Optimizer:
         (
             enc if name.startswith("encoder.") else ngram if name.startswith("ngram_") else heads
         ).append(p)
-    groups = [
-        {"params": enc, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay},
-        {"params": heads, "lr": cfg.head_learning_rate, "weight_decay": 0.0},
-    ]
+    groups = [{"params": heads, "lr": cfg.head_learning_rate, "weight_decay": 0.0}]
+    if encoder:
+        groups.append({"params": enc, "lr": cfg.learning_rate, "weight_decay": cfg.weight_decay})
     if ngram:
         groups.append({"params": ngram, "lr": cfg.ngram_learning_rate, "weight_decay": 0.0})
     return torch.optim.AdamW(groups)
+
+
+def pretrain_ngrams(
+    model: CarelensModel,
+    examples: list[Example],
+    cfg: TrainConfig,
+    epochs: int,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train the n-gram table and the n-gram part of every head with the encoder
+    skipped (a fastText model inside the classifier): cheap enough for every row, so
+    the later joint fine-tuning on fewer rows starts from a strong surface-form model."""
+    clf = model.classifier
+    if clf.ngram_embedding is None or epochs <= 0:
+        return []
+    from model.ngrams import batch_ngram_ids
+
+    rng = random.Random(cfg.seed + 1)
+    # the encoder's half of every head starts at zero: the model is then exactly the
+    # n-gram model, and joint fine-tuning learns the encoder's contribution on top
+    hidden = int(clf.encoder.config.hidden_size)
+    with torch.no_grad():
+        for head in clf.heads.values():
+            linear = head.score if hasattr(head, "score") else head
+            linear.weight[:, :hidden] = 0.0
+    opt = _optimizer(model, cfg, encoder=False)
+    for group in opt.param_groups:  # fastText-style: one (large) step size for table and heads
+        group["lr"] = cfg.ngram_learning_rate
+    clf.train()
+    history = []
+    for epoch in range(epochs):
+        batches = make_batches(examples, 64, rng)
+        bar = tqdm(
+            batches,
+            desc=f"n-gram pre-training {epoch + 1}/{epochs}",
+            disable=not progress,
+            unit="batch",
+        )
+        t0, running = time.perf_counter(), None
+        for idx in bar:
+            exs = [examples[i] for i in idx]
+            ngram = batch_ngram_ids([e.text for e in exs], model.config.ngram)
+            dummy = torch.zeros((len(exs), 1), dtype=torch.long)
+            out = clf(dummy, dummy, ngram, labels=targets(exs, model.taxonomy), skip_encoder=True)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            loss = float(out["loss"].detach())
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            bar.set_postfix(loss=f"{running:.4f}")
+        history.append(
+            {"ngram_epoch": epoch + 1, "loss": running, "seconds": time.perf_counter() - t0}
+        )
+    return history
 
 
 @torch.inference_mode()
@@ -164,7 +237,9 @@ def train(
         return max(0.0, (total - step) / max(1, total - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = pretrain_ngrams(
+        model, train_examples, cfg, cfg.ngram_pretrain_epochs, progress
+    )
     best_score, best_state = -1.0, None
     step = 0
     try:

@@ -64,3 +64,22 @@ def test_same_seed_same_metrics():
             train(model, _data(48), _data(16, seed=1), cfg, progress=False)["history"][0]["val"]
         )
     assert runs[0] == runs[1]
+
+
+def test_ngram_pretraining_leaves_the_encoder_alone():
+    import torch
+
+    from training.trainer import pretrain_ngrams
+
+    model = tiny_model()
+    enc_before = {k: v.clone() for k, v in model.classifier.encoder.state_dict().items()}
+    ngram_before = model.classifier.ngram_embedding.weight.detach().clone()
+    data = _data(128)
+    before = quick_scores(model, predict_probs(model, data), data)["sentiment"]
+    pretrain_ngrams(model, data, TrainConfig(), epochs=10, progress=False)
+    after = quick_scores(model, predict_probs(model, data), data)["sentiment"]
+    assert all(
+        torch.equal(v, model.classifier.encoder.state_dict()[k]) for k, v in enc_before.items()
+    )
+    assert not torch.equal(ngram_before, model.classifier.ngram_embedding.weight)
+    assert after > max(before, 0.9)

@@ -30,6 +30,8 @@ VARIANTS = {
     "plain": {"extend": False, "ngram": False},
     "ext": {"extend": True, "ngram": False},
     "ext+ngram": {"extend": True, "ngram": True},
+    # n-gram part pre-trained on the whole train pool first (encoder skipped), then joint
+    "ext+ngram-pre": {"extend": True, "ngram": True, "pretrain": 2},
 }
 
 
@@ -102,6 +104,24 @@ def main() -> None:
         tc = TrainConfig(
             epochs=args.epochs, batch_size=16, max_length=args.max_length, seed=args.seed
         )
+        if opts.get("pretrain"):
+            from training.trainer import pretrain_ngrams
+
+            pretrain_ngrams(model, train_pool, tc, epochs=opts["pretrain"])
+            ng = predict_probs(model, te, max_length=args.max_length)["sentiment"]
+            results[variant + ":after_ngram_pretrain"] = round(
+                float(
+                    sum(
+                        tax["sentiment"].label_names[int(p.argmax())] == g
+                        for p, g in zip(ng, gold, strict=True)
+                    )
+                    / len(gold)
+                ),
+                4,
+            )
+            print(
+                "after n-gram pre-training:", results[variant + ":after_ngram_pretrain"], flush=True
+            )
         info = train(model, tr, [], tc, progress=True)
         probs = predict_probs(model, te, max_length=args.max_length)["sentiment"]
         names = tax["sentiment"].label_names

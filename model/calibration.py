@@ -1,0 +1,121 @@
+"""Calibration and review thresholds, fitted on validation data.
+
+- Temperature scaling per head: one scalar ``T`` per task minimising the validation
+  negative log-likelihood of ``logits / T`` (softmax, sigmoid or ordered-logit).
+- ``needs_review`` thresholds: the lowest confidence ``t`` such that predictions with
+  confidence >= t are right at least ``target_precision`` of the time on validation
+  data (exact label set for multi-label tasks); below ``t`` a person should look.
+- Multi-label decision thresholds: per label, the threshold that maximises F1 on the
+  validation rows labelled for the task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.classifier import IGNORE_INDEX, task_loss, task_probs
+from model.taxonomy import Task
+
+
+def _labelled(task: Task, target: torch.Tensor) -> torch.Tensor:
+    return (target >= 0).all(1) if task.kind == "multilabel" else target != IGNORE_INDEX
+
+
+def fit_temperature(
+    task: Task, logits: torch.Tensor, target: torch.Tensor, max_iter: int = 100
+) -> float:
+    """The temperature (0.05..20) minimising NLL on the labelled rows; 1.0 without any."""
+    mask = _labelled(task, target)
+    if int(mask.sum()) < 2:
+        return 1.0
+    logits, target = logits[mask].detach().float(), target[mask]
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss, _ = task_loss(task, logits / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def confidence_and_correct(
+    task: Task, probs: np.ndarray, target: np.ndarray, label_thresholds: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per labelled row: the Predictor's confidence and whether its decision is right."""
+    if task.kind == "multilabel":
+        mask = (target >= 0).all(1)
+        p, t = probs[mask], target[mask] > 0.5
+        th = label_thresholds if label_thresholds is not None else np.full(p.shape[1], 0.5)
+        pred = p >= th
+        conf = np.where(pred, p, 1.0 - p).min(1)
+        return conf, (pred == t).all(1)
+    mask = target >= 0
+    p, t = probs[mask], target[mask]
+    return p.max(1), p.argmax(1) == t
+
+
+def review_threshold(
+    confidence: np.ndarray, correct: np.ndarray, target_precision: float = 0.9, min_rows: int = 20
+) -> float:
+    """Lowest threshold whose accepted set (confidence >= t) reaches the target precision.
+
+    Returns 1.0 (review everything) if no threshold with at least ``min_rows`` accepted
+    rows reaches it, 0.5 if there is too little data to decide."""
+    if len(confidence) < min_rows:
+        return 0.5
+    order = np.argsort(-confidence)
+    conf, ok = confidence[order], correct[order].astype(float)
+    precision = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    best = None
+    for k in range(min_rows - 1, len(conf)):
+        if precision[k] >= target_precision and (k + 1 == len(conf) or conf[k + 1] < conf[k]):
+            best = float(conf[k])
+    return round(best, 6) if best is not None else 1.0
+
+
+def best_f1_thresholds(
+    task: Task, probs: np.ndarray, target: np.ndarray, grid: np.ndarray | None = None
+) -> dict[str, float]:
+    """Per label, the decision threshold maximising F1 on labelled rows (0.5 if the
+    label never occurs in the validation data)."""
+    grid = grid if grid is not None else np.round(np.arange(0.1, 0.91, 0.05), 2)
+    mask = (target >= 0).all(1)
+    p, t = probs[mask], target[mask] > 0.5
+    out = {}
+    for j, name in enumerate(task.label_names):
+        if t[:, j].sum() == 0:
+            out[name] = 0.5
+            continue
+        best_f1, best_th = -1.0, 0.5
+        for th in grid:
+            pred = p[:, j] >= th
+            tp = float((pred & t[:, j]).sum())
+            f1 = 2 * tp / (pred.sum() + t[:, j].sum())
+            if f1 > best_f1 + 1e-9:
+                best_f1, best_th = f1, float(th)
+        out[name] = best_th
+    return out
+
+
+def calibrate(
+    task: Task, logits: torch.Tensor, target: torch.Tensor, target_precision: float = 0.9
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Fit temperature and thresholds for one task: (calibration entry, thresholds entry)."""
+    temperature = fit_temperature(task, logits, target)
+    probs = task_probs(task, logits / temperature).detach().numpy()
+    tgt = target.numpy()
+    thresholds: dict[str, object] = {}
+    label_th = None
+    if task.kind == "multilabel":
+        per_label = best_f1_thresholds(task, probs, tgt)
+        thresholds["label_thresholds"] = per_label
+        label_th = np.array([per_label[n] for n in task.label_names])
+    conf, correct = confidence_and_correct(task, probs, tgt, label_th)
+    thresholds["review_threshold"] = review_threshold(conf, correct, target_precision)
+    thresholds["target_precision"] = target_precision
+    return {"temperature": round(temperature, 6)}, thresholds

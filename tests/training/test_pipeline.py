@@ -1,0 +1,91 @@
+"""`carelens train` end to end on a tiny backbone and hand-made labelled files."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from carelens.cli import app
+from model.predictor import Predictor
+
+runner = CliRunner()
+
+
+def _write_data(tmp_path, n=160, seed=0):
+    rng = random.Random(seed)
+    en = tmp_path / "en.csv"
+    zh = tmp_path / "zh.jsonl"
+    lines = ["text,issue_type,sentiment"]
+    zh_rows = []
+    for i in range(n):
+        if rng.random() < 0.5:
+            lines.append(f"the box arrived broken {i},damaged_defective,negative")
+            zh_rows.append({"text": f"质量差 退款 {i}", "sentiment": "negative"})
+        else:
+            lines.append(f"great product thanks {i},praise,positive")
+            zh_rows.append({"text": f"很好 很快 {i}", "sentiment": "positive"})
+    en.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    zh.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in zh_rows), encoding="utf-8")
+    return en, zh
+
+
+@pytest.mark.slow
+def test_train_command_end_to_end(tmp_path, tiny_backbone_dir):
+    en, zh = _write_data(tmp_path)
+    cfg = {
+        "backbone": str(tiny_backbone_dir),
+        "data": [
+            {"path": str(en), "name": "toy_en"},
+            {"path": str(zh), "name": "toy_zh", "weight": 0.5},
+        ],
+        "epochs": 3,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "head_learning_rate": 1e-2,
+        "max_length": 32,
+        "cjk_min_count": 1,
+        "ngram_pretrain_epochs": 2,
+        "val_fraction": 0.25,
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    r = runner.invoke(
+        app, ["train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "m")]
+    )
+    assert r.exit_code == 0, r.output
+    pred = Predictor.load(tmp_path / "m")
+    m = pred.model
+    assert m.train_config["epochs"] == 3 and m.train_config["data"][1]["weight"] == 0.5
+    assert set(m.metrics["validation_per_source"]) == {"toy_en", "toy_zh"}
+    assert m.metrics["validation_per_source"]["toy_en"]["sentiment"] > 0.9
+    assert (
+        "issue_type" not in m.metrics["validation_per_source"]["toy_zh"]
+    )  # unlabelled task skipped
+    assert (
+        "[UNK]" not in m.tokenizer.encode("质量差").tokens
+    )  # CJK characters of the data were added
+    assert all(m.calibration[t]["temperature"] > 0 for t in ("issue_type", "sentiment", "urgency"))
+    assert set(m.thresholds["issue_type"]["label_thresholds"]) >= {"praise", "damaged_defective"}
+    out = pred.predict(["the box arrived broken", "great product thanks"])
+    assert [p["sentiment"].label for p in out] == ["negative", "positive"]
+
+
+def test_train_refuses_bad_configs(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochz: 3\n", encoding="utf-8")
+    r = runner.invoke(app, ["train", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "unknown training config keys ['epochz']" in r.output
+    (tmp_path / "c.yaml").write_text("data: [{source: nope}]\n", encoding="utf-8")
+    r = runner.invoke(app, ["train", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "unknown source 'nope'" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,sentiment\nhello,furious\n", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text(f"data: [{{path: {bad}}}]\n", encoding="utf-8")
+    r = runner.invoke(app, ["train", "-c", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "m")])
+    assert (
+        r.exit_code == 2
+        and "bad.csv:2: sentiment value 'furious' is not in the taxonomy" in r.output
+    )
+    assert not (tmp_path / "m").exists()  # nothing written half

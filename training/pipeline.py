@@ -1,0 +1,140 @@
+"""A whole training run from a config: data → splits → model → train → calibrate → save."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.calibration import calibrate
+from model.classifier import ModelConfig
+from model.ngrams import NgramConfig
+from model.pretrained import CarelensModel
+from model.taxonomy import Taxonomy
+from model.tokenization import is_cjk
+from training.data import DataError, Example, hash_split, read_labelled, targets
+from training.sources import load_source
+from training.trainer import TrainConfig, predict_probs, quick_scores, train
+
+log = logging.getLogger(__name__)
+
+
+def load_taxonomy(cfg: TrainConfig) -> Taxonomy:
+    return Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else Taxonomy.default()
+
+
+def load_spec(
+    spec: dict[str, Any], taxonomy: Taxonomy, data_dir: str | None
+) -> tuple[str, list[Example]]:
+    if "source" in spec:
+        return spec["source"], load_source(spec["source"], taxonomy, data_dir)
+    if "path" in spec:
+        name = spec.get("name") or Path(spec["path"]).stem
+        return name, read_labelled(spec["path"], taxonomy, source=name)
+    raise DataError(
+        f"data entry {spec} needs 'source' (a public source) or 'path' (a labelled file)"
+    )
+
+
+def build_sets(
+    cfg: TrainConfig, taxonomy: Taxonomy
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training rows (weighted by repetition/sub-sampling) and validation rows per source."""
+    if not cfg.data:
+        raise DataError("the training config lists no data")
+    rng = random.Random(cfg.seed)
+    train_rows: list[Example] = []
+    val: dict[str, list[Example]] = {}
+    for spec in cfg.data:
+        name, examples = load_spec(spec, taxonomy, cfg.data_dir)
+        for ex in examples:
+            ex.meta.setdefault("source", name)
+        tr, va = hash_split(examples, cfg.val_fraction)
+        rng.shuffle(tr)
+        rng.shuffle(va)
+        if spec.get("max_rows"):
+            tr = tr[: int(spec["max_rows"])]
+        weight = float(spec.get("weight", 1.0))
+        whole, frac = int(weight), weight - int(weight)
+        train_rows += tr * whole + tr[: int(round(frac * len(tr)))]
+        val[name] = va[: cfg.max_val_rows_per_source]
+        log.info(
+            "%s: %d train rows (weight %.2f), %d validation rows",
+            name,
+            len(tr),
+            weight,
+            len(val[name]),
+        )
+    return train_rows, val
+
+
+def calibrate_model(model: CarelensModel, val_rows: list[Example], target_precision: float) -> None:
+    """Fit temperature and review thresholds per task on validation rows."""
+    if not val_rows:
+        return
+    clf = model.classifier.eval()
+    logits: dict[str, list[torch.Tensor]] = defaultdict(list)
+    order = sorted(range(len(val_rows)), key=lambda i: len(val_rows[i].text))
+    with torch.inference_mode():
+        for start in range(0, len(order), 64):
+            batch = model.encode([val_rows[i].text for i in order[start : start + 64]])
+            for name, value in clf(**batch.model_inputs())["logits"].items():
+                logits[name].append(value)
+    y = targets([val_rows[i] for i in order], model.taxonomy)
+    for task in model.taxonomy:
+        cal, th = calibrate(task, torch.cat(logits[task.name]), y[task.name], target_precision)
+        model.calibration[task.name] = cal
+        model.thresholds[task.name] = th
+
+
+def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train a model from ``cfg`` into ``out_dir``; returns a summary."""
+    t0 = time.perf_counter()
+    taxonomy = load_taxonomy(cfg)
+    train_rows, val = build_sets(cfg, taxonomy)
+    if not train_rows:
+        raise DataError("no training rows after splitting")
+    val_rows = [ex for rows in val.values() for ex in rows]
+    cjk_texts = [ex.text for ex in train_rows if any(is_cjk(ch) for ch in ex.text[:200])]
+    model = CarelensModel.from_backbone(
+        cfg.backbone,
+        taxonomy,
+        ModelConfig(max_length=cfg.max_length, ngram=NgramConfig(enabled=cfg.ngram)),
+        cjk_texts=cjk_texts or None,
+        cjk_min_count=cfg.cjk_min_count,
+        seed=cfg.seed,
+    )
+    result = train(model, train_rows, val_rows, cfg, out_dir=None, progress=progress)
+    calibrate_model(model, val_rows, cfg.target_precision)
+    per_source = {}
+    for name, rows in val.items():
+        if rows:
+            per_source[name] = {
+                "rows": len(rows),
+                **quick_scores(model, predict_probs(model, rows), rows),
+            }
+    model.train_config = cfg.to_dict()
+    model.metrics = {
+        "validation_per_source": per_source,
+        "history": result["history"],
+        "train_rows": len(train_rows),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    model.save_pretrained(out_dir)
+    return model.metrics
+
+
+def mean_score(metrics: dict[str, Any]) -> float:
+    vals = [
+        v
+        for src in metrics["validation_per_source"].values()
+        for k, v in src.items()
+        if k != "rows"
+    ]
+    return float(np.mean(vals)) if vals else 0.0
