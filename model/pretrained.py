@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from model.backbone import resolve_backbone
+from model.backbone import default_backbone, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
 from model.ngrams import batch_ngram_ids
 from model.taxonomy import Taxonomy, TaxonomyError
@@ -140,7 +140,7 @@ class CarelensModel:
         path = resolve_backbone(backbone)
         taxonomy = taxonomy or Taxonomy.default()
         config = config or ModelConfig()
-        config.backbone = str(backbone) if backbone is not None else config.backbone
+        config.backbone = str(backbone) if backbone is not None else default_backbone()
         encoder = _load_encoder(path)
         tokenizer = load_tokenizer(path)
         return cls.from_parts(encoder, tokenizer, taxonomy, config, cjk_texts, cjk_min_count, seed)

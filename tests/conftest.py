@@ -34,9 +34,23 @@ def tiny_tokenizer():
     return build_wordpiece_tokenizer(vocab)
 
 
+def tiny_bert(vocab_size: int):
+    """A random BERT encoder: hidden 32, 2 layers, built from config (no weights)."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    return BertModel(cfg, add_pooling_layer=False)
+
+
 def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0):
     import torch
-    from transformers import BertConfig, BertModel
 
     from model.classifier import ModelConfig
     from model.ngrams import NgramConfig
@@ -45,15 +59,7 @@ def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0):
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    encoder = BertModel(cfg, add_pooling_layer=False)
+    encoder = tiny_bert(tok.get_vocab_size())
     config = ModelConfig(
         backbone="tiny-random", max_length=64, ngram=NgramConfig(enabled=ngram, buckets=1024, dim=8)
     )
@@ -80,21 +86,12 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     """A tiny random BERT saved as a Hugging Face folder (config.json, safetensors,
     tokenizer.json): usable anywhere a backbone path is accepted."""
     import torch
-    from transformers import BertConfig, BertModel
 
     from model.tokenization import save_tokenizer
 
     directory = tmp_path_factory.mktemp("backbone")
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(directory)
+    tiny_bert(tok.get_vocab_size()).save_pretrained(directory)
     save_tokenizer(tok, directory)
     return directory

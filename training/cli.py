@@ -74,6 +74,73 @@ def train_cmd(
     )
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Report directory (metrics.json, report.md, PNGs).")
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Labelled file(s) in the carelens format (held out)."),
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source", "-s", help="Public source(s): their validation split (never trained on)."
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(help="Also fit and score the TF-IDF baseline on the model's training rows."),
+    ] = True,
+    data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+) -> None:
+    """Score a model per task and per source, with plots and the TF-IDF floor."""
+    from model.predictor import Predictor
+    from model.pretrained import ModelLoadError
+    from training.data import DataError, hash_split, read_labelled
+    from training.evaluate import comparison, evaluate
+    from training.pipeline import build_sets
+    from training.sources import SourceError, load_source
+    from training.trainer import TrainConfig
+
+    if not data and not source:
+        raise _fail("give --data FILE and/or --source NAME")
+    try:
+        predictor = Predictor.load(model, evidence=False)
+    except ModelLoadError as exc:
+        raise _fail(str(exc)) from exc
+    tax = predictor.taxonomy
+    tc = predictor.model.train_config
+    val_fraction = float(tc.get("val_fraction", 0.1))
+    examples = []
+    try:
+        for f in data or []:
+            examples += read_labelled(f, tax, source=f.stem)
+        for name in source or []:
+            rows = load_source(name, tax, str(data_dir) if data_dir else tc.get("data_dir"))
+            examples += hash_split(rows, val_fraction)[1]
+        baseline_rows = None
+        if baseline and tc.get("data"):
+            cfg = TrainConfig.from_dict({**tc, **({"data_dir": str(data_dir)} if data_dir else {})})
+            rows, _ = build_sets(cfg, tax)
+            baseline_rows = list(
+                {id(r): r for r in rows}.values()
+            )  # weights repeat rows; the floor sees each once
+    except (DataError, SourceError) as exc:
+        raise _fail(str(exc)) from exc
+    if not examples:
+        raise _fail("no evaluation rows")
+    report = evaluate(predictor, examples, out, baseline_train=baseline_rows)
+    for row in comparison(tax, report):
+        b = "" if row["baseline"] is None else f"  baseline {row['baseline']:.3f}"
+        typer.echo(
+            f"{row['source']:28s} {row['task']:12s} n={row['n']:<6d} model {row['model']:.3f}{b}"
+        )
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 @data_app.command("sources")
 def sources() -> None:
     """List the public sources with a mapping in data/mappings/."""
