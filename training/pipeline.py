@@ -20,7 +20,7 @@ from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
 from training.data import DataError, Example, hash_split, read_labelled, targets
 from training.sources import load_source
-from training.trainer import TrainConfig, predict_probs, quick_scores, train
+from training.trainer import TrainConfig, predict_probs, pretrain_ngrams, quick_scores, train
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,15 @@ def load_spec(
 
 def build_sets(
     cfg: TrainConfig, taxonomy: Taxonomy
-) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training rows (weighted by repetition/sub-sampling) and validation rows per source."""
+) -> tuple[list[Example], dict[str, list[Example]], list[Example]]:
+    """Fine-tuning rows (weighted by repetition/sub-sampling), validation rows per
+    source, and the training rows that ``max_rows`` kept out of fine-tuning."""
     if not cfg.data:
         raise DataError("the training config lists no data")
     rng = random.Random(cfg.seed)
     train_rows: list[Example] = []
     val: dict[str, list[Example]] = {}
+    rest: list[Example] = []
     for spec in cfg.data:
         name, examples = load_spec(spec, taxonomy, cfg.data_dir)
         for ex in examples:
@@ -59,6 +61,7 @@ def build_sets(
         rng.shuffle(tr)
         rng.shuffle(va)
         if spec.get("max_rows"):
+            rest += tr[int(spec["max_rows"]) :]
             tr = tr[: int(spec["max_rows"])]
         weight = float(spec.get("weight", 1.0))
         whole, frac = int(weight), weight - int(weight)
@@ -71,7 +74,7 @@ def build_sets(
             weight,
             len(val[name]),
         )
-    return train_rows, val
+    return train_rows, val, rest
 
 
 def calibrate_model(model: CarelensModel, val_rows: list[Example], target_precision: float) -> None:
@@ -97,7 +100,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     """Train a model from ``cfg`` into ``out_dir``; returns a summary."""
     t0 = time.perf_counter()
     taxonomy = load_taxonomy(cfg)
-    train_rows, val = build_sets(cfg, taxonomy)
+    train_rows, val, rest = build_sets(cfg, taxonomy)
     if not train_rows:
         raise DataError("no training rows after splitting")
     val_rows = [ex for rows in val.values() for ex in rows]
@@ -110,7 +113,13 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         cjk_min_count=cfg.cjk_min_count,
         seed=cfg.seed,
     )
-    result = train(model, train_rows, val_rows, cfg, out_dir=None, progress=progress)
+    pre_history = []
+    if cfg.ngram_pretrain_epochs:
+        # rows the fine-tuning will not see, so the encoder learns what the n-grams miss
+        # (on rows they have memorised, the joint loss would start near zero)
+        pre_rows = rest or list({id(r): r for r in train_rows}.values())
+        pre_history = pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
+    result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
     calibrate_model(model, val_rows, cfg.target_precision)
     per_source = {}
     for name, rows in val.items():
@@ -122,7 +131,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     model.train_config = cfg.to_dict()
     model.metrics = {
         "validation_per_source": per_source,
-        "history": result["history"],
+        "history": pre_history + result["history"],
         "train_rows": len(train_rows),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -34,7 +34,9 @@ class TrainConfig:
     ngram_learning_rate: float = 2e-2  # n-gram table (sparse-ish, needs a larger step)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    ngram_pretrain_epochs: int = 0  # n-gram-only epochs (encoder skipped) before fine-tuning
+    # n-gram-only epochs (encoder skipped) before fine-tuning, over the training rows that
+    # max_rows left out of fine-tuning (all training rows if none were left out)
+    ngram_pretrain_epochs: int = 0
     max_length: int = 128
     seed: int = 0
     threads: int | None = None
@@ -237,9 +239,7 @@ def train(
         return max(0.0, (total - step) / max(1, total - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    history: list[dict[str, Any]] = pretrain_ngrams(
-        model, train_examples, cfg, cfg.ngram_pretrain_epochs, progress
-    )
+    history: list[dict[str, Any]] = []
     best_score, best_state = -1.0, None
     step = 0
     try:

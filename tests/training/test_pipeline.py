@@ -89,3 +89,26 @@ def test_train_refuses_bad_configs(tmp_path):
         and "bad.csv:2: sentiment value 'furious' is not in the taxonomy" in r.output
     )
     assert not (tmp_path / "m").exists()  # nothing written half
+
+
+def test_build_sets_weights_caps_and_rest(tmp_path):
+    from model.taxonomy import Taxonomy
+    from training.pipeline import build_sets
+    from training.trainer import TrainConfig
+
+    en, zh = _write_data(tmp_path, n=200)
+    cfg = TrainConfig(
+        data=[
+            {"path": str(en), "name": "en", "max_rows": 50, "weight": 2.0},
+            {"path": str(zh), "name": "zh", "weight": 0.5},
+        ],
+        val_fraction=0.2,
+    )
+    train_rows, val, rest = build_sets(cfg, Taxonomy.default())
+    en_rows = [r for r in train_rows if r.source == "en"]
+    assert len(en_rows) == 100 and len({id(r) for r in en_rows}) == 50  # weight 2: each row twice
+    zh_train = 200 - len(val["zh"])
+    assert len([r for r in train_rows if r.source == "zh"]) == round(zh_train * 0.5)
+    assert len(rest) == 200 - len(val["en"]) - 50 and all(r.source == "en" for r in rest)
+    held = {r.text for rows in val.values() for r in rows}
+    assert not held & {r.text for r in train_rows + rest}  # validation never trained on
