@@ -61,7 +61,10 @@ def build_sets(
         rng.shuffle(tr)
         rng.shuffle(va)
         if spec.get("max_rows"):
-            rest += tr[int(spec["max_rows"]) :]
+            extra = tr[int(spec["max_rows"]) :]
+            if cfg.ngram_pretrain_max_rows is not None:
+                extra = extra[: cfg.ngram_pretrain_max_rows]
+            rest += extra
             tr = tr[: int(spec["max_rows"])]
         weight = float(spec.get("weight", 1.0))
         whole, frac = int(weight), weight - int(weight)

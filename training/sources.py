@@ -51,7 +51,9 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     elif os.environ.get("CARELENS_DATA"):
         path = Path(os.environ["CARELENS_DATA"])
     else:
-        path = Path("../shared/data")
+        # ../shared/data from the repository root, wherever the command runs from
+        repo_default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+        path = Path("../shared/data") if Path("../shared/data").is_dir() else repo_default
     if not path.is_dir():
         raise SourceError(
             f"data directory {path.resolve()} does not exist: set CARELENS_DATA (or --data-dir) to the "

@@ -37,6 +37,7 @@ class TrainConfig:
     # n-gram-only epochs (encoder skipped) before fine-tuning, over the training rows that
     # max_rows left out of fine-tuning (all training rows if none were left out)
     ngram_pretrain_epochs: int = 0
+    ngram_pretrain_max_rows: int | None = None  # per source; None = all that are left
     max_length: int = 128
     seed: int = 0
     threads: int | None = None
