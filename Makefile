@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export CARELENS_HOME ?= $(CURDIR)/var
 export CARELENS_DATA ?= $(abspath ../shared/data)
-MODEL_DIR := $(CARELENS_HOME)/models/starter
+MODEL_DIR := $(or $(CARELENS_MODEL_DIR),$(CARELENS_HOME)/models/starter)
 
 .PHONY: install serve test lint model clean
 
@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The first `make serve` builds the starter model (about 20 minutes on 2 cores).
 $(MODEL_DIR)/model_config.json: | $(STAMP)
-	@echo "No model at $(MODEL_DIR): building one from the backbone package (untrained heads)."
-	$(BIN)/carelens model init --out $(MODEL_DIR) \
-	  $(if $(wildcard $(CARELENS_DATA)/chinese_reviews/online_shopping_dev.csv),--cjk-from $(CARELENS_DATA)/chinese_reviews/online_shopping_dev.csv)
+	@test -d "$(CARELENS_DATA)" || { echo "No model at $(MODEL_DIR) and no public data at $(CARELENS_DATA) to build one: set CARELENS_DATA, or CARELENS_MODEL_DIR to a model directory."; exit 2; }
+	@echo "No model at $(MODEL_DIR): building the starter model from $(CARELENS_DATA)."
+	$(BIN)/carelens starter --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/model_config.json
 

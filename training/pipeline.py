@@ -19,7 +19,7 @@ from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
 from training.data import DataError, Example, hash_split, read_labelled, targets
-from training.sources import load_source
+from training.sources import data_dir, load_source
 from training.trainer import TrainConfig, predict_probs, pretrain_ngrams, quick_scores, train
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,16 @@ def load_taxonomy(cfg: TrainConfig) -> Taxonomy:
 
 
 def load_spec(
-    spec: dict[str, Any], taxonomy: Taxonomy, data_dir: str | None
+    spec: dict[str, Any], taxonomy: Taxonomy, data_dir_setting: str | None
 ) -> tuple[str, list[Example]]:
     if "source" in spec:
-        return spec["source"], load_source(spec["source"], taxonomy, data_dir)
+        return spec["source"], load_source(spec["source"], taxonomy, data_dir_setting)
     if "path" in spec:
-        name = spec.get("name") or Path(spec["path"]).stem
-        return name, read_labelled(spec["path"], taxonomy, source=name)
+        path = Path(spec["path"])
+        if not path.exists() and not path.is_absolute():
+            path = data_dir(data_dir_setting) / path  # relative to the public data folder
+        name = spec.get("name") or path.stem
+        return name, read_labelled(path, taxonomy, source=name)
     raise DataError(
         f"data entry {spec} needs 'source' (a public source) or 'path' (a labelled file)"
     )
