@@ -91,3 +91,10 @@ def test_hash_split_is_deterministic_and_keeps_duplicates_together():
 def test_targets_dtypes():
     t = targets([Example(text="a", labels={"sentiment": ["positive"]})], TAX)
     assert t["sentiment"].dtype == torch.long and t["issue_type"].dtype == torch.float32
+
+
+def test_mapping_source_names_match_their_files():
+    from training.sources import SourceMapping, available_sources
+
+    for name, path in available_sources().items():
+        assert SourceMapping.load(path).source == name
