@@ -167,19 +167,13 @@ class Predictor:
     # -- core -------------------------------------------------------------------------
     def _probs(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
         """Calibrated probabilities per task, in input order, plus truncation flags."""
-        n = len(texts)
-        order = sorted(range(n), key=lambda i: len(texts[i]))
-        out = {t.name: np.zeros((n, t.num_labels), dtype=np.float32) for t in self.taxonomy}
-        truncated = [False] * n
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            batch = self.model.encode([texts[i] for i in idx], max_length=self.max_tokens)
-            logits = self.model.logits(batch)
-            for task in self.taxonomy:
-                out[task.name][idx] = task_probs(task, logits[task.name]).float().numpy()
-            for j, i in enumerate(idx):
-                truncated[i] = batch.truncated[j]
-        return out, truncated
+        if not texts:
+            return {
+                t.name: np.zeros((0, t.num_labels), dtype=np.float32) for t in self.taxonomy
+            }, []
+        logits, truncated = self.model.batched_logits(texts, self.batch_size, self.max_tokens)
+        probs = {t.name: task_probs(t, logits[t.name]).float().numpy() for t in self.taxonomy}
+        return probs, truncated
 
     def predict_proba(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per task: {task: array [n, num_labels]}."""

@@ -196,13 +196,43 @@ class CarelensModel:
         return Batch(input_ids, attention_mask, ngram, truncated)
 
     @torch.inference_mode()
-    def logits(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Calibrated (temperature-scaled) head outputs for a batch."""
+    def logits(self, batch: Batch, calibrated: bool = True) -> dict[str, torch.Tensor]:
+        """Head outputs for a batch, temperature-scaled unless ``calibrated=False``."""
         out = self.classifier(**batch.model_inputs())["logits"]
+        if not calibrated:
+            return out
         return {
             name: value / float(self.calibration[name]["temperature"])
             for name, value in out.items()
         }
+
+    def batched_logits(
+        self,
+        texts: list[str],
+        batch_size: int = 32,
+        max_length: int | None = None,
+        calibrated: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], list[bool]]:
+        """Head outputs for many texts (eval mode), in input order, plus truncation
+        flags. Texts are sorted by length into batches so padding stays small."""
+        was_training = self.classifier.training
+        self.classifier.eval()
+        n = len(texts)
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        parts: dict[str, list[torch.Tensor]] = {t.name: [] for t in self.taxonomy}
+        truncated = [False] * n
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.encode([texts[i] for i in idx], max_length=max_length)
+            for name, value in self.logits(batch, calibrated=calibrated).items():
+                parts[name].append(value)
+            for j, i in enumerate(idx):
+                truncated[i] = batch.truncated[j]
+        self.classifier.train(was_training)
+        inverse = torch.empty(n, dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(n)
+        out = {name: torch.cat(v)[inverse] for name, v in parts.items()} if n else {}
+        return out, truncated
 
     # -- save / load --------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

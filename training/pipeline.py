@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from model.calibration import calibrate
 from model.classifier import ModelConfig
@@ -87,17 +85,10 @@ def calibrate_model(model: CarelensModel, val_rows: list[Example], target_precis
     """Fit temperature and review thresholds per task on validation rows."""
     if not val_rows:
         return
-    clf = model.classifier.eval()
-    logits: dict[str, list[torch.Tensor]] = defaultdict(list)
-    order = sorted(range(len(val_rows)), key=lambda i: len(val_rows[i].text))
-    with torch.inference_mode():
-        for start in range(0, len(order), 64):
-            batch = model.encode([val_rows[i].text for i in order[start : start + 64]])
-            for name, value in clf(**batch.model_inputs())["logits"].items():
-                logits[name].append(value)
-    y = targets([val_rows[i] for i in order], model.taxonomy)
+    logits, _ = model.batched_logits([e.text for e in val_rows], 64, calibrated=False)
+    y = targets(val_rows, model.taxonomy)
     for task in model.taxonomy:
-        cal, th = calibrate(task, torch.cat(logits[task.name]), y[task.name], target_precision)
+        cal, th = calibrate(task, logits[task.name], y[task.name], target_precision)
         model.calibration[task.name] = cal
         model.thresholds[task.name] = th
 

@@ -158,7 +158,6 @@ def pretrain_ngrams(
     return history
 
 
-@torch.inference_mode()
 def predict_probs(
     model: CarelensModel,
     examples: list[Example],
@@ -166,20 +165,10 @@ def predict_probs(
     max_length: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Uncalibrated probabilities per task, in input order (for validation)."""
-    clf = model.classifier
-    was_training = clf.training
-    clf.eval()
-    n = len(examples)
-    order = sorted(range(n), key=lambda i: len(examples[i].text))
-    out = {t.name: np.zeros((n, t.num_labels), dtype=np.float32) for t in model.taxonomy}
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        batch = model.encode([examples[i].text for i in idx], max_length=max_length)
-        logits = clf(**batch.model_inputs())["logits"]
-        for task in model.taxonomy:
-            out[task.name][idx] = task_probs(task, logits[task.name]).numpy()
-    clf.train(was_training)
-    return out
+    logits, _ = model.batched_logits(
+        [e.text for e in examples], batch_size, max_length, calibrated=False
+    )
+    return {t.name: task_probs(t, logits[t.name]).numpy() for t in model.taxonomy}
 
 
 def quick_scores(
