@@ -136,7 +136,6 @@ class CarelensModel:
     ) -> CarelensModel:
         """A new model: pretrained encoder, fresh heads. With ``cjk_texts`` the
         vocabulary gains the CJK characters seen in them (see model.tokenization)."""
-        torch.manual_seed(seed)
         path = resolve_backbone(backbone)
         taxonomy = taxonomy or Taxonomy.default()
         config = config or ModelConfig()

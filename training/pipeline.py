@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from model.calibration import calibrate
 from model.classifier import ModelConfig
 from model.ngrams import NgramConfig
@@ -118,12 +116,14 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         pre_history = pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
     result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
     calibrate_model(model, val_rows, cfg.target_precision)
+    # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds
     per_source = {}
     for name, rows in val.items():
         if rows:
+            probs = predict_probs(model, rows, calibrated=True)
             per_source[name] = {
                 "rows": len(rows),
-                **quick_scores(model, predict_probs(model, rows), rows),
+                **quick_scores(model, probs, rows, model.thresholds),
             }
     model.train_config = cfg.to_dict()
     model.metrics = {
@@ -134,13 +134,3 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     }
     model.save_pretrained(out_dir)
     return model.metrics
-
-
-def mean_score(metrics: dict[str, Any]) -> float:
-    vals = [
-        v
-        for src in metrics["validation_per_source"].values()
-        for k, v in src.items()
-        if k != "rows"
-    ]
-    return float(np.mean(vals)) if vals else 0.0

@@ -17,8 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from model.classifier import task_probs
+from model.ngrams import batch_ngram_ids
 from model.pretrained import CarelensModel
 from training.data import Example, targets
+from training.evaluate import headline, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,6 @@ def pretrain_ngrams(
     clf = model.classifier
     if clf.ngram_embedding is None or epochs <= 0:
         return []
-    from model.ngrams import batch_ngram_ids
-
     rng = random.Random(cfg.seed + 1)
     # the encoder's half of every head starts at zero: the model is then exactly the
     # n-gram model, and joint fine-tuning learns the encoder's contribution on top
@@ -163,38 +163,32 @@ def predict_probs(
     examples: list[Example],
     batch_size: int = 64,
     max_length: int | None = None,
+    calibrated: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Uncalibrated probabilities per task, in input order (for validation)."""
+    """Probabilities per task, in input order (uncalibrated unless asked)."""
     logits, _ = model.batched_logits(
-        [e.text for e in examples], batch_size, max_length, calibrated=False
+        [e.text for e in examples], batch_size, max_length, calibrated=calibrated
     )
     return {t.name: task_probs(t, logits[t.name]).numpy() for t in model.taxonomy}
 
 
 def quick_scores(
-    model: CarelensModel, probs: dict[str, np.ndarray], examples: list[Example]
+    model: CarelensModel,
+    probs: dict[str, np.ndarray],
+    examples: list[Example],
+    thresholds: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Per-task validation score used to pick the best epoch: accuracy for single-label
-    tasks, micro-F1 at 0.5 for multi-label ones (labelled rows only)."""
+    """The headline figure per task (accuracy; micro-F1 for multi-label tasks) on the
+    rows labelled for it, as ``carelens evaluate`` computes it; ``thresholds``
+    default to 0.5 per label (the training loop's validation)."""
     y = targets(examples, model.taxonomy)
     scores = {}
     for task in model.taxonomy:
-        t = y[task.name].numpy()
-        p = probs[task.name]
-        if task.kind == "multilabel":
-            mask = (t >= 0).all(1)
-            if not mask.any():
-                continue
-            pred = p[mask] >= 0.5
-            gold = t[mask] > 0.5
-            tp = float((pred & gold).sum())
-            denom = float(pred.sum() + gold.sum())
-            scores[task.name] = 2 * tp / denom if denom else 1.0
-        else:
-            mask = t >= 0
-            if not mask.any():
-                continue
-            scores[task.name] = float((p[mask].argmax(1) == t[mask]).mean())
+        m = task_metrics(
+            task, probs[task.name], y[task.name].numpy(), (thresholds or {}).get(task.name, {})
+        )
+        if m is not None:
+            scores[task.name] = headline(task, m)
     return scores
 
 
