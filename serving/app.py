@@ -1,45 +1,72 @@
-"""The FastAPI application (``create_app``). Inference runs in a worker thread,
-never on the event loop."""
+"""The FastAPI application (``create_app``): settings, store, model, routes.
+
+Inference never runs on the event loop (sync routes run in the thread pool; async
+ones hand the model to ``run_in_threadpool``)."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
 
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
+from serving import db
+from serving.auth import ensure_key
+from serving.deps import Services
+from serving.metrics import CONTENT_TYPE, Metrics
+from serving.routes import admin, messages, reviews, tickets
+from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
+from serving.store import CHANNELS, utcnow
 
 log = logging.getLogger(__name__)
 
 
-class ClassifyRequest(BaseModel):
-    texts: list[str] = Field(..., min_length=1, description="Texts to classify (not stored).")
-    evidence: bool | None = Field(
-        None, description="Attach supporting spans (default: the service setting)."
-    )
-
-
-class ClassifyResponse(BaseModel):
-    model_version: str | None
-    predictions: list[dict[str, Any]]
-
-
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    predictor: Predictor | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """Build the app. A bad routing file or an unreachable/unmigratable database stops
+    it here, with the reason; a model that fails to load leaves it running but not
+    ready (``/readyz`` says why) and it serves no labels."""
     settings = settings or Settings()
+    routing = RoutingConfig.load(settings.routing_file)
+    if settings.sla_hours:
+        routing.sla_default_hours = settings.sla_hours
+    engine = db.make_engine(settings.database_url)
+    metrics = Metrics()
+    svc = Services(
+        settings=settings,
+        engine=engine,
+        sessions=db.session_factory(engine),
+        routing=routing,
+        metrics=metrics,
+        clock=clock,
+    )
+    metrics.watch_store(svc.sessions, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.predictor = predictor
-        app.state.model_error = None
+        if settings.migrate_on_start:
+            await run_in_threadpool(db.upgrade, settings.database_url, "head", engine)
+        if settings.bootstrap_admin_key is not None:
+            with db.transaction(svc.sessions) as s:
+                ensure_key(
+                    s, "bootstrap-admin", "admin", settings.bootstrap_admin_key.get_secret_value()
+                )
+        svc.predictor = predictor
         if predictor is None:
             try:
-                app.state.predictor = await run_in_threadpool(
+                svc.predictor = await run_in_threadpool(
                     Predictor.load,
                     settings.model_dir,
                     batch_size=settings.batch_size,
@@ -49,59 +76,78 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
                 )
             except ModelLoadError as exc:
                 # refuse readiness with the reason; never serve made-up labels
-                app.state.model_error = str(exc)
+                svc.model_error = str(exc)
                 log.error("model failed to load: %s", exc)
+        if svc.predictor is not None:
+            try:
+                routing.validate(svc.predictor.taxonomy, CHANNELS)
+            except RoutingError as exc:
+                svc.model_error = f"routing file does not fit the model: {exc}"
+                log.error("%s", svc.model_error)
+                svc.predictor = None
+            else:
+                metrics.model_info.labels(svc.predictor.model_version or "unknown").set(1)
         yield
+        engine.dispose()
 
     app = FastAPI(
         title="carelens",
         version="0.1.0",
-        description="Triage of customer messages: issue type, sentiment and urgency.",
+        description="Triage of customer messages: issue type, sentiment and urgency; "
+        "queues with SLAs; review management. Authenticate with an API key "
+        "(`Authorization: Bearer KEY` or `X-API-Key: KEY`).",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.services = svc
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "detail": f"request body: {length} bytes, the limit is "
+                    f"{settings.max_body_bytes} (CARELENS_MAX_BODY_BYTES)"
+                },
+            )
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.latency.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - start)
+        return response
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
-        """The process is up."""
+        """The process is up (no key needed)."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])
-    def readyz(request: Request) -> dict[str, Any]:
-        """Ready when the model is loaded."""
-        pred: Predictor | None = request.app.state.predictor
-        if pred is None:
+    def readyz() -> dict[str, Any]:
+        """Ready when the model is loaded and the database answers (no key needed)."""
+        if svc.predictor is None:
+            raise HTTPException(503, detail={"ready": False, "reason": svc.model_error})
+        try:
+            db.ping(engine)
+        except Exception as exc:
             raise HTTPException(
-                503, detail={"ready": False, "reason": request.app.state.model_error}
-            )
+                503, detail={"ready": False, "reason": f"database unreachable: {exc}"}
+            ) from exc
         return {
             "ready": True,
-            "model_version": pred.model_version,
-            "trained": bool(pred.model.train_config),
+            "model_version": svc.predictor.model_version,
+            "trained": bool(svc.predictor.model.train_config),
+            "database": engine.dialect.name,
         }
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
-    async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
-        """Classify texts without storing them."""
-        pred: Predictor | None = request.app.state.predictor
-        if pred is None:
-            raise HTTPException(503, detail=f"model not loaded: {request.app.state.model_error}")
-        if len(body.texts) > settings.max_batch:
-            raise HTTPException(
-                413, detail=f"texts: {len(body.texts)} items, the limit is {settings.max_batch}"
-            )
-        for i, text in enumerate(body.texts):
-            if len(text) > settings.max_text_chars:
-                raise HTTPException(
-                    413,
-                    detail=f"texts[{i}]: {len(text)} characters, the limit is {settings.max_text_chars}",
-                )
-        try:
-            results = await run_in_threadpool(pred.predict, body.texts, body.evidence)
-        except ValueError as exc:
-            raise HTTPException(422, detail=str(exc)) from exc
-        return ClassifyResponse(
-            model_version=pred.model_version, predictions=[r.to_dict() for r in results]
-        )
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics (no key needed; keep the port private)."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    for module in (messages, tickets, reviews, admin):
+        app.include_router(module.router)
     return app

@@ -2,39 +2,58 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.settings import Settings
+from serving.client import CarelensError
+from tests.serving.conftest import ADMIN_KEY
 
 
-def _client(model_dir, **kw):
-    return TestClient(create_app(Settings(model_dir=model_dir, **kw)))
+def test_classify_and_readiness(desk):
+    assert desk.http.get("/healthz").json() == {"status": "ok"}
+    ready = desk.http.get("/readyz").json()
+    assert ready["ready"] is True and ready["trained"] is False
+    assert ready["database"] in ("sqlite", "postgresql")
+    out = desk.service.classify(["box arrived broken", "退款"])
+    preds = out["predictions"]
+    assert len(preds) == 2 and set(preds[0]["tasks"]) == {"issue_type", "sentiment", "urgency"}
 
 
-def test_classify_and_readiness(tiny_model_dir):
-    with _client(tiny_model_dir) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
-        ready = client.get("/readyz").json()
-        assert ready["ready"] is True and ready["trained"] is False
-        r = client.post("/v1/classify", json={"texts": ["box arrived broken", "退款"]})
-        assert r.status_code == 200, r.text
-        preds = r.json()["predictions"]
-        assert len(preds) == 2 and set(preds[0]["tasks"]) == {"issue_type", "sentiment", "urgency"}
-
-
-def test_bad_input(tiny_model_dir):
-    with _client(tiny_model_dir, max_batch=2, max_text_chars=50) as client:
-        r = client.post("/v1/classify", json={"texts": ["ok", "  "]})
+def test_classify_bad_input(make_app, tmp_path):
+    app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}", max_batch=2, max_text_chars=50)
+    with TestClient(app) as tc:
+        h = {"X-API-Key": ADMIN_KEY}
+        r = tc.post("/v1/classify", json={"texts": ["ok", "  "]}, headers=h)
         assert r.status_code == 422 and "texts[1] is empty" in r.json()["detail"]
-        r = client.post("/v1/classify", json={"texts": ["a", "b", "c"]})
+        r = tc.post("/v1/classify", json={"texts": ["a", "b", "c"]}, headers=h)
         assert r.status_code == 413 and "limit is 2" in r.json()["detail"]
-        r = client.post("/v1/classify", json={"texts": ["x" * 51]})
+        r = tc.post("/v1/classify", json={"texts": ["x" * 51]}, headers=h)
         assert r.status_code == 413 and "texts[0]: 51 characters" in r.json()["detail"]
-        assert client.post("/v1/classify", json={"texts": []}).status_code == 422
+        assert tc.post("/v1/classify", json={"texts": []}, headers=h).status_code == 422
 
 
-def test_model_that_fails_to_load_refuses_readiness(tmp_path):
-    with _client(tmp_path / "missing") as client:
-        assert client.get("/healthz").status_code == 200
-        r = client.get("/readyz")
+def test_model_that_fails_to_load_refuses_readiness(make_app, tmp_path):
+    from serving.settings import Settings  # noqa: F401  (settings come from make_app)
+
+    app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    app.state.services.settings.model_dir = tmp_path / "missing"
+    with TestClient(app) as tc:
+        assert tc.get("/healthz").status_code == 200
+        r = tc.get("/readyz")
         assert r.status_code == 503 and "model directory not found" in r.json()["detail"]["reason"]
-        assert client.post("/v1/classify", json={"texts": ["hi"]}).status_code == 503
+        h = {"X-API-Key": ADMIN_KEY}
+        r = tc.post("/v1/classify", json={"texts": ["hi"]}, headers=h)
+        assert r.status_code == 503
+        r = tc.post("/v1/messages", json={"channel": "chat", "text": "hi"}, headers=h)
+        assert r.status_code == 503
+        # nothing was stored with made-up labels
+        from serving.store import Message
+
+        with app.state.services.sessions() as s:
+            assert s.query(Message).count() == 0
+
+
+def test_client_raises_with_detail(desk):
+    try:
+        desk.agent.classify(["hi"])
+    except CarelensError as exc:
+        assert exc.status_code == 403 and "role service" in exc.detail
+    else:
+        raise AssertionError("an agent key must not classify")

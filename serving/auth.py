@@ -1,0 +1,78 @@
+"""API keys with roles. Keys are random 256-bit tokens stored as SHA-256 hashes (a
+slow hash adds nothing for keys this long); the key itself is shown once and never
+logged.
+
+Roles: ``service`` (ingest, classify), ``agent`` (queues, tickets, reviews, labels),
+``admin`` (keys, models, config; may also do everything the others can).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.store import ROLES, ApiKey, utcnow
+
+KEY_PREFIX = "clk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: int
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        """How this caller appears in ticket history and labels."""
+        return self.name
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_key(
+    session: Session, name: str, role: str, key: str | None = None
+) -> tuple[ApiKey, str]:
+    """Store a new key (hashed); returns the row and the plain key (show it once)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if not name or not name.strip():
+        raise ValueError("a key needs a name")
+    key = key or new_key()
+    row = ApiKey(name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8])
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def ensure_key(session: Session, name: str, role: str, key: str) -> None:
+    """Create ``key`` unless a key with the same hash exists (bootstrap admin)."""
+    if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))) is None:
+        create_key(session, name, role, key)
+
+
+def authenticate(session: Session, key: str) -> Principal | None:
+    row = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+    if row is None:
+        return None
+    return Principal(key_id=row.id, name=row.name, role=row.role)
+
+
+def revoke(session: Session, key_id: int) -> bool:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True

@@ -1,0 +1,230 @@
+"""A typed Python client for the carelens HTTP API (httpx).
+
+    from serving.client import CarelensClient
+    with CarelensClient("http://127.0.0.1:8000", api_key="clk_...") as cl:
+        stored = cl.post_message(channel="review", text="Arrived broken", product_id="B0X")
+        ticket = cl.claim("reviews")
+
+Pass ``http=`` an existing ``httpx.Client`` (e.g. FastAPI's TestClient) to reuse it.
+Any non-2xx answer raises ``CarelensError`` with the status and the server's detail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+
+Channel = Literal["email", "review", "chat", "social"]
+JSON = dict[str, Any]
+
+
+class CarelensError(Exception):
+    def __init__(self, status_code: int, detail: Any):
+        super().__init__(f"HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        if v is None:
+            continue
+        out[k] = v.isoformat() if isinstance(v, datetime) else v
+    return out
+
+
+class CarelensClient:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        http: httpx.Client | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._own = http is None
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+        self.api_key = api_key
+
+    def __enter__(self) -> CarelensClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own:
+            self.http.close()
+
+    def with_key(self, api_key: str) -> CarelensClient:
+        """The same connection, another key."""
+        other = CarelensClient(api_key=api_key, http=self.http)
+        other._own = False
+        return other
+
+    # -- plumbing -----------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = kwargs.pop("headers", {}) or {}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise CarelensError(response.status_code, detail)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- ops ----------------------------------------------------------------------
+    def healthz(self) -> JSON:
+        return self._json("GET", "/healthz")
+
+    def readyz(self) -> JSON:
+        return self._json("GET", "/readyz")
+
+    def metrics(self) -> str:
+        return self._request("GET", "/metrics").text
+
+    # -- messages (service role) ----------------------------------------------------
+    def classify(self, texts: list[str], evidence: bool | None = None) -> JSON:
+        return self._json(
+            "POST", "/v1/classify", json=_clean({"texts": texts, "evidence": evidence})
+        )
+
+    def post_message(
+        self,
+        channel: Channel,
+        text: str,
+        subject: str | None = None,
+        external_id: str | None = None,
+        customer_id: str | None = None,
+        order_id: str | None = None,
+        product_id: str | None = None,
+        marketplace: str | None = None,
+        rating: int | None = None,
+        received_at: datetime | None = None,
+    ) -> JSON:
+        """Store one message; returns its stored view (ticket, queue, labels...)."""
+        body = _clean(
+            {
+                "channel": channel,
+                "text": text,
+                "subject": subject,
+                "external_id": external_id,
+                "customer_id": customer_id,
+                "order_id": order_id,
+                "product_id": product_id,
+                "marketplace": marketplace,
+                "rating": rating,
+                "received_at": received_at,
+            }
+        )
+        return self._json("POST", "/v1/messages", json=body)["messages"][0]
+
+    def post_messages(self, messages: list[JSON]) -> list[JSON]:
+        body = {"messages": [_clean(m) for m in messages]}
+        return self._json("POST", "/v1/messages", json=body)["messages"]
+
+    def post_email(self, raw: bytes, **params: Any) -> JSON:
+        return self._json(
+            "POST",
+            "/v1/messages/email",
+            content=raw,
+            params=_clean(params),
+            headers={"Content-Type": "message/rfc822"},
+        )["messages"][0]
+
+    # -- queues and tickets (agent role) ----------------------------------------------
+    def queues(self) -> list[JSON]:
+        return self._json("GET", "/v1/queues")
+
+    def queue_tickets(
+        self, queue: str, include_claimed: bool = True, limit: int = 50
+    ) -> list[JSON]:
+        return self._json(
+            "GET",
+            f"/v1/queues/{queue}/tickets",
+            params={"include_claimed": include_claimed, "limit": limit},
+        )
+
+    def claim(self, queue: str) -> JSON | None:
+        """The highest-priority ticket of ``queue``, leased to this key; None if empty."""
+        return self._json("POST", f"/v1/queues/{queue}/claim")["ticket"]
+
+    def ticket(self, ticket_id: int) -> JSON:
+        return self._json("GET", f"/v1/tickets/{ticket_id}")
+
+    def release(self, ticket_id: int) -> JSON:
+        return self._json("POST", f"/v1/tickets/{ticket_id}/release")
+
+    def reply(self, ticket_id: int, text: str, wait_for_customer: bool = False) -> JSON:
+        return self._json(
+            "POST",
+            f"/v1/tickets/{ticket_id}/reply",
+            json={"text": text, "wait_for_customer": wait_for_customer},
+        )
+
+    def resolve(self, ticket_id: int, note: str | None = None) -> JSON:
+        return self._json("POST", f"/v1/tickets/{ticket_id}/resolve", json={"note": note})
+
+    def no_response_needed(self, ticket_id: int, note: str | None = None) -> JSON:
+        return self._json(
+            "POST", f"/v1/tickets/{ticket_id}/no-response-needed", json={"note": note}
+        )
+
+    def set_labels(self, ticket_id: int, labels: dict[str, str | list[str]]) -> JSON:
+        return self._json("POST", f"/v1/tickets/{ticket_id}/labels", json={"labels": labels})
+
+    def export_labels(self, format: Literal["jsonl", "csv"] = "jsonl") -> str:
+        return self._request("GET", "/v1/labels/export", params={"format": format}).text
+
+    # -- reviews (agent role) -----------------------------------------------------------
+    def reviews(
+        self,
+        product_id: str | None = None,
+        stars: list[int] | None = None,
+        sentiment: str | None = None,
+        issue_type: str | None = None,
+        handled: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JSON]:
+        params = _clean(
+            {
+                "product_id": product_id,
+                "stars": stars,
+                "sentiment": sentiment,
+                "issue_type": issue_type,
+                "handled": handled,
+                "since": since,
+                "until": until,
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+        return self._json("GET", "/v1/reviews", params=params)
+
+    def mark_review_handled(self, review_id: int, note: str | None = None) -> JSON:
+        return self._json("POST", f"/v1/reviews/{review_id}/handled", json={"note": note})
+
+    # -- admin --------------------------------------------------------------------------
+    def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> JSON:
+        """Returns the new key (``["key"]``) — shown this once."""
+        return self._json("POST", "/v1/keys", json={"name": name, "role": role})
+
+    def list_keys(self) -> list[JSON]:
+        return self._json("GET", "/v1/keys")
+
+    def revoke_key(self, key_id: int) -> JSON:
+        return self._json("DELETE", f"/v1/keys/{key_id}")
+
+    def config(self) -> JSON:
+        return self._json("GET", "/v1/config")

@@ -1,0 +1,84 @@
+"""Request dependencies: the app's services, the caller's role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from model.predictor import Predictor
+from serving.auth import Principal, authenticate
+from serving.metrics import Metrics
+from serving.routing import RoutingConfig
+from serving.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    routing: RoutingConfig
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    predictor: Predictor | None = None
+    model_error: str | None = None
+
+    @property
+    def skip_locked(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def require_predictor(self) -> Predictor:
+        if self.predictor is None:
+            raise HTTPException(503, detail=f"model not loaded: {self.model_error}")
+        return self.predictor
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or X-API-Key: KEY")
+
+
+def require(*roles: str) -> Callable[..., Principal]:
+    """A dependency that lets in keys of ``roles`` (and admin keys)."""
+
+    def dependency(
+        svc: Services = Depends(services),
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+        header_key: str | None = Security(_header),
+    ) -> Principal:
+        key = header_key or (bearer.credentials if bearer else None)
+        if not key:
+            raise HTTPException(
+                401,
+                detail="no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        with svc.sessions() as session:
+            principal = authenticate(session, key)
+        if principal is None:
+            raise HTTPException(
+                401, detail="unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if principal.role != "admin" and principal.role not in roles:
+            raise HTTPException(
+                403,
+                detail=f"this route needs a key with role {' or '.join(roles + ('admin',))}; "
+                f"this key has role {principal.role}",
+            )
+        return principal
+
+    return dependency
+
+
+service_role = require("service")
+agent_role = require("agent")
+admin_role = require("admin")

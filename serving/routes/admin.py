@@ -1,0 +1,99 @@
+"""Admin: API keys and the loaded configuration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from serving.auth import Principal, create_key, revoke
+from serving.db import transaction
+from serving.deps import Services, admin_role, services
+from serving.store import ApiKey
+
+router = APIRouter(tags=["admin"])
+
+
+class KeyIn(BaseModel):
+    name: str = Field(..., min_length=1, max_length=200)
+    role: Literal["service", "agent", "admin"]
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only hashed.")
+
+
+def _out(row: ApiKey) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "role": row.role,
+        "prefix": row.prefix,
+        "created_at": row.created_at,
+        "revoked_at": row.revoked_at,
+    }
+
+
+@router.post("/v1/keys", response_model=NewKeyOut, status_code=201)
+def new_key(
+    body: KeyIn, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> NewKeyOut:
+    with transaction(svc.sessions) as s:
+        row, key = create_key(s, body.name, body.role)
+        return NewKeyOut(**_out(row), key=key)
+
+
+@router.get("/v1/keys", response_model=list[KeyOut])
+def list_keys(
+    svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> list[KeyOut]:
+    with svc.sessions() as s:
+        return [KeyOut(**_out(r)) for r in s.scalars(select(ApiKey).order_by(ApiKey.id))]
+
+
+@router.delete("/v1/keys/{key_id}", response_model=KeyOut)
+def revoke_key(
+    key_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> KeyOut:
+    with transaction(svc.sessions) as s:
+        if not revoke(s, key_id):
+            raise HTTPException(404, detail=f"no active key {key_id}")
+        return KeyOut(**_out(s.get(ApiKey, key_id)))
+
+
+@router.get("/v1/config")
+def show_config(
+    svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> dict[str, Any]:
+    """The routing configuration and limits in force (no secrets)."""
+    r = svc.routing
+    return {
+        "routing_file": r.source,
+        "queues": r.queues,
+        "default_queue": r.default_queue,
+        "routes": [{"when": x.when, "queue": x.queue} for x in r.routes],
+        "sla_default_hours": r.sla_default_hours,
+        "sla_overrides": [o.__dict__ for o in r.sla_overrides],
+        "rules": [x.name for x in r.rules],
+        "lease_seconds": svc.settings.lease_seconds,
+        "limits": {
+            "max_text_chars": svc.settings.max_text_chars,
+            "max_batch": svc.settings.max_batch,
+            "max_body_bytes": svc.settings.max_body_bytes,
+        },
+        "model_dir": str(svc.settings.model_dir),
+        "model_version": svc.predictor.model_version if svc.predictor else None,
+        "database": svc.engine.dialect.name,
+    }

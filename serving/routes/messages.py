@@ -1,0 +1,265 @@
+"""Messages in: JSON (one or a batch), raw e-mail; classification without storing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+
+from model.predictor import clean_text
+from serving.auth import Principal
+from serving.db import transaction
+from serving.deps import Services, service_role, services
+from serving.inbound import EmailError, detect_language, parse_email
+from serving.routing import priority_at
+from serving.store import CHANNELS
+from serving.tickets import NewMessage, find_existing, store_message
+
+router = APIRouter(tags=["messages"])
+
+Channel = Literal["email", "review", "chat", "social"]
+assert set(Channel.__args__) == set(CHANNELS)
+
+
+class MessageIn(BaseModel):
+    channel: Channel = Field(..., description="Where the message came from.")
+    text: str = Field(..., description="What the customer wrote.")
+    subject: str | None = Field(None, description="E-mail subject or review title.")
+    external_id: str | None = Field(
+        None, max_length=300, description="Idempotency key: a retry with it never stores twice."
+    )
+    customer_id: str | None = Field(None, max_length=200, description="Marketplace buyer id.")
+    order_id: str | None = Field(None, max_length=100)
+    product_id: str | None = Field(None, max_length=100, description="ASIN or SKU.")
+    marketplace: str | None = Field(None, max_length=50, description="e.g. amazon.com, amazon.de")
+    rating: int | None = Field(None, ge=1, le=5, description="Star rating (reviews).")
+    received_at: datetime | None = Field(None, description="When it was received (default: now).")
+
+
+class MessageBatch(BaseModel):
+    messages: list[MessageIn] = Field(..., min_length=1)
+
+
+class StoredMessage(BaseModel):
+    message_id: int
+    ticket_id: int
+    created: bool = Field(description="False when the external_id was already stored.")
+    lang: str
+    queue: str
+    state: str
+    labels: dict[str, list[str]]
+    rule_hits: list[dict[str, Any]]
+    priority: float
+    sla_due_at: datetime
+    model_version: str
+    prediction: dict[str, Any]
+
+
+class StoredMessages(BaseModel):
+    messages: list[StoredMessage]
+
+
+class ClassifyRequest(BaseModel):
+    texts: list[str] = Field(..., min_length=1, description="Texts to classify (not stored).")
+    evidence: bool | None = Field(
+        None, description="Attach supporting spans (default: the service setting)."
+    )
+
+
+class ClassifyResponse(BaseModel):
+    model_version: str | None
+    predictions: list[dict[str, Any]]
+
+
+def check_limits(svc: Services, texts: list[str], field: str) -> None:
+    limit = svc.settings.max_batch
+    if len(texts) > limit:
+        raise HTTPException(413, detail=f"{field}: {len(texts)} items, the limit is {limit}")
+    for i, text in enumerate(texts):
+        if len(text) > svc.settings.max_text_chars:
+            raise HTTPException(
+                413,
+                detail=f"{field}[{i}]: {len(text)} characters, "
+                f"the limit is {svc.settings.max_text_chars}",
+            )
+
+
+def _view(message, created: bool, now: datetime) -> StoredMessage:
+    t, p = message.ticket, message.prediction
+    return StoredMessage(
+        message_id=message.id,
+        ticket_id=t.id,
+        created=created,
+        lang=message.lang,
+        queue=t.queue,
+        state=t.state,
+        labels=t.labels,
+        rule_hits=t.rule_hits,
+        priority=priority_at(t.rank_at, now),
+        sla_due_at=t.sla_due_at,
+        model_version=p.model_version,
+        prediction=p.output,
+    )
+
+
+def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[StoredMessage], bool]:
+    """Classify and store ``items`` in one transaction; returns the stored views and
+    whether anything new was created. Items whose external_id is already stored come
+    back as they are (idempotent retry)."""
+    ids = [it.external_id for it in items if it.external_id]
+    seen: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.external_id in seen:
+            raise HTTPException(
+                422, detail=f"{field}[{i}].external_id repeats {field}[{seen[it.external_id]}]"
+            )
+        if it.external_id:
+            seen[it.external_id] = i
+    predictor = svc.require_predictor()
+    for attempt in range(2):
+        now = svc.clock()
+        with svc.sessions() as s:
+            existing = find_existing(s, ids)
+        new = [it for it in items if it.external_id not in existing]
+        preds = predictor.predict([it.model_text for it in new]) if new else []
+        try:
+            with transaction(svc.sessions) as s:
+                existing = find_existing(s, ids)  # again, inside the transaction
+                stored, by_item = {}, {}
+                for it, pred in zip(new, preds, strict=True):
+                    if it.external_id in existing:
+                        continue
+                    by_item[id(it)] = store_message(
+                        s, it, pred, svc.routing, predictor.model_version or "unknown", now
+                    )
+                for it in items:
+                    if id(it) in by_item:
+                        stored[id(it)] = _view(by_item[id(it)], True, now)
+                    else:
+                        stored[id(it)] = _view(existing[it.external_id], False, now)
+            svc.metrics.count_predictions(preds)
+            views = [stored[id(it)] for it in items]
+            return views, any(v.created for v in views)
+        except IntegrityError:
+            # a concurrent request stored the same external_id first: read it back
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def to_new(m: MessageIn, i: int, field: str) -> NewMessage:
+    text = clean_text(m.text)
+    if not text.strip():
+        raise HTTPException(422, detail=f"{field}[{i}].text is empty")
+    return NewMessage(
+        channel=m.channel,
+        text=text,
+        subject=clean_text(m.subject).strip() or None if m.subject else None,
+        external_id=m.external_id,
+        customer_id=m.customer_id,
+        order_id=m.order_id,
+        product_id=m.product_id,
+        marketplace=m.marketplace,
+        rating=m.rating,
+        received_at=m.received_at,
+        lang=detect_language(f"{m.subject or ''} {text}"),
+    )
+
+
+@router.post(
+    "/v1/messages",
+    response_model=StoredMessages,
+    status_code=201,
+    responses={200: {"description": "Every message was already stored (a retry)."}},
+)
+def post_messages(
+    body: MessageIn | MessageBatch,
+    response: Response,
+    svc: Services = Depends(services),
+    _: Principal = Depends(service_role),
+) -> StoredMessages:
+    """Store one message or a batch (``{"messages": [...]}``): detect the language,
+    classify, apply the critical rules, route to a queue with an SLA deadline and a
+    priority. Everything is committed in one transaction before the response."""
+    batch = body.messages if isinstance(body, MessageBatch) else [body]
+    field = "messages" if isinstance(body, MessageBatch) else "message"
+    check_limits(svc, [m.text for m in batch], field if isinstance(body, MessageBatch) else "text")
+    items = [to_new(m, i, field) for i, m in enumerate(batch)]
+    views, created = ingest(svc, items, field)
+    if not created:
+        response.status_code = 200
+    return StoredMessages(messages=views)
+
+
+@router.post(
+    "/v1/messages/email",
+    response_model=StoredMessages,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "One raw RFC 822 e-mail (as forwarded from buyer-seller messaging).",
+        }
+    },
+)
+async def post_email(
+    request: Request,
+    response: Response,
+    channel: Channel = Query("email"),
+    customer_id: str | None = Query(None, description="Default: the sender's address."),
+    product_id: str | None = Query(None),
+    marketplace: str | None = Query(None),
+    svc: Services = Depends(services),
+    _: Principal = Depends(service_role),
+) -> StoredMessages:
+    """Parse a raw e-mail (plain or HTML body; quoted replies and signature dropped;
+    order id found in subject or body; Message-ID is the idempotency key) and store it
+    like ``POST /v1/messages``."""
+    raw = await request.body()
+    if len(raw) > svc.settings.max_body_bytes:
+        raise HTTPException(413, detail=f"body: the limit is {svc.settings.max_body_bytes} bytes")
+    try:
+        parsed = parse_email(raw)
+    except EmailError as exc:
+        raise HTTPException(422, detail=f"email: {exc}") from exc
+    check_limits(svc, [parsed.text], "email.text")
+    item = NewMessage(
+        channel=channel,
+        text=clean_text(parsed.text),
+        subject=parsed.subject,
+        external_id=parsed.message_id,
+        customer_id=customer_id or parsed.sender,
+        order_id=parsed.order_id,
+        product_id=product_id,
+        marketplace=marketplace,
+        received_at=parsed.received_at,
+        lang=detect_language(f"{parsed.subject or ''} {parsed.text}"),
+    )
+    views, created = await run_in_threadpool(ingest, svc, [item], "email")
+    if not created:
+        response.status_code = 200
+    return StoredMessages(messages=views)
+
+
+@router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
+async def classify(
+    body: ClassifyRequest,
+    svc: Services = Depends(services),
+    _: Principal = Depends(service_role),
+) -> ClassifyResponse:
+    """Classify texts without storing them."""
+    pred = svc.require_predictor()
+    check_limits(svc, body.texts, "texts")
+    try:
+        results = await run_in_threadpool(pred.predict, body.texts, body.evidence)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    svc.metrics.count_predictions(results)
+    return ClassifyResponse(
+        model_version=pred.model_version, predictions=[r.to_dict() for r in results]
+    )

@@ -1,0 +1,147 @@
+"""Reviews by product: the seller's review management page as an API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from serving.auth import Principal
+from serving.db import transaction
+from serving.deps import Services, agent_role, services
+from serving.store import Message, Ticket
+
+router = APIRouter(tags=["reviews"])
+
+
+class ReviewOut(BaseModel):
+    id: int = Field(description="The review's message id.")
+    product_id: str | None
+    customer_id: str | None
+    rating: int | None
+    subject: str | None
+    text: str
+    lang: str
+    received_at: datetime
+    labels: dict[str, list[str]]
+    ticket_id: int | None
+    ticket_state: str | None
+    handled: bool
+    handled_at: datetime | None
+    handled_by: str | None
+    handled_note: str | None
+    other_messages_of_customer: int = Field(
+        description="The buyer's other messages (any channel), linked by customer id."
+    )
+
+
+class HandledIn(BaseModel):
+    note: str | None = Field(None, max_length=10_000)
+
+
+def _is_negative(labels: dict[str, Any]) -> bool:
+    return "negative" in labels.get("sentiment", [])
+
+
+@router.get("/v1/reviews", response_model=list[ReviewOut])
+def list_reviews(
+    product_id: str | None = Query(None, description="ASIN or SKU."),
+    stars: list[int] | None = Query(None, description="Star ratings to keep (repeatable)."),
+    sentiment: str | None = Query(None),
+    issue_type: str | None = Query(None),
+    handled: bool | None = Query(None),
+    since: datetime | None = Query(None),
+    until: datetime | None = Query(None),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> list[ReviewOut]:
+    """Reviews, unhandled negative ones first (then the rest), newest first within."""
+    q = (
+        select(Message)
+        .where(Message.channel == "review")
+        .options(selectinload(Message.ticket), selectinload(Message.prediction))
+    )
+    if product_id is not None:
+        q = q.where(Message.product_id == product_id)
+    if stars:
+        bad = [s for s in stars if not 1 <= s <= 5]
+        if bad:
+            raise HTTPException(422, detail=f"stars: {bad[0]} is not between 1 and 5")
+        q = q.where(Message.rating.in_(stars))
+    if handled is not None:
+        q = q.where(Message.handled_at.is_not(None) if handled else Message.handled_at.is_(None))
+    if since is not None:
+        q = q.where(Message.received_at >= since)
+    if until is not None:
+        q = q.where(Message.received_at < until)
+    with svc.sessions() as s:
+        rows = list(s.scalars(q))
+        customers = {m.customer_id for m in rows if m.customer_id}
+        counts: dict[str, int] = {}
+        if customers:
+            for (cid,) in s.execute(
+                select(Message.customer_id).where(Message.customer_id.in_(customers))
+            ):
+                counts[cid] = counts.get(cid, 0) + 1
+
+    def labels_of(m: Message) -> dict[str, list[str]]:
+        return m.ticket.labels if m.ticket else (m.prediction.labels if m.prediction else {})
+
+    if sentiment:
+        rows = [m for m in rows if sentiment in labels_of(m).get("sentiment", [])]
+    if issue_type:
+        rows = [m for m in rows if issue_type in labels_of(m).get("issue_type", [])]
+    rows.sort(key=lambda m: m.received_at, reverse=True)
+    rows.sort(key=lambda m: not (m.handled_at is None and _is_negative(labels_of(m))))
+    return [
+        ReviewOut(
+            id=m.id,
+            product_id=m.product_id,
+            customer_id=m.customer_id,
+            rating=m.rating,
+            subject=m.subject,
+            text=m.text,
+            lang=m.lang,
+            received_at=m.received_at,
+            labels=labels_of(m),
+            ticket_id=m.ticket.id if m.ticket else None,
+            ticket_state=m.ticket.state if m.ticket else None,
+            handled=m.handled_at is not None,
+            handled_at=m.handled_at,
+            handled_by=m.handled_by,
+            handled_note=m.handled_note,
+            other_messages_of_customer=counts.get(m.customer_id, 1) - 1 if m.customer_id else 0,
+        )
+        for m in rows[offset : offset + limit]
+    ]
+
+
+@router.post("/v1/reviews/{review_id}/handled")
+def mark_handled(
+    review_id: int,
+    body: HandledIn | None = None,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> dict[str, Any]:
+    """Mark a review handled (who, when, note)."""
+    now = svc.clock()
+    with transaction(svc.sessions) as s:
+        msg = s.get(Message, review_id)
+        if msg is None or msg.channel != "review":
+            raise HTTPException(404, detail=f"review {review_id} not found")
+        msg.handled_at, msg.handled_by = now, who.actor
+        msg.handled_note = body.note if body else None
+        ticket = s.scalar(select(Ticket).where(Ticket.message_id == msg.id))
+        return {
+            "id": msg.id,
+            "handled": True,
+            "handled_at": now,
+            "handled_by": who.actor,
+            "ticket_id": ticket.id if ticket else None,
+        }

@@ -1,0 +1,261 @@
+"""Queues and tickets for agents: overview, ordered lists, claims with leases, reply,
+resolve, no-response-needed, label corrections and their export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from serving.auth import Principal
+from serving.db import transaction
+from serving.deps import Services, agent_role, services
+from serving.tickets import (
+    Conflict,
+    NotFound,
+    claim_next,
+    close,
+    correct_labels,
+    export_labels,
+    get_ticket,
+    queue_overview,
+    queue_tickets,
+    release,
+    reply,
+    ticket_view,
+    validate_labels,
+)
+
+router = APIRouter(tags=["queues and tickets"])
+
+
+class QueueInfo(BaseModel):
+    queue: str
+    description: str
+    depth: int = Field(description="Tickets not closed (open, claimed, waiting on customer).")
+    unclaimed: int
+    oldest_unclaimed_at: datetime | None
+    breached: int = Field(description="Active tickets past their deadline with no response.")
+    late_response_rate: dict[str, float | None] = Field(
+        description="Share of tickets due in the last 7/30/90 days answered late or not at all."
+    )
+
+
+class TicketOut(BaseModel):
+    id: int
+    message_id: int
+    queue: str
+    state: str
+    priority: float
+    base_priority: float
+    labels: dict[str, list[str]]
+    rule_hits: list[dict[str, Any]]
+    sla_hours: float
+    sla_due_at: datetime
+    sla_breached: bool
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    message: dict[str, Any] | None
+
+
+class ClaimOut(BaseModel):
+    ticket: TicketOut | None = Field(description="None when the queue has nothing to claim.")
+
+
+class ReplyIn(BaseModel):
+    text: str = Field(..., min_length=1, max_length=100_000, description="The reply sent.")
+    wait_for_customer: bool = Field(
+        False, description="Set the ticket to waiting_on_customer (and release the claim)."
+    )
+
+
+class CloseIn(BaseModel):
+    note: str | None = Field(None, max_length=10_000)
+
+
+class LabelsIn(BaseModel):
+    labels: dict[str, str | list[str]] = Field(
+        ...,
+        description='Task -> label(s), e.g. {"issue_type": ["refund_return"], "urgency": "high"}',
+    )
+
+
+def _queue(svc: Services, queue: str) -> None:
+    if queue not in svc.routing.queues:
+        raise HTTPException(
+            404, detail=f"unknown queue {queue!r} (queues: {', '.join(svc.routing.queues)})"
+        )
+
+
+def _ticket_action(svc: Services, ticket_id: int, fn) -> TicketOut:
+    now = svc.clock()
+    try:
+        with transaction(svc.sessions) as s:
+            ticket = get_ticket(s, ticket_id, lock=svc.skip_locked)
+            fn(s, ticket, now)
+            s.flush()
+            return TicketOut(**ticket_view(ticket, now))
+    except NotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+
+
+@router.get("/v1/queues", response_model=list[QueueInfo])
+def list_queues(
+    svc: Services = Depends(services), _: Principal = Depends(agent_role)
+) -> list[QueueInfo]:
+    """Every queue: depth, unclaimed, oldest unclaimed, breached, late-response rates."""
+    with svc.sessions() as s:
+        return [QueueInfo(**q) for q in queue_overview(s, svc.routing, svc.clock())]
+
+
+@router.get("/v1/queues/{queue}/tickets", response_model=list[TicketOut])
+def list_queue_tickets(
+    queue: str,
+    include_claimed: bool = Query(True),
+    limit: int = Query(50, ge=1, le=500),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> list[TicketOut]:
+    """Open (and claimed) tickets of a queue, highest priority first, ties by age."""
+    _queue(svc, queue)
+    now = svc.clock()
+    with svc.sessions() as s:
+        rows = queue_tickets(s, queue, now, include_claimed=include_claimed, limit=limit)
+        return [TicketOut(**ticket_view(t, now)) for t in rows]
+
+
+@router.post("/v1/queues/{queue}/claim", response_model=ClaimOut)
+def claim(
+    queue: str, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+) -> ClaimOut:
+    """Lease the highest-priority unclaimed ticket (or one whose lease expired) to the
+    caller for ``CARELENS_LEASE_SECONDS``. Two agents never get the same ticket."""
+    _queue(svc, queue)
+    now = svc.clock()
+    with transaction(svc.sessions) as s:
+        ticket = claim_next(
+            s, queue, who.actor, now, svc.settings.lease_seconds, skip_locked=svc.skip_locked
+        )
+        if ticket is None:
+            return ClaimOut(ticket=None)
+        s.refresh(ticket, ["message"])
+        return ClaimOut(ticket=TicketOut(**ticket_view(ticket, now)))
+
+
+@router.get("/v1/tickets/{ticket_id}", response_model=TicketOut)
+def show_ticket(
+    ticket_id: int, svc: Services = Depends(services), _: Principal = Depends(agent_role)
+) -> TicketOut:
+    with svc.sessions() as s:
+        try:
+            return TicketOut(**ticket_view(get_ticket(s, ticket_id), svc.clock()))
+        except NotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+
+
+@router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut)
+def release_ticket(
+    ticket_id: int, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+) -> TicketOut:
+    """Give a claimed ticket back to its queue."""
+    return _ticket_action(
+        svc, ticket_id, lambda s, t, now: release(s, t, who.actor, now, who.role == "admin")
+    )
+
+
+@router.post("/v1/tickets/{ticket_id}/reply", response_model=TicketOut)
+def reply_ticket(
+    ticket_id: int,
+    body: ReplyIn,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> TicketOut:
+    """Record a reply (the first one stops the first-response clock)."""
+    return _ticket_action(
+        svc,
+        ticket_id,
+        lambda s, t, now: reply(
+            s,
+            t,
+            who.actor,
+            now,
+            body.text,
+            body.wait_for_customer,
+            who.role == "admin",
+            svc.settings.lease_seconds,
+        ),
+    )
+
+
+@router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut)
+def resolve_ticket(
+    ticket_id: int,
+    body: CloseIn | None = None,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> TicketOut:
+    note = body.note if body else None
+    return _ticket_action(
+        svc,
+        ticket_id,
+        lambda s, t, now: close(s, t, who.actor, now, "resolved", note, who.role == "admin"),
+    )
+
+
+@router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut)
+def no_response_needed(
+    ticket_id: int,
+    body: CloseIn | None = None,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> TicketOut:
+    """Close without a reply; stops the SLA clock."""
+    note = body.note if body else None
+    return _ticket_action(
+        svc,
+        ticket_id,
+        lambda s, t, now: close(
+            s, t, who.actor, now, "no_response_needed", note, who.role == "admin"
+        ),
+    )
+
+
+@router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut)
+def post_labels(
+    ticket_id: int,
+    body: LabelsIn,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> TicketOut:
+    """An agent's corrected labels (validated against the served model's taxonomy),
+    kept with who and when; they become training data (``GET /v1/labels/export``)."""
+    taxonomy = svc.require_predictor().taxonomy
+    try:
+        labels = validate_labels(taxonomy, dict(body.labels))
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    return _ticket_action(
+        svc, ticket_id, lambda s, t, now: correct_labels(s, t, labels, who.actor, now)
+    )
+
+
+@router.get("/v1/labels/export", response_class=PlainTextResponse)
+def labels_export(
+    format: Literal["jsonl", "csv"] = Query("jsonl"),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> PlainTextResponse:
+    """Agents' labels in the labelled-data format that ``carelens train`` reads."""
+    taxonomy = svc.require_predictor().taxonomy
+    with svc.sessions() as s:
+        body = export_labels(s, taxonomy, format)
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")

@@ -1,0 +1,314 @@
+"""Routing rules, critical-case overrides, SLA deadlines and the priority score,
+all read from one validated config file (``data/routing.yaml`` by default).
+
+Priority (documented in the README):
+
+    points      = urgency points + negative-sentiment points
+                  + repeat_contact_points * min(earlier contacts in N days, max)
+    priority(t) = points - hours left until the first-response deadline at time t
+
+so a ticket gains one point per hour it waits, a breached ticket keeps climbing, and a
+critical one starts 48 hours "ahead". Ordering by priority at any moment is ordering by
+``rank_at = deadline - points hours`` (stored, indexable, the same for every t); ties
+go to the older message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.taxonomy import Taxonomy
+
+DEFAULT_ROUTING_PATH = Path(__file__).resolve().parent.parent / "data" / "routing.yaml"
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+class RoutingError(ValueError):
+    """The routing file is wrong; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+    set: dict[str, list[str]]
+    add: dict[str, list[str]]
+
+    def match(self, text: str) -> re.Match[str] | None:
+        for pattern in self.patterns:
+            m = pattern.search(text)
+            if m:
+                return m
+        return None
+
+
+@dataclass(frozen=True)
+class Route:
+    when: dict[str, Any]
+    queue: str
+
+    def matches(self, labels: dict[str, list[str]], facts: dict[str, Any]) -> bool:
+        for key, wanted in self.when.items():
+            if key == "needs_review":
+                if bool(facts.get("needs_review")) != bool(wanted):
+                    return False
+            elif key in ("channel", "rule"):
+                have = facts.get(key) or []
+                have = [have] if isinstance(have, str) else have
+                if not set(have) & set(wanted):
+                    return False
+            elif not set(labels.get(key, [])) & set(wanted):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class SlaOverride:
+    hours: float
+    channel: str | None = None
+    marketplace: str | None = None
+
+
+@dataclass
+class RoutingConfig:
+    queues: dict[str, str]
+    default_queue: str
+    routes: list[Route]
+    sla_default_hours: float
+    sla_overrides: list[SlaOverride]
+    rules: list[Rule]
+    no_response: list[Route] = field(default_factory=list)
+    urgency_points: dict[str, float] = field(default_factory=dict)
+    sentiment_points: dict[str, float] = field(default_factory=dict)
+    repeat_points: float = 6.0
+    repeat_max: int = 4
+    repeat_days: int = 30
+    source: str = "routing"
+
+    # -- loading ---------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> RoutingConfig:
+        path = Path(path or DEFAULT_ROUTING_PATH)
+        if not path.is_file():
+            raise RoutingError(f"routing file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RoutingError(f"{path}: not valid YAML: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "routing") -> RoutingConfig:
+        def fail(msg: str) -> RoutingError:
+            return RoutingError(f"{source}: {msg}")
+
+        if not isinstance(data, dict):
+            raise fail("expected a mapping at the top level")
+        queues = data.get("queues")
+        if not isinstance(queues, dict) or not queues:
+            raise fail("`queues` must map queue names to descriptions")
+        queues = {str(k): str(v or "") for k, v in queues.items()}
+        default_queue = str(data.get("default_queue", ""))
+        if default_queue not in queues:
+            raise fail(f"default_queue {default_queue!r} is not one of the queues")
+
+        def parse_when(where: str, raw: Any) -> dict[str, Any]:
+            if not isinstance(raw, dict) or not isinstance(raw.get("when"), dict):
+                raise fail(f"{where}: expected {{when: {{...}}}}")
+            when = {}
+            for key, value in raw["when"].items():
+                if key == "needs_review":
+                    if not isinstance(value, bool):
+                        raise fail(f"{where}.when.needs_review must be true or false")
+                    when[key] = value
+                else:
+                    values = [value] if isinstance(value, str) else value
+                    if not isinstance(values, list) or not values:
+                        raise fail(f"{where}.when.{key}: expected a list of names")
+                    when[key] = [str(v) for v in values]
+            return when
+
+        routes = []
+        for i, raw in enumerate(data.get("routes") or []):
+            when = parse_when(f"routes[{i}]", raw)
+            if raw.get("queue") not in queues:
+                raise fail(f"routes[{i}]: unknown queue {raw.get('queue')!r}")
+            routes.append(Route(when=when, queue=str(raw["queue"])))
+        no_response = [
+            Route(when=parse_when(f"no_response_needed[{i}]", raw), queue="")
+            for i, raw in enumerate(data.get("no_response_needed") or [])
+        ]
+
+        sla = data.get("sla") or {}
+        try:
+            default_hours = float(sla.get("default_hours", 24))
+            overrides = [
+                SlaOverride(
+                    hours=float(o["hours"]),
+                    channel=o.get("channel"),
+                    marketplace=o.get("marketplace"),
+                )
+                for o in sla.get("overrides") or []
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fail(f"sla: every override needs numeric `hours` ({exc})") from exc
+        if default_hours <= 0 or any(o.hours <= 0 for o in overrides):
+            raise fail("sla: hours must be positive")
+
+        rules = []
+        for i, raw in enumerate(data.get("rules") or []):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if not name:
+                raise fail(f"rules[{i}]: needs a name")
+            compiled = []
+            pats = raw.get("patterns") or {}
+            if not isinstance(pats, dict) or not pats:
+                raise fail(f"rules[{i}] ({name}): `patterns` must map languages to lists")
+            for lang, items in pats.items():
+                for p in items or []:
+                    try:
+                        bounded = p if CJK.search(p) or lang == "zh" else rf"\b(?:{p})\b"
+                        compiled.append(re.compile(bounded, re.IGNORECASE))
+                    except re.error as exc:
+                        raise fail(f"rules[{i}] ({name}): bad pattern {p!r}: {exc}") from exc
+            rules.append(
+                Rule(
+                    name=str(name),
+                    patterns=tuple(compiled),
+                    set={k: list(v) for k, v in (raw.get("set") or {}).items()},
+                    add={k: list(v) for k, v in (raw.get("add") or {}).items()},
+                )
+            )
+
+        prio = data.get("priority") or {}
+        return cls(
+            queues=queues,
+            default_queue=default_queue,
+            routes=routes,
+            sla_default_hours=default_hours,
+            sla_overrides=overrides,
+            rules=rules,
+            no_response=no_response,
+            urgency_points={str(k): float(v) for k, v in (prio.get("urgency") or {}).items()},
+            sentiment_points={str(k): float(v) for k, v in (prio.get("sentiment") or {}).items()},
+            repeat_points=float(prio.get("repeat_contact_points", 6)),
+            repeat_max=int(prio.get("repeat_contact_max", 4)),
+            repeat_days=int(prio.get("repeat_contact_days", 30)),
+            source=source,
+        )
+
+    def validate(self, taxonomy: Taxonomy, channels: tuple[str, ...]) -> None:
+        """Every task and label named here exists in the model's taxonomy."""
+
+        def check(where: str, task: str, labels: list[str]) -> None:
+            if task not in taxonomy:
+                raise RoutingError(
+                    f"{self.source}: {where}: unknown task {task!r} "
+                    f"(the model's taxonomy has {', '.join(taxonomy.task_names)})"
+                )
+            unknown = [x for x in labels if x not in taxonomy[task].label_names]
+            if unknown:
+                raise RoutingError(
+                    f"{self.source}: {where}: unknown {task} label(s) {', '.join(unknown)}"
+                )
+
+        rule_names = {r.name for r in self.rules}
+        named = [(f"routes[{i}]", r) for i, r in enumerate(self.routes)]
+        named += [(f"no_response_needed[{i}]", r) for i, r in enumerate(self.no_response)]
+        for where, route in named:
+            for key, wanted in route.when.items():
+                if key == "channel":
+                    bad = [c for c in wanted if c not in channels]
+                    if bad:
+                        raise RoutingError(f"{self.source}: {where}: unknown channel {bad[0]!r}")
+                elif key == "rule":
+                    bad = [r for r in wanted if r not in rule_names]
+                    if bad:
+                        raise RoutingError(f"{self.source}: {where}: unknown rule {bad[0]!r}")
+                elif key != "needs_review":
+                    check(where, key, wanted)
+        for rule in self.rules:
+            for task, labels in {**rule.set, **rule.add}.items():
+                check(f"rule {rule.name}", task, labels)
+            for task in rule.add:
+                if not taxonomy[task].is_multilabel:
+                    raise RoutingError(
+                        f"{self.source}: rule {rule.name}: `add` needs a multi-label task, "
+                        f"{task} is {taxonomy[task].kind}"
+                    )
+        for name, table in (("urgency", self.urgency_points), ("sentiment", self.sentiment_points)):
+            if table and name in taxonomy:
+                check(f"priority.{name}", name, list(table))
+        for o in self.sla_overrides:
+            if o.channel is not None and o.channel not in channels:
+                raise RoutingError(f"{self.source}: sla override: unknown channel {o.channel!r}")
+
+    # -- use -------------------------------------------------------------------
+    def apply_rules(
+        self, text: str, labels: dict[str, list[str]]
+    ) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+        """The model's labels with the critical rules applied, and what fired."""
+        out = {k: list(v) for k, v in labels.items()}
+        hits = []
+        for rule in self.rules:
+            m = rule.match(text)
+            if not m:
+                continue
+            hits.append(
+                {"rule": rule.name, "phrase": m.group(0), "start": m.start(), "end": m.end()}
+            )
+            for task, values in rule.set.items():
+                out[task] = list(values)
+            for task, values in rule.add.items():
+                out[task] = out.get(task, []) + [v for v in values if v not in out.get(task, [])]
+        return out, hits
+
+    def route(self, labels: dict[str, list[str]], facts: dict[str, Any]) -> str:
+        for route in self.routes:
+            if route.matches(labels, facts):
+                return route.queue
+        return self.default_queue
+
+    def no_response_needed(self, labels: dict[str, list[str]], facts: dict[str, Any]) -> bool:
+        """Tickets that need no answer (e.g. positive reviews): closed at once."""
+        return any(r.matches(labels, facts) for r in self.no_response)
+
+    def sla_hours(self, channel: str | None, marketplace: str | None) -> float:
+        best, best_score = self.sla_default_hours, -1
+        for o in self.sla_overrides:
+            if o.channel is not None and o.channel != channel:
+                continue
+            if o.marketplace is not None and o.marketplace != marketplace:
+                continue
+            score = (o.channel is not None) + (o.marketplace is not None)
+            if score > best_score:
+                best, best_score = o.hours, score
+        return best
+
+    def points(self, labels: dict[str, list[str]], earlier_contacts: int) -> float:
+        total = 0.0
+        for task, table in (("urgency", self.urgency_points), ("sentiment", self.sentiment_points)):
+            for label in labels.get(task, []):
+                total += table.get(label, 0.0)
+        total += self.repeat_points * min(max(earlier_contacts, 0), self.repeat_max)
+        return total
+
+
+def deadline(received_at: datetime, hours: float) -> datetime:
+    """First-response deadline in calendar hours: nights, weekends and holidays count."""
+    return received_at + timedelta(hours=hours)
+
+
+def rank_at(due: datetime, points: float) -> datetime:
+    return due - timedelta(hours=points)
+
+
+def priority_at(rank: datetime, now: datetime) -> float:
+    """priority(t) = points - hours left = hours from rank_at to t."""
+    return round((now - rank).total_seconds() / 3600.0, 2)

@@ -1,0 +1,163 @@
+"""The store: SQLAlchemy 2 models. The schema itself is created by the Alembic
+migrations in ``serving/migrations`` (a test checks that they agree).
+
+Times are stored as naive UTC and read back as aware UTC (``UTCDateTime``), so SQLite
+and PostgreSQL behave alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+TICKET_STATES = ("open", "claimed", "waiting_on_customer", "resolved", "no_response_needed")
+CLOSED_STATES = ("resolved", "no_response_needed")
+CHANNELS = ("email", "review", "chat", "social")
+ROLES = ("service", "agent", "admin")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive time is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else as_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(300), unique=True, default=None)
+    channel: Mapped[str] = mapped_column(String(20), index=True)
+    subject: Mapped[str | None] = mapped_column(Text, default=None)
+    text: Mapped[str] = mapped_column(Text)
+    lang: Mapped[str] = mapped_column(String(8))
+    customer_id: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    product_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
+    marketplace: Mapped[str | None] = mapped_column(String(50), default=None)
+    rating: Mapped[int | None] = mapped_column(Integer, default=None)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # review management (channel == "review")
+    handled_at: Mapped[datetime | None] = mapped_column(default=None)
+    handled_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    handled_note: Mapped[str | None] = mapped_column(Text, default=None)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="message", uselist=False)
+    ticket: Mapped[Ticket] = relationship(back_populates="message", uselist=False)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    model_version: Mapped[str] = mapped_column(String(100))
+    # task -> labels, as predicted (before rules)
+    labels: Mapped[dict[str, Any]] = mapped_column()
+    # the Predictor's full output (probabilities, confidence, needs_review, evidence)
+    output: Mapped[dict[str, Any]] = mapped_column()
+    needs_review: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="prediction")
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_queue_state_rank", "queue", "state", "rank_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    queue: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(30), default="open")
+    # labels in force: the model's, overridden by rules, then by an agent's correction
+    labels: Mapped[dict[str, Any]] = mapped_column()
+    rule_hits: Mapped[list[Any]] = mapped_column(default=list)
+    base_priority: Mapped[float] = mapped_column(Float)
+    # priority(t) = hours(t - rank_at): the SLA deadline moved earlier by base_priority hours
+    rank_at: Mapped[datetime] = mapped_column()
+    sla_hours: Mapped[float] = mapped_column(Float)
+    sla_due_at: Mapped[datetime] = mapped_column()
+    first_response_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="ticket")
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id"
+    )
+
+
+class TicketEvent(Base):
+    """What happened to a ticket, by whom and when (claims, replies, resolutions...)."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(200), default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class LabelCorrection(Base):
+    """An agent's labels for a ticket's message (training data for the learning loop)."""
+
+    __tablename__ = "label_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    labels: Mapped[dict[str, Any]] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

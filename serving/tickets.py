@@ -1,0 +1,478 @@
+"""Messages become tickets; tickets move through queues. Pure store logic (no HTTP):
+the routes call these functions inside one transaction each.
+
+States: open -> claimed -> (waiting_on_customer) -> resolved, or no_response_needed
+(which stops the SLA clock). A claim is a lease: once ``lease_expires_at`` passes, the
+ticket is claimable again (it shows as ``open``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from model.predictor import Prediction as ModelPrediction
+from model.taxonomy import Taxonomy
+from serving.routing import RoutingConfig, deadline, priority_at, rank_at
+from serving.store import (
+    CLOSED_STATES,
+    LabelCorrection,
+    Message,
+    Prediction,
+    Ticket,
+    TicketEvent,
+    as_utc,
+)
+
+LATE_WINDOWS_DAYS = (7, 30, 90)
+
+
+class Conflict(Exception):
+    """The ticket is not in a state that allows this (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No such ticket / review (HTTP 404)."""
+
+
+@dataclass
+class NewMessage:
+    channel: str
+    text: str
+    subject: str | None = None
+    external_id: str | None = None
+    customer_id: str | None = None
+    order_id: str | None = None
+    product_id: str | None = None
+    marketplace: str | None = None
+    rating: int | None = None
+    received_at: datetime | None = None
+    lang: str = "und"
+
+    @property
+    def model_text(self) -> str:
+        """What the model reads: the subject line (when there is one) and the text."""
+        return f"{self.subject}\n{self.text}" if self.subject else self.text
+
+
+def find_existing(session: Session, external_ids: list[str]) -> dict[str, Message]:
+    if not external_ids:
+        return {}
+    rows = session.scalars(
+        select(Message)
+        .where(Message.external_id.in_(external_ids))
+        .options(selectinload(Message.ticket), selectinload(Message.prediction))
+    )
+    return {m.external_id: m for m in rows}
+
+
+def earlier_contacts(session: Session, customer_id: str | None, before: datetime, days: int) -> int:
+    if not customer_id:
+        return 0
+    return session.scalar(
+        select(func.count(Message.id)).where(
+            Message.customer_id == customer_id,
+            Message.received_at < before,
+            Message.received_at >= before - timedelta(days=days),
+        )
+    )
+
+
+def store_message(
+    session: Session,
+    item: NewMessage,
+    prediction: ModelPrediction,
+    routing: RoutingConfig,
+    model_version: str,
+    now: datetime,
+    sla_hours: float | None = None,
+) -> Message:
+    """Insert the message, the model's prediction and its routed ticket (no commit)."""
+    received = as_utc(item.received_at) if item.received_at else now
+    message = Message(
+        external_id=item.external_id,
+        channel=item.channel,
+        subject=item.subject,
+        text=item.text,
+        lang=item.lang,
+        customer_id=item.customer_id,
+        order_id=item.order_id,
+        product_id=item.product_id,
+        marketplace=item.marketplace,
+        rating=item.rating,
+        received_at=received,
+        created_at=now,
+    )
+    session.add(message)
+    model_labels = {name: list(tp.labels) for name, tp in prediction.tasks.items()}
+    session.add(
+        Prediction(
+            message=message,
+            model_version=model_version,
+            labels=model_labels,
+            output=prediction.to_dict(),
+            needs_review=prediction.needs_review,
+            created_at=now,
+        )
+    )
+    labels, hits = routing.apply_rules(item.model_text, model_labels)
+    facts = {
+        "channel": item.channel,
+        "needs_review": prediction.needs_review and not hits,
+        "rule": [h["rule"] for h in hits],
+    }
+    queue = routing.route(labels, facts)
+    hours = sla_hours or routing.sla_hours(item.channel, item.marketplace)
+    due = deadline(received, hours)
+    contacts = earlier_contacts(session, item.customer_id, received, routing.repeat_days)
+    points = routing.points(labels, contacts)
+    ticket = Ticket(
+        message=message,
+        queue=queue,
+        state="open",
+        labels=labels,
+        rule_hits=hits,
+        base_priority=points,
+        rank_at=rank_at(due, points),
+        sla_hours=hours,
+        sla_due_at=due,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ticket)
+    session.add(TicketEvent(ticket=ticket, kind="created", actor=None, at=now, note=queue))
+    if routing.no_response_needed(labels, facts):
+        ticket.state = "no_response_needed"
+        ticket.resolved_at = now
+        session.add(
+            TicketEvent(ticket=ticket, kind="no_response_needed", actor=None, at=now, note="rule")
+        )
+    session.flush()
+    return message
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+def effective_state(ticket: Ticket, now: datetime) -> str:
+    if ticket.state == "claimed" and ticket.lease_expires_at and ticket.lease_expires_at <= now:
+        return "open"
+    return ticket.state
+
+
+def is_breached(ticket: Ticket, now: datetime) -> bool:
+    """First response late (or still missing past the deadline); no-response-needed
+    stops the clock when it is set."""
+    if ticket.first_response_at is not None:
+        return ticket.first_response_at > ticket.sla_due_at
+    if ticket.state == "no_response_needed":
+        return (ticket.resolved_at or now) > ticket.sla_due_at
+    if ticket.state == "resolved":
+        return (ticket.resolved_at or now) > ticket.sla_due_at
+    return now > ticket.sla_due_at
+
+
+def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
+    msg = ticket.message
+    return {
+        "id": ticket.id,
+        "message_id": ticket.message_id,
+        "queue": ticket.queue,
+        "state": effective_state(ticket, now),
+        "priority": priority_at(ticket.rank_at, now),
+        "base_priority": ticket.base_priority,
+        "labels": ticket.labels,
+        "rule_hits": ticket.rule_hits,
+        "sla_hours": ticket.sla_hours,
+        "sla_due_at": ticket.sla_due_at,
+        "sla_breached": is_breached(ticket, now),
+        "first_response_at": ticket.first_response_at,
+        "resolved_at": ticket.resolved_at,
+        "claimed_by": ticket.claimed_by if effective_state(ticket, now) == "claimed" else None,
+        "lease_expires_at": ticket.lease_expires_at
+        if effective_state(ticket, now) == "claimed"
+        else None,
+        "created_at": ticket.created_at,
+        "message": message_view(msg) if msg is not None else None,
+    }
+
+
+def message_view(msg: Message) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "external_id": msg.external_id,
+        "channel": msg.channel,
+        "subject": msg.subject,
+        "text": msg.text,
+        "lang": msg.lang,
+        "customer_id": msg.customer_id,
+        "order_id": msg.order_id,
+        "product_id": msg.product_id,
+        "marketplace": msg.marketplace,
+        "rating": msg.rating,
+        "received_at": msg.received_at,
+    }
+
+
+def _claimable(now: datetime):
+    return or_(
+        Ticket.state == "open",
+        and_(Ticket.state == "claimed", Ticket.lease_expires_at <= now),
+    )
+
+
+def queue_tickets(
+    session: Session, queue: str, now: datetime, include_claimed: bool = True, limit: int = 50
+) -> list[Ticket]:
+    states = ["open", "claimed"] if include_claimed else ["open"]
+    q = (
+        select(Ticket)
+        .where(Ticket.queue == queue, Ticket.state.in_(states))
+        .order_by(Ticket.rank_at, Ticket.id)
+        .limit(limit)
+        .options(selectinload(Ticket.message))
+    )
+    return list(session.scalars(q))
+
+
+def queue_overview(session: Session, routing: RoutingConfig, now: datetime) -> list[dict[str, Any]]:
+    out = []
+    for name, description in routing.queues.items():
+        active = list(
+            session.scalars(
+                select(Ticket).where(Ticket.queue == name, Ticket.state.not_in(CLOSED_STATES))
+            )
+        )
+        unclaimed = [t for t in active if effective_state(t, now) == "open"]
+        oldest = min((t.created_at for t in unclaimed), default=None)
+        out.append(
+            {
+                "queue": name,
+                "description": description,
+                "depth": len(active),
+                "unclaimed": len(unclaimed),
+                "oldest_unclaimed_at": oldest,
+                "breached": sum(
+                    1 for t in active if t.first_response_at is None and now > t.sla_due_at
+                ),
+                "late_response_rate": late_response_rates(session, now, queue=name),
+            }
+        )
+    return out
+
+
+def late_response_rates(
+    session: Session, now: datetime, queue: str | None = None
+) -> dict[str, float | None]:
+    """Share of tickets whose first-response deadline fell in the last N days that
+    were answered late or not at all (no-response-needed in time is not late)."""
+    since = now - timedelta(days=max(LATE_WINDOWS_DAYS))
+    q = select(Ticket).where(Ticket.sla_due_at >= since, Ticket.sla_due_at <= now)
+    if queue is not None:
+        q = q.where(Ticket.queue == queue)
+    tickets = list(session.scalars(q))
+    rates: dict[str, float | None] = {}
+    for days in LATE_WINDOWS_DAYS:
+        window = [t for t in tickets if t.sla_due_at >= now - timedelta(days=days)]
+        rates[f"{days}d"] = (
+            round(sum(is_breached(t, now) for t in window) / len(window), 4) if window else None
+        )
+    return rates
+
+
+# -- changing ---------------------------------------------------------------------
+
+
+def _event(session: Session, ticket: Ticket, kind: str, actor: str | None, now, note=None) -> None:
+    session.add(TicketEvent(ticket_id=ticket.id, kind=kind, actor=actor, at=now, note=note))
+    ticket.updated_at = now
+
+
+def claim_next(
+    session: Session,
+    queue: str,
+    actor: str,
+    now: datetime,
+    lease_seconds: int,
+    skip_locked: bool,
+) -> Ticket | None:
+    """The highest-priority claimable ticket of ``queue``, leased to ``actor``.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so concurrent claimers pass over each other's
+    rows; SQLite: the transaction began with ``BEGIN IMMEDIATE`` (one writer at a time).
+    """
+    q = (
+        select(Ticket)
+        .where(Ticket.queue == queue, _claimable(now))
+        .order_by(Ticket.rank_at, Ticket.id)
+        .limit(1)
+    )
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True)
+    ticket = session.scalar(q)
+    if ticket is None:
+        return None
+    if ticket.state == "claimed":  # an expired lease
+        _event(session, ticket, "lease_expired", ticket.claimed_by, now)
+    ticket.state = "claimed"
+    ticket.claimed_by = actor
+    ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    _event(session, ticket, "claimed", actor, now)
+    session.flush()
+    return ticket
+
+
+def get_ticket(session: Session, ticket_id: int, lock: bool = False) -> Ticket:
+    q = select(Ticket).where(Ticket.id == ticket_id).options(selectinload(Ticket.message))
+    if lock:
+        q = q.with_for_update()
+    ticket = session.scalar(q)
+    if ticket is None:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+def _check_holder(ticket: Ticket, actor: str, now: datetime, is_admin: bool) -> None:
+    state = effective_state(ticket, now)
+    if state in CLOSED_STATES:
+        raise Conflict(f"ticket {ticket.id} is already {state}")
+    if state == "claimed" and ticket.claimed_by != actor and not is_admin:
+        raise Conflict(
+            f"ticket {ticket.id} is claimed by {ticket.claimed_by} until "
+            f"{ticket.lease_expires_at.isoformat()}"
+        )
+
+
+def release(session: Session, ticket: Ticket, actor: str, now: datetime, is_admin: bool) -> None:
+    if effective_state(ticket, now) != "claimed":
+        raise Conflict(f"ticket {ticket.id} is not claimed")
+    _check_holder(ticket, actor, now, is_admin)
+    ticket.state, ticket.claimed_by, ticket.lease_expires_at = "open", None, None
+    _event(session, ticket, "released", actor, now)
+
+
+def reply(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    text: str,
+    wait_for_customer: bool,
+    is_admin: bool,
+    lease_seconds: int,
+) -> None:
+    _check_holder(ticket, actor, now, is_admin)
+    if ticket.first_response_at is None:
+        ticket.first_response_at = now
+    if wait_for_customer:
+        ticket.state, ticket.claimed_by, ticket.lease_expires_at = "waiting_on_customer", None, None
+    else:
+        ticket.state, ticket.claimed_by = "claimed", actor
+        ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    _event(session, ticket, "replied", actor, now, note=text)
+
+
+def close(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    state: str,
+    note: str | None,
+    is_admin: bool,
+) -> None:
+    """``resolved`` or ``no_response_needed`` (stops the SLA clock)."""
+    assert state in CLOSED_STATES
+    _check_holder(ticket, actor, now, is_admin)
+    ticket.state, ticket.claimed_by, ticket.lease_expires_at = state, None, None
+    ticket.resolved_at = now
+    _event(session, ticket, state, actor, now, note=note)
+
+
+def validate_labels(taxonomy: Taxonomy, labels: dict[str, Any]) -> dict[str, list[str]]:
+    """Agent labels: task -> label or list of labels. Multi-label tasks take any subset
+    (an empty list means "no issue"); the others exactly one label."""
+    if not labels:
+        raise ValueError("labels: give at least one task")
+    out = {}
+    for task_name, value in labels.items():
+        if task_name not in taxonomy:
+            raise ValueError(
+                f"labels.{task_name}: unknown task (tasks: {', '.join(taxonomy.task_names)})"
+            )
+        task = taxonomy[task_name]
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"labels.{task_name}: expected a label or a list of labels")
+        unknown = [v for v in values if v not in task.label_names]
+        if unknown:
+            raise ValueError(
+                f"labels.{task_name}: unknown label {unknown[0]!r} "
+                f"(labels: {', '.join(task.label_names)})"
+            )
+        if not task.is_multilabel and len(values) != 1:
+            raise ValueError(f"labels.{task_name}: a {task.kind} task takes exactly one label")
+        out[task_name] = list(dict.fromkeys(values))
+    return out
+
+
+def correct_labels(
+    session: Session, ticket: Ticket, labels: dict[str, list[str]], actor: str, now: datetime
+) -> LabelCorrection:
+    row = LabelCorrection(ticket_id=ticket.id, labels=labels, actor=actor, created_at=now)
+    session.add(row)
+    ticket.labels = {**ticket.labels, **labels}
+    _event(session, ticket, "labels_corrected", actor, now, note=json.dumps(labels))
+    session.flush()
+    return row
+
+
+def export_labels(session: Session, taxonomy: Taxonomy, fmt: str = "jsonl") -> str:
+    """Agents' labels in the labelled-data format (one row per ticket; later
+    corrections of a task win). Tasks nobody labelled stay empty (= not labelled)."""
+    rows = session.execute(
+        select(LabelCorrection, Message)
+        .join(Ticket, Ticket.id == LabelCorrection.ticket_id)
+        .join(Message, Message.id == Ticket.message_id)
+        .order_by(LabelCorrection.id)
+    ).all()
+    merged: dict[int, dict[str, Any]] = {}
+    for corr, msg in rows:
+        rec = merged.setdefault(
+            msg.id,
+            {
+                "id": f"msg-{msg.id}",
+                "text": f"{msg.subject}\n{msg.text}" if msg.subject else msg.text,
+                "lang": msg.lang,
+                "source": f"tickets:{msg.channel}",
+                "rating": msg.rating,
+                "product_id": msg.product_id,
+                "customer_id": msg.customer_id,
+                "labelled_at": corr.created_at.isoformat(),
+                "labelled_by": corr.actor,
+            },
+        )
+        rec.update(corr.labels)
+        rec["labelled_at"], rec["labelled_by"] = corr.created_at.isoformat(), corr.actor
+    records = list(merged.values())
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    buf = io.StringIO()
+    fields = ["id", "text", "lang", "source", "rating", "product_id", "customer_id"]
+    fields += taxonomy.task_names + ["labelled_at", "labelled_by"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        row = dict(r)
+        for task in taxonomy.task_names:
+            if task in r:
+                row[task] = "|".join(r[task]) if r[task] else "-"
+        writer.writerow(row)
+    return buf.getvalue()

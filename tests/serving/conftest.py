@@ -1,0 +1,115 @@
+"""Service fixtures: the app on SQLite and on the local PostgreSQL (a fresh schema per
+test), a settable clock, and clients holding keys of each role."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+PG_URL = os.environ.get("CARELENS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_KEY = "clk_test-admin-key-not-secret"
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw) -> None:
+        self.now += timedelta(**kw)
+
+
+def _pg_available() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            PG_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=3
+        ):
+            return None
+    except Exception as exc:  # no server here
+        return str(exc).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_ready() -> None:
+    reason = _pg_available()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must answer in CI ({PG_URL}): {reason}")
+        pytest.skip(f"no PostgreSQL at {PG_URL} ({reason}); CI=true makes this a failure")
+
+
+@pytest.fixture
+def pg_url(pg_ready):
+    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards)."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'carelens.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 20, 18, 0, tzinfo=UTC))  # a Friday evening
+
+
+@pytest.fixture
+def make_app(tiny_model_dir, tmp_path, clock):
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    def make(db_url: str, **settings):
+        settings.setdefault("bootstrap_admin_key", ADMIN_KEY)
+        return create_app(
+            Settings(model_dir=tiny_model_dir, database_url=db_url, **settings), clock=clock
+        )
+
+    return make
+
+
+class Desk:
+    """The app under test with one client per role."""
+
+    def __init__(self, test_client: TestClient):
+        from serving.client import CarelensClient
+
+        self.http = test_client
+        self.app = test_client.app
+        self.admin = CarelensClient(http=test_client, api_key=ADMIN_KEY)
+        self.service = self.admin.with_key(self.admin.create_key("ingest", "service")["key"])
+        self.agent = self.admin.with_key(self.admin.create_key("alice", "agent")["key"])
+        self.agent2 = self.admin.with_key(self.admin.create_key("bob", "agent")["key"])
+
+    @property
+    def sessions(self):
+        return self.app.state.services.sessions
+
+    def count(self, model) -> int:
+        from sqlalchemy import func, select
+
+        with self.sessions() as s:
+            return s.scalar(select(func.count()).select_from(model))
+
+
+@pytest.fixture
+def desk(make_app, db_url):
+    with TestClient(make_app(db_url)) as tc:
+        yield Desk(tc)
