@@ -215,6 +215,10 @@ class CarelensClient:
     def mark_review_handled(self, review_id: int, note: str | None = None) -> JSON:
         return self._json("POST", f"/v1/reviews/{review_id}/handled", json={"note": note})
 
+    def customer(self, customer_id: str) -> JSON:
+        """One buyer's history: timeline, sentiment trend, open tickets."""
+        return self._json("GET", f"/v1/customers/{customer_id}")
+
     # -- admin --------------------------------------------------------------------------
     def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> JSON:
         """Returns the new key (``["key"]``) — shown this once."""

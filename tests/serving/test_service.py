@@ -38,6 +38,7 @@ ROUTE_ROLES = {
     "/v1/labels/export": "agent",
     "/v1/reviews": "agent",
     "/v1/reviews/{review_id}/handled": "agent",
+    "/v1/customers/{customer_id}": "agent",
     "/v1/keys": "admin",
     "/v1/keys/{key_id}": "admin",
     "/v1/config": "admin",
@@ -49,7 +50,9 @@ def test_every_route_checks_its_role(desk):
     paths = {p: ops for p, ops in desk.app.openapi()["paths"].items() if p.startswith("/v1/")}
     assert set(paths) == set(ROUTE_ROLES), "declare the role of every new route"
     for route_path, ops in paths.items():
-        path = route_path.format(queue="general", ticket_id=1, review_id=1, key_id=1)
+        path = route_path.format(
+            queue="general", ticket_id=1, review_id=1, key_id=1, customer_id="c"
+        )
         for method in (m.upper() for m in ops):
             r = desk.http.request(method, path)
             assert r.status_code == 401, (method, path, r.status_code)
@@ -456,6 +459,38 @@ def test_reviews_unhandled_negatives_first_and_handled(desk, clock):
     assert [r["id"] for r in desk.agent.reviews(stars=[1, 2], handled=False)] == [made[1]]
     assert [r["id"] for r in desk.agent.reviews(sentiment="neutral")] == [made[3]]
     assert _err(desk.agent.mark_review_handled, 999).status_code == 404
+
+
+# -- customers ---------------------------------------------------------------------------
+
+
+def test_customer_history_in_time_order(desk, clock):
+    first = desk.service.post_message(channel="email", text="where is my parcel", customer_id="B1")
+    clock.advance(days=2)
+    review = desk.service.post_message(
+        channel="review", text="never buying again", rating=1, customer_id="B1", product_id="P1"
+    )
+    desk.service.post_message(channel="chat", text="someone else", customer_id="B2")
+    desk.agent.set_labels(first["ticket_id"], {"sentiment": "neutral"})
+    desk.agent.set_labels(review["ticket_id"], {"sentiment": "negative"})
+    clock.advance(hours=1)
+    desk.agent.no_response_needed(first["ticket_id"])
+    h = desk.agent.customer("B1")
+    assert h["messages"] == 2 and h["open_tickets"] == [review["ticket_id"]]
+    assert [p["sentiment"] for p in h["sentiment_trend"]] == ["neutral", "negative"]
+    assert h["sentiment_mean_last_5"] == -0.5
+    kinds = [e["kind"] for e in h["timeline"]]
+    assert kinds == [
+        "message",
+        "review",
+        "label_correction",
+        "label_correction",
+        "ticket_no_response_needed",
+    ]
+    times = [e["at"] for e in h["timeline"]]
+    assert times == sorted(times)
+    assert all(e["detail"].get("text") != "someone else" for e in h["timeline"])
+    assert _err(desk.agent.customer, "nobody").status_code == 404
 
 
 # -- ops ---------------------------------------------------------------------------------
