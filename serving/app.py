@@ -22,7 +22,7 @@ from serving import db
 from serving.auth import ensure_key
 from serving.deps import Services
 from serving.metrics import CONTENT_TYPE, Metrics
-from serving.routes import admin, customers, messages, reviews, tickets
+from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.store import CHANNELS, utcnow
@@ -148,6 +148,6 @@ def create_app(
         """Prometheus metrics (no key needed; keep the port private)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (messages, tickets, reviews, customers, admin):
+    for module in (messages, tickets, reviews, customers, stats, admin):
         app.include_router(module.router)
     return app

@@ -219,6 +219,14 @@ class CarelensClient:
         """One buyer's history: timeline, sentiment trend, open tickets."""
         return self._json("GET", f"/v1/customers/{customer_id}")
 
+    def agent_stats(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
+        return self._json(
+            "GET", "/v1/stats/agents", params=_clean({"since": since, "until": until})
+        )
+
+    def kpis(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
+        return self._json("GET", "/v1/stats/kpis", params=_clean({"since": since, "until": until}))
+
     # -- admin --------------------------------------------------------------------------
     def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> JSON:
         """Returns the new key (``["key"]``) — shown this once."""

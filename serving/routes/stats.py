@@ -1,0 +1,51 @@
+"""Agent statistics and queue KPIs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from serving.auth import Principal
+from serving.deps import Services, agent_role, services
+from serving.stats import agent_stats, queue_kpis
+from serving.store import as_utc
+
+router = APIRouter(tags=["statistics"])
+
+
+def _period(svc: Services, since: datetime | None, until: datetime | None):
+    now = svc.clock()
+    until = as_utc(until) if until else now
+    since = as_utc(since) if since else until - timedelta(days=30)
+    if since >= until:
+        raise HTTPException(422, detail="since: must be before until")
+    return since, until, now
+
+
+@router.get("/v1/stats/agents")
+def stats_agents(
+    since: datetime | None = Query(None, description="Default: 30 days before `until`."),
+    until: datetime | None = Query(None, description="Default: now."),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> dict:
+    """Per agent over the period: tickets handled, median and p90 first-response hours
+    (tickets they answered first), median resolution hours, SLA met %, labels corrected."""
+    since, until, now = _period(svc, since, until)
+    with svc.sessions() as s:
+        return {"since": since, "until": until, "agents": agent_stats(s, since, until, now)}
+
+
+@router.get("/v1/stats/kpis")
+def stats_kpis(
+    since: datetime | None = Query(None, description="Default: 30 days before `until`."),
+    until: datetime | None = Query(None, description="Default: now."),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> dict:
+    """Per queue over the period: the same figures, plus late-response rates 7/30/90 d."""
+    since, until, now = _period(svc, since, until)
+    with svc.sessions() as s:
+        rows = queue_kpis(s, list(svc.routing.queues), since, until, now)
+    return {"since": since, "until": until, "queues": rows}

@@ -1,0 +1,108 @@
+"""Agent statistics and KPIs from the ticket history (events carry who and when).
+
+First-response time = first reply - message received; resolution time = resolved -
+received (resolved tickets only); SLA met = first reply (or no-response-needed) by the
+deadline. Percentiles: numpy's linear interpolation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from serving.store import LabelCorrection, Ticket, TicketEvent
+from serving.tickets import is_breached, late_response_rates
+
+ACTIONS = ("replied", "resolved", "no_response_needed")
+
+
+def _hours(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _summary(
+    tickets: list[Ticket], first_by: dict[int, str | None], now: datetime
+) -> dict[str, Any]:
+    frt = [
+        (t.first_response_at - t.message.received_at).total_seconds() / 3600
+        for t in tickets
+        if t.first_response_at is not None
+    ]
+    res = [
+        (t.resolved_at - t.message.received_at).total_seconds() / 3600
+        for t in tickets
+        if t.state == "resolved" and t.resolved_at is not None
+    ]
+    due = [t for t in tickets if t.first_response_at is not None or now > t.sla_due_at]
+    return {
+        "tickets_handled": len(tickets),
+        "first_response_hours_median": _hours(frt, 50),
+        "first_response_hours_p90": _hours(frt, 90),
+        "resolution_hours_median": _hours(res, 50),
+        "sla_met_pct": round(100 * sum(not is_breached(t, now) for t in due) / len(due), 1)
+        if due
+        else None,
+    }
+
+
+def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Ticket]:
+    """Tickets with any agent action in [since, until]."""
+    ids = select(TicketEvent.ticket_id).where(
+        TicketEvent.kind.in_(ACTIONS), TicketEvent.at >= since, TicketEvent.at <= until
+    )
+    return list(
+        session.scalars(
+            select(Ticket)
+            .where(Ticket.id.in_(ids))
+            .options(selectinload(Ticket.message), selectinload(Ticket.events))
+        )
+    )
+
+
+def agent_stats(session: Session, since: datetime, until: datetime, now: datetime) -> list[dict]:
+    tickets = _tickets_in(session, since, until)
+    by_agent: dict[str, list[Ticket]] = {}
+    first_by: dict[int, str | None] = {}
+    for t in tickets:
+        actors = {e.actor for e in t.events if e.kind in ACTIONS and since <= e.at <= until}
+        for actor in actors - {None}:
+            by_agent.setdefault(actor, []).append(t)
+        first = next((e for e in t.events if e.kind == "replied"), None)
+        first_by[t.id] = first.actor if first else None
+    corrections: dict[str, int] = {}
+    for (actor,) in session.execute(
+        select(LabelCorrection.actor).where(
+            LabelCorrection.created_at >= since, LabelCorrection.created_at <= until
+        )
+    ):
+        corrections[actor] = corrections.get(actor, 0) + 1
+    out = []
+    for agent in sorted(set(by_agent) | set(corrections)):
+        mine = by_agent.get(agent, [])
+        # response times count for the agent who sent the first reply
+        answered = [t for t in mine if first_by.get(t.id) == agent or t.first_response_at is None]
+        row = {"agent": agent, **_summary(answered, now)}
+        row["tickets_handled"] = len(mine)
+        row["labels_corrected"] = corrections.get(agent, 0)
+        out.append(row)
+    return out
+
+
+def queue_kpis(
+    session: Session, queues: list[str], since: datetime, until: datetime, now: datetime
+) -> list[dict]:
+    tickets = _tickets_in(session, since, until)
+    out = []
+    for q in queues:
+        mine = [t for t in tickets if t.queue == q]
+        out.append(
+            {
+                "queue": q,
+                **_summary(mine, now),
+                "late_response_rate": late_response_rates(session, now, queue=q),
+            }
+        )
+    return out
