@@ -23,9 +23,7 @@ def _hours(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def _summary(
-    tickets: list[Ticket], first_by: dict[int, str | None], now: datetime
-) -> dict[str, Any]:
+def _summary(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
     frt = [
         (t.first_response_at - t.message.received_at).total_seconds() / 3600
         for t in tickets
