@@ -125,6 +125,14 @@ def evaluate_cmd(
             "--source", "-s", help="Public source(s): their validation split (never trained on)."
         ),
     ] = None,
+    held_out: Annotated[
+        bool,
+        typer.Option(
+            "--held-out",
+            help="The validation split of every data entry of the model's own training "
+            "config (train_config.json): the same text-hash split, never trained on.",
+        ),
+    ] = False,
     baseline: Annotated[
         bool,
         typer.Option(help="Also fit and score the TF-IDF baseline on the model's training rows."),
@@ -136,12 +144,12 @@ def evaluate_cmd(
     from model.pretrained import ModelLoadError
     from training.data import DataError, hash_split, read_labelled
     from training.evaluate import comparison, evaluate
-    from training.pipeline import build_sets
+    from training.pipeline import build_sets, held_out_sets
     from training.sources import SourceError, load_source
     from training.trainer import TrainConfig
 
-    if not data and not source:
-        raise _fail("give --data FILE and/or --source NAME")
+    if not data and not source and not held_out:
+        raise _fail("give --data FILE, --source NAME and/or --held-out")
     try:
         predictor = Predictor.load(model, evidence=False)
     except ModelLoadError as exc:
@@ -156,9 +164,16 @@ def evaluate_cmd(
         for name in source or []:
             rows = load_source(name, tax, str(data_dir) if data_dir else tc.get("data_dir"))
             examples += hash_split(rows, val_fraction)[1]
-        baseline_rows = None
-        if baseline and tc.get("data"):
+        cfg = None
+        if tc.get("data"):
             cfg = TrainConfig.from_dict({**tc, **({"data_dir": str(data_dir)} if data_dir else {})})
+        if held_out:
+            if cfg is None:
+                raise _fail(f"{model}: its training config lists no data, so nothing is held out")
+            for rows in held_out_sets(cfg, tax).values():
+                examples += rows
+        baseline_rows = None
+        if baseline and cfg is not None:
             rows, _, rest = build_sets(cfg, tax)
             rows = rows + rest  # the model saw those too (n-gram pre-training)
             baseline_rows = list(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +42,40 @@ def load_spec(
     )
 
 
-def build_sets(
+def split_sources(
     cfg: TrainConfig, taxonomy: Taxonomy
-) -> tuple[list[Example], dict[str, list[Example]], list[Example]]:
-    """Fine-tuning rows (weighted by repetition/sub-sampling), validation rows per
-    source, and the training rows that ``max_rows`` kept out of fine-tuning."""
+) -> Iterator[tuple[dict[str, Any], str, list[Example], list[Example]]]:
+    """(spec, name, train rows, validation rows) per data entry, split by text hash."""
     if not cfg.data:
         raise DataError("the training config lists no data")
-    rng = random.Random(cfg.seed)
-    train_rows: list[Example] = []
-    val: dict[str, list[Example]] = {}
-    rest: list[Example] = []
     for spec in cfg.data:
         name, examples = load_spec(spec, taxonomy, cfg.data_dir)
         for ex in examples:
             ex.meta.setdefault("source", name)
         tr, va = hash_split(examples, cfg.val_fraction)
+        yield spec, name, tr, va
+
+
+def held_out_sets(cfg: TrainConfig, taxonomy: Taxonomy) -> dict[str, list[Example]]:
+    """Each data entry's whole validation split: rows neither fine-tuned nor n-gram
+    pre-trained on (``build_sets`` calibrates and picks the best epoch on up to
+    ``max_val_rows_per_source`` of them). What ``carelens evaluate --held-out`` scores."""
+    out: dict[str, list[Example]] = {}
+    for _, name, _, va in split_sources(cfg, taxonomy):
+        out.setdefault(name, []).extend(va)
+    return out
+
+
+def build_sets(
+    cfg: TrainConfig, taxonomy: Taxonomy
+) -> tuple[list[Example], dict[str, list[Example]], list[Example]]:
+    """Fine-tuning rows (weighted by repetition/sub-sampling), validation rows per
+    source, and the training rows that ``max_rows`` kept out of fine-tuning."""
+    rng = random.Random(cfg.seed)
+    train_rows: list[Example] = []
+    val: dict[str, list[Example]] = {}
+    rest: list[Example] = []
+    for spec, name, tr, va in split_sources(cfg, taxonomy):
         rng.shuffle(tr)
         rng.shuffle(va)
         if spec.get("max_rows"):

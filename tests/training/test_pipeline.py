@@ -112,3 +112,108 @@ def test_build_sets_weights_caps_and_rest(tmp_path):
     assert len(rest) == 200 - len(val["en"]) - 50 and all(r.source == "en" for r in rest)
     held = {r.text for rows in val.values() for r in rows}
     assert not held & {r.text for r in train_rows + rest}  # validation never trained on
+
+
+def _held_out_config(tmp_path, n=200):
+    en, zh = _write_data(tmp_path, n=n)
+    with en.open("a", encoding="utf-8") as fh:  # near-duplicates must land on the same side
+        fh.write("The box arrived BROKEN 7!,damaged_defective,negative\n")
+        fh.write('"great product, thanks 8",praise,positive\n')
+    return {
+        "data": [
+            {"path": str(en), "name": "en", "max_rows": 60},  # the rest: n-gram pre-training
+            {"path": str(zh), "name": "zh"},
+        ],
+        "val_fraction": 0.2,
+        "max_val_rows_per_source": 10,
+    }
+
+
+def test_held_out_rows_never_overlap_training_rows(tmp_path):
+    from model.taxonomy import Taxonomy
+    from training.data import normalise_for_hash
+    from training.pipeline import build_sets, held_out_sets
+    from training.trainer import TrainConfig
+
+    cfg = TrainConfig.from_dict(_held_out_config(tmp_path))
+    train_rows, val, rest = build_sets(cfg, Taxonomy.default())
+    held = held_out_sets(cfg, Taxonomy.default())
+    assert set(held) == {"en", "zh"} and all(len(held[s]) > len(val[s]) for s in held)
+    seen = {normalise_for_hash(r.text) for r in train_rows + rest}
+    for rows in held.values():
+        assert not seen & {normalise_for_hash(r.text) for r in rows}
+    # the calibration rows are part of the held-out split, the rest all trained on
+    for source, rows in held.items():
+        assert {r.text for r in val[source]} <= {r.text for r in rows}
+    trained = len({id(r) for r in train_rows + rest})
+    assert sum(len(r) for r in held.values()) + trained == 2 * 200 + 2  # nothing else lost
+
+
+def test_evaluate_held_out_scores_the_models_own_validation_split(tmp_path, tiny_model_dir):
+    import shutil
+
+    from model.pretrained import CarelensModel
+    from model.taxonomy import Taxonomy
+    from training.pipeline import build_sets, held_out_sets
+    from training.trainer import TrainConfig
+
+    raw = _held_out_config(tmp_path)
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    m = CarelensModel.from_pretrained(model_dir)
+    m.train_config = TrainConfig.from_dict(raw).to_dict()
+    m.save_pretrained(model_dir)
+    r = runner.invoke(
+        app, ["evaluate", "-m", str(model_dir), "--held-out", "-o", str(tmp_path / "rep")]
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "rep" / "metrics.json").read_text(encoding="utf-8"))
+    cfg = TrainConfig.from_dict(raw)
+    held = held_out_sets(cfg, Taxonomy.default())
+    train_rows, _, rest = build_sets(cfg, Taxonomy.default())
+    assert report["n"] == sum(len(v) for v in held.values())
+    assert report["sources"]["en"]["sentiment"]["n"] == len(held["en"])
+    assert report["baseline"]["train_rows"] == len({id(x) for x in train_rows + rest})
+    assert "en" in r.output and "baseline" in r.output
+
+
+def test_same_config_and_seed_same_model_metrics(tmp_path, tiny_backbone_dir):
+    """The whole run (n-gram pre-training, fine-tuning with dropout, calibration)
+    twice in one process: the same metrics to 3 decimals, the same calibration."""
+    from training.pipeline import run
+    from training.trainer import TrainConfig
+
+    en, zh = _write_data(tmp_path, n=48)  # few steps: AdamW over the n-gram table is the cost
+    raw = {
+        "backbone": str(tiny_backbone_dir),
+        "data": [{"path": str(en), "name": "en", "max_rows": 24}, {"path": str(zh), "name": "zh"}],
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "max_length": 16,
+        "cjk_min_count": 1,
+        "ngram_pretrain_epochs": 1,
+        "val_fraction": 0.25,
+        "seed": 7,
+    }
+
+    def rounded(obj):
+        if isinstance(obj, dict):
+            return {
+                k: rounded(v)
+                for k, v in obj.items()
+                if "seconds" not in k and k != "examples_per_s"
+            }
+        if isinstance(obj, list):
+            return [rounded(v) for v in obj]
+        return round(obj, 3) if isinstance(obj, float) else obj
+
+    runs = []
+    for i in range(2):
+        metrics = run(TrainConfig.from_dict(raw), tmp_path / f"m{i}", progress=False)
+        files = [
+            (tmp_path / f"m{i}" / f).read_text() for f in ("calibration.json", "thresholds.json")
+        ]
+        runs.append((rounded(metrics), files))
+    assert runs[0] == runs[1]
+    assert runs[0][0]["history"][0]["loss"] is not None  # the n-gram pre-training ran
