@@ -195,6 +195,14 @@ def reply_ticket(
     )
 
 
+def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, state: str):
+    note = body.note if body else None
+    is_admin = who.role == "admin"
+    return _ticket_action(
+        svc, ticket_id, lambda s, t, now: close(s, t, who.actor, now, state, note, is_admin)
+    )
+
+
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut)
 def resolve_ticket(
     ticket_id: int,
@@ -202,12 +210,8 @@ def resolve_ticket(
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> TicketOut:
-    note = body.note if body else None
-    return _ticket_action(
-        svc,
-        ticket_id,
-        lambda s, t, now: close(s, t, who.actor, now, "resolved", note, who.role == "admin"),
-    )
+    """Close a ticket as resolved (records the resolution time)."""
+    return _close(svc, ticket_id, body, who, "resolved")
 
 
 @router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut)
@@ -218,14 +222,7 @@ def no_response_needed(
     who: Principal = Depends(agent_role),
 ) -> TicketOut:
     """Close without a reply; stops the SLA clock."""
-    note = body.note if body else None
-    return _ticket_action(
-        svc,
-        ticket_id,
-        lambda s, t, now: close(
-            s, t, who.actor, now, "no_response_needed", note, who.role == "admin"
-        ),
-    )
+    return _close(svc, ticket_id, body, who, "no_response_needed")
 
 
 @router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut)

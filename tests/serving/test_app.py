@@ -30,8 +30,6 @@ def test_classify_bad_input(make_app, tmp_path):
 
 
 def test_model_that_fails_to_load_refuses_readiness(make_app, tmp_path):
-    from serving.settings import Settings  # noqa: F401  (settings come from make_app)
-
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
     app.state.services.settings.model_dir = tmp_path / "missing"
     with TestClient(app) as tc:
