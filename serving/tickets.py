@@ -181,11 +181,13 @@ def is_breached(ticket: Ticket, now: datetime) -> bool:
 
 def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
     msg = ticket.message
+    state = effective_state(ticket, now)
+    held = state == "claimed"
     return {
         "id": ticket.id,
         "message_id": ticket.message_id,
         "queue": ticket.queue,
-        "state": effective_state(ticket, now),
+        "state": state,
         "priority": priority_at(ticket.rank_at, now),
         "base_priority": ticket.base_priority,
         "labels": ticket.labels,
@@ -195,10 +197,8 @@ def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
         "sla_breached": is_breached(ticket, now),
         "first_response_at": ticket.first_response_at,
         "resolved_at": ticket.resolved_at,
-        "claimed_by": ticket.claimed_by if effective_state(ticket, now) == "claimed" else None,
-        "lease_expires_at": ticket.lease_expires_at
-        if effective_state(ticket, now) == "claimed"
-        else None,
+        "claimed_by": ticket.claimed_by if held else None,
+        "lease_expires_at": ticket.lease_expires_at if held else None,
         "created_at": ticket.created_at,
         "message": message_view(msg) if msg is not None else None,
     }
