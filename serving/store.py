@@ -161,3 +161,112 @@ class LabelCorrection(Base):
     labels: Mapped[dict[str, Any]] = mapped_column()
     actor: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- reply templates and campaigns (issue 5) ---------------------------------------------
+
+
+class ReplyTemplate(Base):
+    """An admin's reply template. It overrides the file default of the same name;
+    ``deleted`` hides that default (a tombstone)."""
+
+    __tablename__ = "reply_templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    issue_type: Mapped[str | None] = mapped_column(String(100), default=None)
+    lang: Mapped[str | None] = mapped_column(String(8), default=None)
+    title: Mapped[str | None] = mapped_column(String(200), default=None)
+    body: Mapped[str | None] = mapped_column(Text, default=None)
+    fallbacks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentEvent(Base):
+    """A buyer's marketing consent or opt-out for the seller's own e-mail list; the
+    latest event per customer is in force."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # consent | opt_out
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    source: Mapped[str | None] = mapped_column(String(200), default=None)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Order(Base):
+    """An order and its delivery date (what review requests are built from)."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(100), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    product_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    marketplace: Mapped[str | None] = mapped_column(String(50), default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # marketing | review_request
+    channel: Mapped[str] = mapped_column(String(30))  # marketplace_messaging | own_email
+    audience: Mapped[dict[str, Any]] = mapped_column()
+    subject: Mapped[str | None] = mapped_column(String(300), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CampaignRun(Base):
+    __tablename__ = "campaign_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    considered: Mapped[int] = mapped_column(Integer, default=0)
+    included: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class CampaignContact(Base):
+    """The audit row of one customer (or order) considered by a run: included or
+    excluded, why, and the rendered message when included."""
+
+    __tablename__ = "campaign_contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    included: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text)
+    message: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewRequest(Base):
+    """One review request per order, ever (the unique order id enforces it)."""
+
+    __tablename__ = "review_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(100), unique=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
