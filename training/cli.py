@@ -232,3 +232,44 @@ def export(
                     record[task] = labels if tax[task].kind == "multilabel" else labels[0]
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     typer.echo(f"wrote {len(rows)} rows to {out}")
+
+
+@data_app.command("weak-check")
+def weak_check(
+    data: Annotated[
+        Path, typer.Argument(help="Hand-labelled file (labelled-data format with lang, sentiment).")
+    ] = Path("data/labels/review_issue_types.csv"),
+    rules: Annotated[str, typer.Option(help="Rule set in data/weak/ (or a path).")] = (
+        "review_issue_types"
+    ),
+    task: Annotated[str, typer.Option(help="The task the rules label.")] = "issue_type",
+    taxonomy: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Score weak-label rules against hand labels: precision/recall/F1 per label."""
+    from model.taxonomy import Taxonomy
+    from training.data import read_labelled
+    from training.weak import WeakRules, score_rules
+
+    tax = Taxonomy.load(taxonomy) if taxonomy else Taxonomy.default()
+    try:
+        weak = WeakRules.load(rules)
+        weak.check(tax[task])
+        rows = read_labelled(data, tax)
+    except (ValueError, KeyError) as exc:
+        raise _fail(str(exc)) from exc
+    scored = [
+        (ex.text, str(ex.meta.get("lang") or ""), (ex.labels.get("sentiment") or [None])[0], hand)
+        for ex in rows
+        if (hand := ex.labels.get(task)) is not None
+    ]
+    result = score_rules(weak, scored, tax[task].label_names)
+    typer.echo(
+        f"{result['rows']} rows, {result['unlabelled']} left unlabelled by the rules; "
+        f"micro-F1 {result['micro_f1']:.3f}, exact match {result['exact_match']:.3f}"
+    )
+    typer.echo(f"{'label':20s} {'support':>7s} {'predicted':>9s} {'P':>6s} {'R':>6s} {'F1':>6s}")
+    for name, s in result["per_label"].items():
+        typer.echo(
+            f"{name:20s} {s['support']:7d} {s['predicted']:9d} "
+            f"{s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f}"
+        )

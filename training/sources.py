@@ -20,6 +20,11 @@ not code)::
 In a map a value may be a label, a list of labels, ``-`` or ``[]`` (labelled, no
 label) or ``null`` (not labelled). A column value that is neither in the map nor
 covered by ``default`` is an error naming the value: nothing is dropped silently.
+
+A task may instead take weak labels from phrase rules over the text (``training/weak.py``,
+given the row's own sentiment label): ``issue_type: [{weak: review_issue_types}]``.
+``exclude: [labels/review_issue_types.csv]`` (files under ``data/`` with an ``id``
+column) drops those rows from the source: hand-labelled texts are never trained on.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ import yaml
 
 from model.taxonomy import Taxonomy
 from training.data import Example
+from training.weak import WeakRules
 
-MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "data" / "mappings"
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MAPPINGS_DIR = REPO_DATA_DIR / "mappings"
 _MISSING = object()
 
 
@@ -71,6 +78,7 @@ class SourceMapping:
     tasks: dict[str, list[dict[str, Any]]]
     id: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
     file: Path | None = None
 
     @classmethod
@@ -88,6 +96,7 @@ class SourceMapping:
             tasks=raw["tasks"],
             id=raw.get("id"),
             meta=raw.get("meta") or {},
+            exclude=list(raw.get("exclude") or []),
             file=path,
         )
 
@@ -98,6 +107,9 @@ class SourceMapping:
                 raise SourceError(f"{self.file}: task {task_name!r} is not in the taxonomy")
             task = taxonomy[task_name]
             for rule in rules:
+                if "weak" in rule:
+                    WeakRules.load(rule["weak"]).check(task)
+                    continue
                 outputs = (
                     [rule["labels"]] if "labels" in rule else list((rule.get("map") or {}).values())
                 )
@@ -156,6 +168,17 @@ def _apply(rules: list[dict[str, Any]], row: dict[str, str], where: str) -> list
     return None
 
 
+def _excluded_ids(mapping: SourceMapping) -> set[str]:
+    ids: set[str] = set()
+    for rel in mapping.exclude:
+        path = REPO_DATA_DIR / rel
+        if not path.is_file():
+            raise SourceError(f"{mapping.file}: exclude file {path} is missing")
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            ids |= {row["id"] for row in csv.DictReader(fh) if row.get("id")}
+    return ids
+
+
 def load_source(
     name: str,
     taxonomy: Taxonomy,
@@ -171,6 +194,12 @@ def load_source(
     path = data_dir(data_root) / mapping.path
     if not path.is_file():
         raise SourceError(f"{mapping.file}: data file {path} is missing")
+    excluded = _excluded_ids(mapping)
+    weak = {
+        task: WeakRules.load(rules[0]["weak"])
+        for task, rules in mapping.tasks.items()
+        if rules and "weak" in rules[0]
+    }
     examples = []
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -180,12 +209,21 @@ def load_source(
             if not text:
                 continue
             where = f"{path}:{reader.line_num} ({mapping.file.name})"
-            labels = {task: _apply(rules, row, where) for task, rules in mapping.tasks.items()}
             meta: dict[str, Any] = {"source": mapping.source, "lang": mapping.lang}
             if mapping.id:
                 meta["id"] = _render(mapping.id, row)
             else:
                 meta["id"] = f"{mapping.source}-{reader.line_num}"
+            if meta["id"] in excluded:
+                continue
+            labels = {
+                task: _apply(rules, row, where)
+                for task, rules in mapping.tasks.items()
+                if task not in weak
+            }
+            sentiment = (labels.get("sentiment") or [None])[0]
+            for task, rules in weak.items():
+                labels[task] = rules.labels(text, mapping.lang, sentiment)
             for key, col in mapping.meta.items():
                 if row.get(col):
                     meta[key] = row[col]
