@@ -160,11 +160,15 @@ class MultiTaskClassifier(nn.Module):
         attention_mask: torch.Tensor,
         ngram_ids: torch.Tensor | None = None,
         skip_encoder: bool = False,
+        pooled: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pooled encoder output (+ mean n-gram embedding). ``skip_encoder`` puts zeros
         where the encoder output goes: the heads are linear, so this trains exactly the
-        n-gram part of each head (used to pre-train it on many rows at fastText speed)."""
-        if skip_encoder:
+        n-gram part of each head (used to pre-train it on many rows at fastText speed).
+        ``pooled`` is an encoder output computed elsewhere (the ONNX Runtime backend)."""
+        if pooled is not None:
+            pooled = pooled.to(torch.float32)
+        elif skip_encoder:
             hidden = int(self.encoder.config.hidden_size)
             pooled = torch.zeros((input_ids.shape[0], hidden), dtype=torch.float32)
         else:
@@ -184,8 +188,11 @@ class MultiTaskClassifier(nn.Module):
         ngram_ids: torch.Tensor | None = None,
         labels: dict[str, torch.Tensor] | None = None,
         skip_encoder: bool = False,
+        pooled: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        feats = self.features(input_ids, attention_mask, ngram_ids, skip_encoder=skip_encoder)
+        feats = self.features(
+            input_ids, attention_mask, ngram_ids, skip_encoder=skip_encoder, pooled=pooled
+        )
         logits = {name: head(feats) for name, head in self.heads.items()}
         out: dict[str, Any] = {"logits": logits}
         if labels is not None:

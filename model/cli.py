@@ -72,7 +72,16 @@ def predict(
     max_tokens: Annotated[
         int | None, typer.Option(min=8, help="Truncate longer texts (flagged in the output).")
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Inference threads (torch / ONNX Runtime).")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="CARELENS_BACKEND",
+            help="torch, onnx or onnx-int8 (the ONNX ones after `carelens export`).",
+        ),
+    ] = "torch",
 ) -> None:
     """Classify texts and print one JSON object per text."""
     from model.predictor import Predictor
@@ -91,7 +100,11 @@ def predict(
     model_dir = model or default_model_dir()
     try:
         predictor = Predictor.load(
-            model_dir, batch_size=batch_size, max_tokens=max_tokens, num_threads=threads
+            model_dir,
+            backend=backend,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            num_threads=threads,
         )
     except ModelLoadError as exc:
         hint = (

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from model.classifier import task_probs
-from model.pretrained import CarelensModel
+from model.onnx_backend import BackendError, OnnxPooler, check_backend
+from model.pretrained import CarelensModel, ModelLoadError
 from model.taxonomy import Task
 
 # sentence-like segments: up to and including terminal punctuation (en + zh) or a newline
@@ -146,9 +147,11 @@ class Predictor:
         num_threads: int | None = None,
         evidence: bool = True,
         model_version: str | None = None,
+        backend: str = "torch",
     ) -> None:
         if num_threads:
             torch.set_num_threads(int(num_threads))
+        self.backend = check_backend(backend)
         self.model = model
         self.model.classifier.eval()
         self.batch_size = int(batch_size)
@@ -157,8 +160,21 @@ class Predictor:
         self.model_version = model_version or (model.path.name if model.path else None)
 
     @classmethod
-    def load(cls, directory: str | Path, **kwargs: Any) -> Predictor:
-        return cls(CarelensModel.from_pretrained(directory), **kwargs)
+    def load(cls, directory: str | Path, backend: str = "torch", **kwargs: Any) -> Predictor:
+        """Load a model directory. ``backend``: ``torch`` (fp32), ``onnx`` (ONNX Runtime
+        fp32) or ``onnx-int8`` (dynamic int8); the ONNX ones need ``carelens export``
+        first. Any failure is a ``ModelLoadError`` that says what to fix."""
+        try:
+            check_backend(backend)
+        except BackendError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        model = CarelensModel.from_pretrained(directory)
+        if backend != "torch":
+            try:
+                model.pooler = OnnxPooler(directory, backend, kwargs.get("num_threads"))
+            except BackendError as exc:
+                raise ModelLoadError(str(exc)) from exc
+        return cls(model, backend=backend, **kwargs)
 
     @property
     def taxonomy(self):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,11 @@ class CarelensModel:
     train_config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # the encoder + pooling run elsewhere (ONNX Runtime, see model.onnx_backend);
+    # None: the torch encoder. The n-gram channel and the heads always run in torch.
+    pooler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = field(
+        default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.calibration = {**default_calibration(self.taxonomy), **self.calibration}
@@ -197,7 +203,10 @@ class CarelensModel:
     @torch.inference_mode()
     def logits(self, batch: Batch, calibrated: bool = True) -> dict[str, torch.Tensor]:
         """Head outputs for a batch, temperature-scaled unless ``calibrated=False``."""
-        out = self.classifier(**batch.model_inputs())["logits"]
+        pooled = None
+        if self.pooler is not None:
+            pooled = self.pooler(batch.input_ids, batch.attention_mask)
+        out = self.classifier(**batch.model_inputs(), pooled=pooled)["logits"]
         if not calibrated:
             return out
         return {

@@ -138,6 +138,9 @@ def evaluate_cmd(
         typer.Option(help="Also fit and score the TF-IDF baseline on the model's training rows."),
     ] = True,
     data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+    backend: Annotated[
+        str, typer.Option(help="torch, onnx or onnx-int8 (after `carelens export`).")
+    ] = "torch",
 ) -> None:
     """Score a model per task and per source, with plots and the TF-IDF floor."""
     from model.predictor import Predictor
@@ -151,7 +154,7 @@ def evaluate_cmd(
     if not data and not source and not held_out:
         raise _fail("give --data FILE, --source NAME and/or --held-out")
     try:
-        predictor = Predictor.load(model, evidence=False)
+        predictor = Predictor.load(model, backend=backend, evidence=False)
     except ModelLoadError as exc:
         raise _fail(str(exc)) from exc
     tax = predictor.taxonomy
@@ -190,6 +193,33 @@ def evaluate_cmd(
             f"{row['source']:28s} {row['task']:12s} n={row['n']:<6d} model {row['model']:.3f}{b}"
         )
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("export")
+def export_model_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="onnx (fp32 ONNX Runtime) or onnx-int8 (also writes the fp32 graph it comes from)."
+        ),
+    ] = "onnx-int8",
+) -> None:
+    """Export the encoder to ONNX inside the model directory (DIR/onnx/), then serve or
+    predict with CARELENS_BACKEND / --backend onnx or onnx-int8."""
+    from model.onnx_backend import BackendError
+    from model.pretrained import ModelLoadError
+    from training.export import ExportError, export_onnx
+
+    try:
+        info = export_onnx(model, backend)
+    except (ModelLoadError, BackendError, ExportError) as exc:
+        raise _fail(str(exc)) from exc
+    for name, f in info["files"].items():
+        typer.echo(
+            f"{name:10s} {model / 'onnx' / f['file']}  {f['bytes'] / 1e6:.1f} MB  "
+            f"max |pooled - torch| {f['max_abs_diff_vs_torch']:.2e}"
+        )
 
 
 @data_app.command("sources")
