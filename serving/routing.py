@@ -89,6 +89,9 @@ class RoutingConfig:
     repeat_points: float = 6.0
     repeat_max: int = 4
     repeat_days: int = 30
+    # a follow-up from the same customer within this many days of a resolution
+    # reopens the resolved ticket (same order id: any time); 0 turns the days rule off
+    reopen_days: int = 7
     source: str = "routing"
 
     # -- loading ---------------------------------------------------------------
@@ -187,6 +190,12 @@ class RoutingConfig:
             )
 
         prio = data.get("priority") or {}
+        try:
+            reopen_days = int((data.get("reopen") or {}).get("days", 7))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise fail(f"reopen: expected {{days: N}} ({exc})") from exc
+        if reopen_days < 0:
+            raise fail("reopen.days must be 0 or more")
         return cls(
             queues=queues,
             default_queue=default_queue,
@@ -200,6 +209,7 @@ class RoutingConfig:
             repeat_points=float(prio.get("repeat_contact_points", 6)),
             repeat_max=int(prio.get("repeat_contact_max", 4)),
             repeat_days=int(prio.get("repeat_contact_days", 30)),
+            reopen_days=reopen_days,
             source=source,
         )
 

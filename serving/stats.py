@@ -2,7 +2,11 @@
 
 First-response time = first reply - message received; resolution time = resolved -
 received (resolved tickets only); SLA met = first reply (or no-response-needed) by the
-deadline. Percentiles: numpy's linear interpolation."""
+deadline. Percentiles: numpy's linear interpolation.
+
+Reopened = ``reopened`` events in the period (a follow-up from the customer reopened a
+resolved ticket, see ``serving.tickets.find_reopenable``), counted for the agent whose
+``resolved`` event came last before the reopen and for the ticket's queue."""
 
 from __future__ import annotations
 
@@ -60,6 +64,33 @@ def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Tick
     )
 
 
+def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[str | None, str]]:
+    """(resolving agent, queue) of every reopen in [since, until]."""
+    rows = session.scalars(
+        select(Ticket)
+        .where(
+            Ticket.id.in_(
+                select(TicketEvent.ticket_id).where(
+                    TicketEvent.kind == "reopened",
+                    TicketEvent.at >= since,
+                    TicketEvent.at <= until,
+                )
+            )
+        )
+        .options(selectinload(Ticket.events))
+    )
+    out = []
+    for t in rows:
+        for e in t.events:
+            if e.kind == "reopened" and since <= e.at <= until:
+                resolver = None
+                for r in t.events:
+                    if r.kind == "resolved" and r.id < e.id:
+                        resolver = r.actor
+                out.append((resolver, t.queue))
+    return out
+
+
 def agent_stats(session: Session, since: datetime, until: datetime, now: datetime) -> list[dict]:
     tickets = _tickets_in(session, since, until)
     by_agent: dict[str, list[Ticket]] = {}
@@ -77,14 +108,19 @@ def agent_stats(session: Session, since: datetime, until: datetime, now: datetim
         )
     ):
         corrections[actor] = corrections.get(actor, 0) + 1
+    reopened: dict[str, int] = {}
+    for agent, _queue in reopens(session, since, until):
+        if agent is not None:
+            reopened[agent] = reopened.get(agent, 0) + 1
     out = []
-    for agent in sorted(set(by_agent) | set(corrections)):
+    for agent in sorted(set(by_agent) | set(corrections) | set(reopened)):
         mine = by_agent.get(agent, [])
         # response times count for the agent who sent the first reply
         answered = [t for t in mine if first_by.get(t.id) == agent or t.first_response_at is None]
         row = {"agent": agent, **_summary(answered, now)}
         row["tickets_handled"] = len(mine)
         row["labels_corrected"] = corrections.get(agent, 0)
+        row["reopened"] = reopened.get(agent, 0)
         out.append(row)
     return out
 
@@ -93,6 +129,9 @@ def queue_kpis(
     session: Session, queues: list[str], since: datetime, until: datetime, now: datetime
 ) -> list[dict]:
     tickets = _tickets_in(session, since, until)
+    reopened: dict[str, int] = {}
+    for _agent, queue in reopens(session, since, until):
+        reopened[queue] = reopened.get(queue, 0) + 1
     out = []
     for q in queues:
         mine = [t for t in tickets if t.queue == q]
@@ -100,6 +139,7 @@ def queue_kpis(
             {
                 "queue": q,
                 **_summary(mine, now),
+                "reopened": reopened.get(q, 0),
                 "late_response_rate": late_response_rates(session, now, queue=q),
             }
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from model.predictor import Prediction as ModelPrediction
@@ -85,6 +85,41 @@ def earlier_contacts(session: Session, customer_id: str | None, before: datetime
     )
 
 
+def find_reopenable(
+    session: Session, item: NewMessage, received: datetime, days: int
+) -> Ticket | None:
+    """The resolved ticket that a follow-up ``item`` reopens, or None.
+
+    A follow-up is a message (not a review) from the same customer, received after the
+    earlier ticket (not a review either) was resolved, and either
+    - about the same order: both carry the same order id (any time later), or
+    - one of the two has no order id and it arrives within ``days`` of the resolution.
+    Two different order ids never match. A ticket is reopened at most once (the work goes
+    on in the follow-up's ticket); the most recently resolved match wins."""
+    if not item.customer_id or item.channel == "review":
+        return None
+    already = exists().where(TicketEvent.ticket_id == Ticket.id, TicketEvent.kind == "reopened")
+    rows = session.execute(
+        select(Ticket, Message.order_id)
+        .join(Message, Message.id == Ticket.message_id)
+        .where(
+            Message.customer_id == item.customer_id,
+            Message.channel != "review",
+            Ticket.state == "resolved",
+            Ticket.resolved_at <= received,
+            ~already,
+        )
+        .order_by(Ticket.resolved_at.desc(), Ticket.id.desc())
+    ).all()
+    for ticket, order_id in rows:
+        if item.order_id and order_id:
+            if item.order_id == order_id:
+                return ticket
+        elif days and ticket.resolved_at >= received - timedelta(days=days):
+            return ticket
+    return None
+
+
 def store_message(
     session: Session,
     item: NewMessage,
@@ -94,8 +129,13 @@ def store_message(
     now: datetime,
     sla_hours: float | None = None,
 ) -> Message:
-    """Insert the message, the model's prediction and its routed ticket (no commit)."""
+    """Insert the message, the model's prediction and its routed ticket (no commit).
+
+    A follow-up to a resolved ticket (see ``find_reopenable``) still gets its own ticket
+    (its own text, labels, queue and a fresh SLA); the resolved ticket records a
+    ``reopened`` event naming it, and the new one a ``follow_up`` event naming the old."""
     received = as_utc(item.received_at) if item.received_at else now
+    reopens = find_reopenable(session, item, received, routing.reopen_days)
     message = Message(
         external_id=item.external_id,
         channel=item.channel,
@@ -148,6 +188,12 @@ def store_message(
     )
     session.add(ticket)
     session.add(TicketEvent(ticket=ticket, kind="created", actor=None, at=now, note=queue))
+    if reopens is not None:
+        session.flush()
+        note = {"message_id": message.id, "ticket_id": ticket.id}
+        _event(session, reopens, "reopened", None, now, note=json.dumps(note))
+        note = json.dumps({"reopened_ticket_id": reopens.id})
+        session.add(TicketEvent(ticket=ticket, kind="follow_up", actor=None, at=now, note=note))
     if routing.no_response_needed(labels, facts):
         ticket.state = "no_response_needed"
         ticket.resolved_at = now

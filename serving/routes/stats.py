@@ -31,7 +31,8 @@ def stats_agents(
     _: Principal = Depends(agent_role),
 ) -> dict:
     """Per agent over the period: tickets handled, median and p90 first-response hours
-    (tickets they answered first), median resolution hours, SLA met %, labels corrected."""
+    (tickets they answered first), median resolution hours, SLA met %, labels corrected,
+    reopened (their resolutions that a customer's follow-up reopened in the period)."""
     since, until, now = _period(svc, since, until)
     with svc.sessions() as s:
         return {"since": since, "until": until, "agents": agent_stats(s, since, until, now)}
@@ -44,7 +45,8 @@ def stats_kpis(
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> dict:
-    """Per queue over the period: the same figures, plus late-response rates 7/30/90 d."""
+    """Per queue over the period: the same figures (reopened: tickets of the queue reopened
+    in the period), plus late-response rates 7/30/90 d."""
     since, until, now = _period(svc, since, until)
     with svc.sessions() as s:
         rows = queue_kpis(s, list(svc.routing.queues), since, until, now)

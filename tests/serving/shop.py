@@ -638,10 +638,11 @@ def fill_shop(desk, clock, seed: int = SEED) -> Shop:
         act_direct(start)
         post_until(start)
         clock.now = max(clock.now, start)
+        waiting = {q["queue"]: q["unclaimed"] for q in desk.agent.queues()}
         for qi, queue in enumerate(QUEUE_ORDER):
             name = AGENTS[(n + qi) % len(AGENTS)]
             agent = agents[name]
-            for i in range(8):
+            for i in range(min(8, waiting.get(queue, 0))):
                 ticket = agent.claim(queue)
                 if ticket is None:
                     break
