@@ -9,7 +9,9 @@ from __future__ import annotations
 import typer
 
 from model.cli import app as model_app
+from model.registry_cli import app as models_app
 from serving.cli import app as serving_app
+from training import retrain_cli
 from training.cli import app as training_app
 
 app = typer.Typer(
@@ -21,6 +23,18 @@ app = typer.Typer(
 app.add_typer(model_app)
 app.add_typer(training_app)
 app.add_typer(serving_app)
+app.add_typer(models_app, name="models")
+
+
+def _export_labels(database_url, taxonomy_file, out) -> int:
+    """`carelens retrain` without --labels: the store's labelled tickets (serving)."""
+    from serving.learning import export_labels_file
+
+    return export_labels_file(database_url, taxonomy_file, out)
+
+
+retrain_cli.EXPORTER = _export_labels
+app.command("retrain")(retrain_cli.retrain_cmd)
 
 
 def main() -> None:

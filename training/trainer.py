@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,11 +200,13 @@ def train(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place; keep the best epoch (by mean validation score).
 
     With ``out_dir`` the best model is saved there after each improving epoch, and
-    Ctrl-C saves the current weights there too if no epoch has finished yet."""
+    Ctrl-C saves the current weights there too if no epoch has finished yet.
+    ``on_step(step, total_steps)`` is called after every optimiser step."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
@@ -245,6 +248,8 @@ def train(
                 opt.step()
                 sched.step()
                 step += 1
+                if on_step is not None:
+                    on_step(step, total)
                 seen += len(exs)
                 loss = float(out["loss"].detach())
                 running = loss if running is None else 0.95 * running + 0.05 * loss

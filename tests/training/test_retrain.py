@@ -1,0 +1,120 @@
+"""Retraining on the tiny model: label audit, frozen set, the gate both ways, the
+version record in the registry, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from model.registry import Registry
+from model.taxonomy import Taxonomy
+from tests.training.tickets import write_tickets
+from training.audit import audit_labels, exclude_flagged
+from training.retrain import RetrainConfig, RetrainError, read_tickets, retrain
+
+# a tiny random model learns fast with large steps; the gate is what is tested
+FAST = dict(
+    epochs=4,
+    batch_size=8,
+    learning_rate=1e-3,
+    head_learning_rate=1e-2,
+    ngram_learning_rate=5e-2,
+    min_labelled=20,
+    min_holdout=10,
+    tolerance=1.0,
+    audit_folds=3,
+)
+
+
+def test_audit_flags_wrong_labels_and_never_changes_them(tmp_path):
+    tax = Taxonomy.default()
+    rows = read_tickets(write_tickets(tmp_path / "t.jsonl", 60, flip=4), tax)
+    before = [dict(r.labels) for r in rows]
+    report = audit_labels(rows, tax, folds=3)
+    assert [r.labels for r in rows] == before  # reported, not changed
+    flagged = {(f["id"], f["task"]) for f in report["flagged"]}
+    wrong = {(f"msg-{i}", "sentiment") for i in range(4)}
+    assert len(flagged & wrong) >= 3, report["flagged"]
+    assert report["tasks"]["sentiment"]["rows"] == 60
+    kept = exclude_flagged(rows, report)
+    masked = [r for r in kept if r.meta["id"] == "msg-0"]
+    if ("msg-0", "sentiment") in flagged:
+        assert masked and masked[0].labels["sentiment"] is None
+        assert masked[0].labels["issue_type"] == ["refund_return"]
+
+
+@pytest.mark.slow
+def test_retrain_gate_promotes_then_refuses(tiny_model_dir, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    labels = write_tickets(tmp_path / "tickets.jsonl", 60, flip=2)
+    out = retrain(
+        labels, reg, RetrainConfig(**FAST), base_model_dir=tiny_model_dir, show_bars=False
+    )
+    # the empty registry imported the base model first; the candidate is v0002
+    assert out["parent"] == "v0001" and out["version"] == "v0002"
+    assert out["decision"] == "promoted", out["reason"]
+    assert reg.active() == "v0002"
+    m = out["metrics"]
+    assert m["candidate"]["new_tickets"]["mean"] > m["active"]["new_tickets"]["mean"]
+    assert m["candidate"]["new_tickets"]["rows"] == 12  # newest 20%
+    v2 = reg.get("v0002")
+    assert v2.info["parent"] == "v0001" and v2.info["status"] == "promoted"
+    assert v2.info["gate"]["decision"] == "promoted"
+    assert set(v2.info["gate"]) >= {"candidate", "active", "reason", "tolerance"}
+    summary = v2.info["data_summary"]
+    assert summary["tickets"]["rows"] == 60
+    assert summary["tickets"]["labelled_at"]["first"].startswith("2026-11-01T00:00")
+    assert summary["tickets"]["label_distribution"]["sentiment"]["negative"] >= 40
+    assert (v2.path / "retrain" / "tickets.jsonl").is_file()
+    assert json.loads((v2.path / "retrain" / "audit.json").read_text())["flagged"] is not None
+    # no public data here: the frozen set is the first retrain's held-out tickets
+    frozen = reg.frozen_eval_file.read_text()
+    assert frozen.count("\n") == 12
+    # a second run with a gate it cannot pass: kept as a version, not promoted
+    out2 = retrain(labels, reg, RetrainConfig(**{**FAST, "min_gain": 1.0}), show_bars=False)
+    assert out2["version"] == "v0003" and out2["parent"] == "v0002"
+    assert out2["decision"] == "rejected"
+    assert "not better on the newest labelled tickets" in out2["reason"]
+    assert reg.active() == "v0002"
+    assert reg.get("v0003").info["status"] == "rejected"
+    assert reg.frozen_eval_file.read_text() == frozen  # frozen: chosen once
+    # the active model's frozen figures were cached in its record
+    assert reg.get("v0002").info["frozen_eval"]
+
+
+def test_too_few_tickets_is_refused(tiny_model_dir, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    labels = write_tickets(tmp_path / "tickets.jsonl", 5)
+    with pytest.raises(RetrainError, match="retraining needs at least 20"):
+        retrain(labels, reg, RetrainConfig(**FAST), base_model_dir=tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_retrain_cli(tiny_model_dir, tmp_path):
+    from carelens.cli import app
+
+    labels = write_tickets(tmp_path / "tickets.jsonl", 40)
+    cfg = tmp_path / "retrain.yaml"
+    cfg.write_text("\n".join(f"{k}: {v}" for k, v in {**FAST, "epochs": 1}.items()))
+    result = tmp_path / "result.json"
+    progress = tmp_path / "progress.json"
+    r = CliRunner().invoke(
+        app,
+        [
+            "retrain", "--labels", str(labels), "--config", str(cfg),
+            "--registry", str(tmp_path / "reg"), "--base", str(tiny_model_dir),
+            "--no-promote", "--result", str(result), "--progress-file", str(progress), "--quiet",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{") :])
+    assert summary["version"] == "v0002" and summary["decision"] in ("passed", "rejected")
+    assert Registry(tmp_path / "reg").active() == "v0001"  # --no-promote
+    assert json.loads(result.read_text())["version"] == "v0002"
+    assert json.loads(progress.read_text())["stage"] == "done"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epoch: 2\n")
+    r = CliRunner().invoke(app, ["retrain", "--labels", str(labels), "--config", str(bad)])
+    assert r.exit_code == 2 and "unknown retrain config keys ['epoch']" in r.output
