@@ -18,14 +18,23 @@ from fastapi.responses import JSONResponse, Response
 
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
+from model.registry import Registry
 from serving import db
 from serving.auth import ensure_key
+from serving.batcher import MicroBatcher
 from serving.deps import Services
+from serving.learning import JobRunner, ModelManager
 from serving.metrics import CONTENT_TYPE, Metrics
 from serving.routes import admin, customers, messages, reviews, stats, tickets
+from serving.routes import campaigns as campaign_routes
+from serving.routes import labeling as labeling_routes
+from serving.routes import models as model_routes
+from serving.routes import products as product_routes
+from serving.routes import templates as template_routes
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.store import CHANNELS, utcnow
+from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ def create_app(
     ready (``/readyz`` says why) and it serves no labels."""
     settings = settings or Settings()
     routing = RoutingConfig.load(settings.routing_file)
+    load_file_templates(settings.templates_dir)  # a bad template file stops the app here
     if settings.sla_hours:
         routing.sla_default_hours = settings.sla_hours
     engine = db.make_engine(settings.database_url)
@@ -53,6 +63,7 @@ def create_app(
         clock=clock,
     )
     metrics.watch_store(svc.sessions, clock)
+    models = ModelManager(svc, Registry(settings.registry) if settings.follow_registry else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -68,7 +79,8 @@ def create_app(
             try:
                 svc.predictor = await run_in_threadpool(
                     Predictor.load,
-                    settings.model_dir,
+                    models.startup_dir(),
+                    backend=settings.backend,
                     batch_size=settings.batch_size,
                     max_tokens=settings.max_tokens,
                     num_threads=settings.threads,
@@ -87,7 +99,16 @@ def create_app(
                 svc.predictor = None
             else:
                 metrics.model_info.labels(svc.predictor.model_version or "unknown").set(1)
+        models.start(settings.registry_poll_seconds)  # hot reload: follow the active pointer
+        svc.batcher = MicroBatcher(
+            lambda: svc.predictor,  # read afresh for every batch (hot reload)
+            max_batch_size=settings.batch_max_size,
+            max_wait_ms=settings.batch_max_wait_ms,
+            queue_size=settings.batch_queue_size,
+        ).start()
         yield
+        svc.batcher.stop()
+        models.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -100,6 +121,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.services = svc
+    app.state.models = models
+    app.state.jobs = JobRunner(
+        settings.jobs_dir, Registry(settings.registry), lambda _: models.follow()
+    )
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
@@ -141,6 +166,7 @@ def create_app(
             "model_version": svc.predictor.model_version,
             "trained": bool(svc.predictor.model.train_config),
             "database": engine.dialect.name,
+            "model_reload_error": models.error,
         }
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
@@ -150,4 +176,9 @@ def create_app(
 
     for module in (messages, tickets, reviews, customers, stats, admin):
         app.include_router(module.router)
+    for module in (model_routes, labeling_routes):
+        app.include_router(module.router)
+    for module in (template_routes, campaign_routes):
+        app.include_router(module.router)
+    app.include_router(product_routes.router)
     return app

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model.predictor import Predictor
 from serving.auth import Principal, authenticate
+from serving.batcher import MicroBatcher
 from serving.metrics import Metrics
 from serving.routing import RoutingConfig
 from serving.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     clock: Callable[[], datetime]
     predictor: Predictor | None = None
     model_error: str | None = None
+    batcher: MicroBatcher | None = None  # runs every prediction (serving/batcher.py)
 
     @property
     def skip_locked(self) -> bool:

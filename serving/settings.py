@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.paths import carelens_home, default_model_dir
+from model.paths import carelens_home, default_model_dir, default_registry_dir
 from serving.routing import DEFAULT_ROUTING_PATH
 
 
@@ -46,9 +47,69 @@ class Settings(BaseSettings):
         5_000_000, ge=1024, description="Largest accepted request body (bytes)."
     )
     evidence: bool = True
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="Inference backend: torch (fp32), onnx (ONNX Runtime fp32) or onnx-int8; "
+        "the ONNX ones need `carelens export --model DIR --backend ...` first.",
+    )
+    batch_max_size: int = Field(
+        32, ge=1, description="Micro-batcher: most texts in one model call."
+    )
+    batch_max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Micro-batcher: how long the first request of a batch waits for others (ms).",
+    )
+    batch_queue_size: int = Field(
+        512,
+        ge=1,
+        description="Micro-batcher: texts allowed to wait; beyond it requests get 503 + Retry-After.",
+    )
     lease_seconds: int = Field(
         900, ge=1, description="How long a claim holds a ticket before it returns to its queue."
     )
+    # product insights: the spike test (serving/insights.py; query parameters override)
+    spike_window_days: int = Field(7, ge=1, description="Spike test: the recent window (days).")
+    spike_baseline_days: int = Field(
+        28, ge=1, description="Spike test: the baseline window just before it (days)."
+    )
+    spike_min_count: int = Field(
+        5, ge=1, description="Spike test: fewest recent messages with the issue to test it."
+    )
+    spike_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Spike test: significance level (Bonferroni-adjusted)."
+    )
+    spike_prior_weight: float = Field(
+        10.0, ge=0, description="Spike test: pseudo-messages of the shop-wide share in the baseline."
+    )
+    registry: Path = Field(
+        default_factory=default_registry_dir,
+        description="Model registry whose active version is served (hot reload).",
+    )
+    follow_registry: bool = Field(
+        True, description="Serve the registry's active version and follow its pointer."
+    )
+    registry_poll_seconds: float = Field(
+        5.0, ge=0, description="How often the active pointer is checked (0: never)."
+    )
+    jobs_dir: Path = Field(
+        default_factory=lambda: carelens_home() / "jobs",
+        description="Where retraining jobs keep their logs and results.",
+    )
     sla_hours: float | None = Field(
         None, gt=0, description="Overrides the routing file's default first-response hours."
+    )
+    templates_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "data" / "templates",
+        description="Default reply templates (*.yaml); admins' templates in the store "
+        "override them.",
+    )
+    marketing_cap_contacts: int = Field(
+        2, ge=1, description="Most marketing contacts per customer in marketing_cap_days."
+    )
+    marketing_cap_days: int = Field(30, ge=1, description="Window of the marketing cap (days).")
+    campaign_webhook_url: str | None = Field(
+        None,
+        description="If set, every campaign run's rendered messages are POSTed here as JSON "
+        "(the seller's mail tool sends them; carelens sends no mail).",
     )

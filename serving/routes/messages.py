@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,8 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
-from model.predictor import clean_text
+from model.predictor import Prediction, clean_text
 from serving.auth import Principal
+from serving.batcher import Overloaded, Unavailable
 from serving.db import transaction
 from serving.deps import Services, service_role, services
 from serving.inbound import EmailError, detect_language, parse_email
@@ -88,6 +91,29 @@ def check_limits(svc: Services, texts: list[str], field: str) -> None:
             )
 
 
+@contextmanager
+def _batcher_errors():
+    try:
+        yield
+    except Overloaded as exc:
+        raise HTTPException(
+            503, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}
+        ) from exc
+    except Unavailable as exc:
+        raise HTTPException(503, detail=f"model not available: {exc}") from exc
+
+
+def predict_texts(
+    svc: Services, texts: list[str], evidence: bool | None = None
+) -> list[Prediction]:
+    """Predictions through the micro-batcher (blocking: call from the thread pool).
+    A full queue is a 503 with Retry-After."""
+    if svc.batcher is None:  # an app run without its lifespan
+        return svc.require_predictor().predict(texts, evidence=evidence)
+    with _batcher_errors():
+        return svc.batcher.predict(texts, evidence)
+
+
 def _view(message, created: bool, now: datetime) -> StoredMessage:
     t, p = message.ticket, message.prediction
     return StoredMessage(
@@ -125,7 +151,7 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
         with svc.sessions() as s:
             existing = find_existing(s, ids)
         new = [it for it in items if it.external_id not in existing]
-        preds = predictor.predict([it.model_text for it in new]) if new else []
+        preds = predict_texts(svc, [it.model_text for it in new]) if new else []
         try:
             with transaction(svc.sessions) as s:
                 existing = find_existing(s, ids)  # again, inside the transaction
@@ -133,9 +159,8 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
                 for it, pred in zip(new, preds, strict=True):
                     if it.external_id in existing:
                         continue
-                    by_item[id(it)] = store_message(
-                        s, it, pred, svc.routing, predictor.model_version or "unknown", now
-                    )
+                    version = pred.model_version or predictor.model_version or "unknown"
+                    by_item[id(it)] = store_message(s, it, pred, svc.routing, version, now)
                 for it in items:
                     if id(it) in by_item:
                         stored[id(it)] = _view(by_item[id(it)], True, now)
@@ -256,10 +281,14 @@ async def classify(
     pred = svc.require_predictor()
     check_limits(svc, body.texts, "texts")
     try:
-        results = await run_in_threadpool(pred.predict, body.texts, body.evidence)
+        if svc.batcher is None:
+            results = await run_in_threadpool(pred.predict, body.texts, body.evidence)
+        else:
+            with _batcher_errors():
+                future = svc.batcher.submit(body.texts, body.evidence)
+                results = await asyncio.wrap_future(future)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     svc.metrics.count_predictions(results)
-    return ClassifyResponse(
-        model_version=pred.model_version, predictions=[r.to_dict() for r in results]
-    )
+    version = results[0].model_version if results else pred.model_version
+    return ClassifyResponse(model_version=version, predictions=[r.to_dict() for r in results])
