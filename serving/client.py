@@ -240,3 +240,111 @@ class CarelensClient:
 
     def config(self) -> JSON:
         return self._json("GET", "/v1/config")
+
+    # -- reply templates --------------------------------------------------------------
+    def suggested_replies(
+        self,
+        ticket_id: int,
+        customer_name: str | None = None,
+        product: str | None = None,
+        limit: int = 10,
+    ) -> list[JSON]:
+        """Templates fitting the ticket's issue types and language, filled in, best first."""
+        params = _clean({"customer_name": customer_name, "product": product, "limit": limit})
+        return self._json("GET", f"/v1/tickets/{ticket_id}/suggested-replies", params=params)
+
+    def templates(self) -> list[JSON]:
+        return self._json("GET", "/v1/templates")
+
+    def add_template(
+        self,
+        name: str,
+        issue_type: str,
+        lang: str,
+        title: str,
+        body: str,
+        fallbacks: dict[str, str] | None = None,
+    ) -> JSON:
+        payload = {"name": name, "issue_type": issue_type, "lang": lang, "title": title}
+        payload.update(body=body, fallbacks=fallbacks or {})
+        return self._json("POST", "/v1/templates", json=payload)
+
+    def put_template(
+        self,
+        name: str,
+        issue_type: str,
+        lang: str,
+        title: str,
+        body: str,
+        fallbacks: dict[str, str] | None = None,
+    ) -> JSON:
+        payload = {"issue_type": issue_type, "lang": lang, "title": title, "body": body}
+        payload["fallbacks"] = fallbacks or {}
+        return self._json("PUT", f"/v1/templates/{name}", json=payload)
+
+    def delete_template(self, name: str) -> None:
+        self._request("DELETE", f"/v1/templates/{name}")
+
+    # -- orders, consent, campaigns ---------------------------------------------------
+    def post_orders(self, orders: list[JSON]) -> JSON:
+        """Upsert orders (order_id, customer_id, product_id, marketplace, delivered_at)."""
+        return self._json("POST", "/v1/orders", json={"orders": [_clean(o) for o in orders]})
+
+    def record_consent(
+        self,
+        customer_id: str,
+        source: str,
+        email: str | None = None,
+        at: datetime | None = None,
+    ) -> JSON:
+        body = _clean({"source": source, "email": email, "at": at})
+        return self._json("POST", f"/v1/customers/{customer_id}/consent", json=body)
+
+    def opt_out(self, customer_id: str, source: str | None = None) -> JSON:
+        return self._json(
+            "POST", f"/v1/customers/{customer_id}/opt-out", json=_clean({"source": source})
+        )
+
+    def create_campaign(
+        self,
+        name: str,
+        kind: Literal["marketing", "review_request"],
+        channel: Literal["marketplace_messaging", "own_email"],
+        body: str,
+        subject: str | None = None,
+        audience: JSON | None = None,
+    ) -> JSON:
+        payload = _clean(
+            {
+                "name": name,
+                "kind": kind,
+                "channel": channel,
+                "body": body,
+                "subject": subject,
+                "audience": audience or {},
+            }
+        )
+        return self._json("POST", "/v1/campaigns", json=payload)
+
+    def campaigns(self) -> list[JSON]:
+        return self._json("GET", "/v1/campaigns")
+
+    def campaign(self, campaign_id: int) -> JSON:
+        return self._json("GET", f"/v1/campaigns/{campaign_id}")
+
+    def run_campaign(self, campaign_id: int) -> JSON:
+        """Build the audience now; returns the run with its audit rows."""
+        return self._json("POST", f"/v1/campaigns/{campaign_id}/runs")
+
+    def campaign_runs(self, campaign_id: int) -> list[JSON]:
+        return self._json("GET", f"/v1/campaigns/{campaign_id}/runs")
+
+    def campaign_run(self, campaign_id: int, run_id: int) -> JSON:
+        return self._json("GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}")
+
+    def export_campaign_run(
+        self, campaign_id: int, run_id: int, format: Literal["json", "csv"] = "json"
+    ) -> str:
+        return self._request(
+            "GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}/export", params={"format": format}
+        ).text

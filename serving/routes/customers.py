@@ -11,8 +11,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from serving.auth import Principal
+from serving.campaigns import consent_states
 from serving.deps import Services, agent_role, services
-from serving.store import CLOSED_STATES, LabelCorrection, Message, Ticket
+from serving.store import (
+    CLOSED_STATES,
+    Campaign,
+    CampaignContact,
+    ConsentEvent,
+    LabelCorrection,
+    Message,
+    Ticket,
+)
 from serving.tickets import effective_state
 
 router = APIRouter(tags=["customers"])
@@ -22,7 +31,10 @@ SENTIMENT_SCORE = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
 
 class CustomerEvent(BaseModel):
     at: datetime
-    kind: str = Field(description="message, review, ticket event or label correction")
+    kind: str = Field(
+        description="message, review, ticket_* event, label_correction, consent, opt_out "
+        "or campaign_contact"
+    )
     message_id: int | None = None
     ticket_id: int | None = None
     detail: dict[str, Any]
@@ -31,14 +43,18 @@ class CustomerEvent(BaseModel):
 class CustomerHistory(BaseModel):
     customer_id: str
     messages: int
-    first_contact_at: datetime
-    last_contact_at: datetime
+    first_contact_at: datetime | None
+    last_contact_at: datetime | None
     open_tickets: list[int]
     sentiment_trend: list[dict[str, Any]] = Field(
         description="Per message in time order: sentiment and its score (-1, 0, 1)."
     )
     sentiment_mean_last_5: float | None
     sentiment_mean_before: float | None
+    consent: dict[str, Any] | None = Field(
+        None,
+        description="Marketing consent in force (consented, opted_out, since), if recorded.",
+    )
     timeline: list[CustomerEvent]
 
 
@@ -61,7 +77,26 @@ def customer_history(
                 )
             )
         )
-        if not msgs:
+        contacts = list(
+            s.execute(
+                select(CampaignContact, Campaign)
+                .join(Campaign, Campaign.id == CampaignContact.campaign_id)
+                .where(
+                    CampaignContact.customer_id == customer_id,
+                    CampaignContact.included.is_(True),
+                )
+                .order_by(CampaignContact.id)
+            )
+        )
+        consents = list(
+            s.scalars(
+                select(ConsentEvent)
+                .where(ConsentEvent.customer_id == customer_id)
+                .order_by(ConsentEvent.at, ConsentEvent.id)
+            )
+        )
+        consent = consent_states(s, [customer_id]).get(customer_id)
+        if not msgs and not contacts and not consents:
             raise HTTPException(404, detail=f"no messages from customer {customer_id!r}")
         ticket_ids = [m.ticket.id for m in msgs if m.ticket]
         corrections = list(
@@ -122,6 +157,25 @@ def customer_history(
                 detail={"actor": c.actor, "labels": c.labels},
             )
         )
+    for e in consents:
+        timeline.append(
+            CustomerEvent(at=e.at, kind=e.kind, detail={"source": e.source, "actor": e.actor})
+        )
+    for contact, campaign in contacts:
+        timeline.append(
+            CustomerEvent(
+                at=contact.at,
+                kind="campaign_contact",
+                detail={
+                    "campaign_id": campaign.id,
+                    "campaign": campaign.name,
+                    "campaign_kind": campaign.kind,
+                    "channel": campaign.channel,
+                    "run_id": contact.run_id,
+                    "order_id": contact.order_id,
+                },
+            )
+        )
     timeline.sort(key=lambda e: e.at)
     scores = [p["score"] for p in trend if p["score"] is not None]
 
@@ -131,13 +185,18 @@ def customer_history(
     return CustomerHistory(
         customer_id=customer_id,
         messages=len(msgs),
-        first_contact_at=msgs[0].received_at,
-        last_contact_at=msgs[-1].received_at,
+        first_contact_at=msgs[0].received_at if msgs else None,
+        last_contact_at=msgs[-1].received_at if msgs else None,
         open_tickets=[
             m.ticket.id for m in msgs if m.ticket and m.ticket.state not in CLOSED_STATES
         ],
         sentiment_trend=trend,
         sentiment_mean_last_5=mean(scores[-5:]),
         sentiment_mean_before=mean(scores[:-5]),
+        consent=(
+            {"consented": consent.consented, "opted_out": consent.opted_out, "since": consent.since}
+            if consent
+            else None
+        ),
         timeline=timeline,
     )

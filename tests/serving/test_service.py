@@ -44,6 +44,17 @@ ROUTE_ROLES = {
     "/v1/keys": "admin",
     "/v1/keys/{key_id}": "admin",
     "/v1/config": "admin",
+    "/v1/templates": "admin",
+    "/v1/templates/{template_name}": "admin",
+    "/v1/tickets/{ticket_id}/suggested-replies": "agent",
+    "/v1/orders": "service",
+    "/v1/customers/{customer_id}/consent": "service",
+    "/v1/customers/{customer_id}/opt-out": "agent",
+    "/v1/campaigns": "admin",
+    "/v1/campaigns/{campaign_id}": "admin",
+    "/v1/campaigns/{campaign_id}/runs": "admin",
+    "/v1/campaigns/{campaign_id}/runs/{run_id}": "admin",
+    "/v1/campaigns/{campaign_id}/runs/{run_id}/export": "admin",
 }
 
 
@@ -53,7 +64,17 @@ def test_every_route_checks_its_role(desk):
     assert set(paths) == set(ROUTE_ROLES), "declare the role of every new route"
     for route_path, ops in paths.items():
         path = route_path.format(
-            queue="general", ticket_id=1, review_id=1, key_id=1, customer_id="c"
+            queue="general",
+            ticket_id=1,
+            review_id=1,
+            key_id=1,
+            customer_id="c",
+            product_id="p",
+            template_name="t",
+            campaign_id=1,
+            run_id=1,
+            version="v0001",
+            job_id="j",
         )
         for method in (m.upper() for m in ops):
             r = desk.http.request(method, path)

@@ -1,0 +1,570 @@
+"""Campaigns within the marketplaces' rules: what is refused (with the rule), the
+audience builders, consent and opt-out, orders, and runs with an audit row per
+customer (or order) considered.
+
+- ``marketing`` is allowed only on ``own_email`` (the seller's own list), only to
+  customers with recorded consent who have not opted out since, and under a
+  per-customer frequency cap. Its audience is "habitually positive" customers.
+- ``review_request`` goes to every order delivered within the window, once per order
+  ever, whatever the customer said: its audience may not use sentiment, ratings,
+  issue types, tickets or review history.
+
+The service sends nothing: a run stores the audience and the rendered messages, to
+export (CSV/JSON) or hand to the seller's mail tool through a webhook.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from serving.store import (
+    CLOSED_STATES,
+    Campaign,
+    CampaignContact,
+    CampaignRun,
+    ConsentEvent,
+    Message,
+    Order,
+    ReviewRequest,
+    Ticket,
+)
+from serving.templates import TemplateError, fill, placeholders
+
+KINDS = ("marketing", "review_request")
+CHANNELS = ("marketplace_messaging", "own_email")
+
+# -- the rules, quoted in the refusals -------------------------------------------------
+
+RULE_NO_MARKETING_IN_MARKETPLACE_MESSAGING = (
+    "a marketing campaign cannot use channel marketplace_messaging: Amazon's Communication "
+    "Guidelines permit buyer-seller messages only when they are necessary to complete an "
+    "order or to respond to a customer service inquiry, and state that you cannot contact "
+    "buyers for marketing or promotional purposes. Send marketing through channel own_email "
+    "(your own list, to customers who gave you consent)."
+)
+RULE_NO_SELECTIVE_REVIEW_REQUESTS = (
+    "a review_request campaign cannot choose its audience by {keys}: Amazon's customer "
+    "product reviews policy says you may not ask for a positive review or ask for reviews "
+    "only from buyers who had a positive experience (requests through the Solicitations "
+    "API must not selectively seek positive reviews), and the FTC's guide for marketers "
+    "(Soliciting and Paying for Online Reviews) says: don't ask for reviews only from "
+    "customers you think will leave positive ones. Ask every eligible order: the audience "
+    "may only use {allowed}."
+)
+RULE_SOLICITATION_WINDOW = (
+    "a review_request on marketplace_messaging must be sent 5 to 30 days after delivery "
+    "(Amazon Solicitations API: one review request per order, between 5 and 30 days after "
+    "the order was delivered); got {lo}-{hi} days"
+)
+
+# audience keys a review request may never use (sentiment, rating, issue type, tickets,
+# review or message history): matched as parts of a key's name
+SELECTIVE_KEY_RE = re.compile(
+    r"sentiment|positive|negative|rating|star|issue|label|review|ticket|message|"
+    r"satisf|complain|feedback|nps|score|happy",
+    re.IGNORECASE,
+)
+
+MARKETING_AUDIENCE: dict[str, Any] = {
+    "min_messages": 3,  # at least N messages or reviews from the customer
+    "min_positive_share": 0.8,  # share of them labelled positive
+    "no_open_ticket": True,  # no ticket still open (open, claimed, waiting on customer)
+    "no_negative_days": 90,  # no negative message in the last D days
+}
+REVIEW_AUDIENCE: dict[str, Any] = {
+    "min_days_after_delivery": 5,
+    "max_days_after_delivery": 30,
+    "marketplace": None,
+    "product_ids": None,
+}
+FIELDS = {
+    "marketing": {
+        "customer_id": "the customer's id",
+        "email": "the address recorded with the consent",
+    },
+    "review_request": {
+        "customer_id": "the customer's id",
+        "email": "the address recorded with the customer's consent, if any",
+        "order_id": "the order's id",
+        "product_id": "the order's product id",
+        "marketplace": "the order's marketplace",
+    },
+}
+
+REASONS = {
+    "eligible": "included",
+    "opted_out": "the customer opted out",
+    "no_consent": "no recorded marketing consent",
+    "too_few_messages": "fewer messages or reviews than min_messages",
+    "low_positive_share": "share of positive messages below min_positive_share",
+    "open_ticket": "has a ticket still open",
+    "recent_negative": "a negative message within no_negative_days",
+    "frequency_cap": "reached the marketing frequency cap",
+    "already_requested": "a review was already requested for this order",
+}
+
+
+class CampaignRefused(ValueError):
+    """The campaign breaks a marketplace or FTC rule (HTTP 422, the rule in the text)."""
+
+
+class CampaignInvalid(ValueError):
+    """A malformed campaign (HTTP 422, what to fix)."""
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def validate(
+    kind: str, channel: str, audience: dict[str, Any], subject: str | None, body: str
+) -> dict[str, Any]:
+    """The audience with defaults filled in; raises ``CampaignRefused`` citing the
+    rule or ``CampaignInvalid`` saying what to fix."""
+    if kind not in KINDS:
+        raise CampaignInvalid(f"kind {kind!r}: use one of {', '.join(KINDS)}")
+    if channel not in CHANNELS:
+        raise CampaignInvalid(f"channel {channel!r}: use one of {', '.join(CHANNELS)}")
+    if kind == "marketing" and channel == "marketplace_messaging":
+        raise CampaignRefused(RULE_NO_MARKETING_IN_MARKETPLACE_MESSAGING)
+    audience = dict(audience or {})
+    if kind == "review_request":
+        selective = sorted(k for k in audience if SELECTIVE_KEY_RE.search(k))
+        if selective:
+            raise CampaignRefused(
+                RULE_NO_SELECTIVE_REVIEW_REQUESTS.format(
+                    keys=", ".join(selective), allowed=", ".join(REVIEW_AUDIENCE)
+                )
+            )
+        out = _with_defaults(audience, REVIEW_AUDIENCE, kind)
+        lo, hi = out["min_days_after_delivery"], out["max_days_after_delivery"]
+        for key in ("min_days_after_delivery", "max_days_after_delivery"):
+            if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0:
+                raise CampaignInvalid(f"audience.{key}: give a whole number of days >= 0")
+        if lo > hi:
+            raise CampaignInvalid(
+                "audience: min_days_after_delivery is after max_days_after_delivery"
+            )
+        if channel == "marketplace_messaging" and (lo < 5 or hi > 30):
+            raise CampaignRefused(RULE_SOLICITATION_WINDOW.format(lo=lo, hi=hi))
+        if out["marketplace"] is not None and not isinstance(out["marketplace"], str):
+            raise CampaignInvalid("audience.marketplace: give a marketplace name")
+        ids = out["product_ids"]
+        if ids is not None and (
+            not isinstance(ids, list) or not all(isinstance(p, str) for p in ids)
+        ):
+            raise CampaignInvalid("audience.product_ids: give a list of product ids")
+    else:
+        out = _with_defaults(audience, MARKETING_AUDIENCE, kind)
+        n, share, days = out["min_messages"], out["min_positive_share"], out["no_negative_days"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise CampaignInvalid("audience.min_messages: give a whole number >= 1")
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
+            raise CampaignInvalid("audience.min_positive_share: give a share from 0 to 1")
+        if not isinstance(days, int) or isinstance(days, bool) or days < 0:
+            raise CampaignInvalid("audience.no_negative_days: give a whole number of days >= 0")
+        if not isinstance(out["no_open_ticket"], bool):
+            raise CampaignInvalid("audience.no_open_ticket: give true or false")
+    if channel == "own_email" and not (subject or "").strip():
+        raise CampaignInvalid("subject: an own_email campaign needs a subject line")
+    if not (body or "").strip():
+        raise CampaignInvalid("body: give the message text")
+    try:
+        placeholders(subject or "", FIELDS[kind], where="subject")
+        placeholders(body, FIELDS[kind], where="body")
+    except TemplateError as exc:
+        raise CampaignInvalid(f"{exc} for a {kind} campaign") from exc
+    return out
+
+
+def _with_defaults(audience: dict[str, Any], defaults: dict[str, Any], kind: str):
+    unknown = [k for k in audience if k not in defaults]
+    if unknown:
+        raise CampaignInvalid(
+            f"audience: unknown key {unknown[0]!r} for a {kind} campaign "
+            f"(keys: {', '.join(defaults)})"
+        )
+    return {**defaults, **audience}
+
+
+# -- consent and orders --------------------------------------------------------------------
+
+
+@dataclass
+class ConsentState:
+    customer_id: str
+    consented: bool
+    opted_out: bool
+    email: str | None
+    since: datetime | None
+
+
+def consent_states(session: Session, customer_ids: list[str] | None = None):
+    """Customer -> the state in force: the latest event wins (an opt-out after a
+    consent withdraws it; a consent recorded after an opt-out is a new consent)."""
+    q = select(ConsentEvent).order_by(ConsentEvent.at, ConsentEvent.id)
+    if customer_ids is not None:
+        q = q.where(ConsentEvent.customer_id.in_(customer_ids))
+    states: dict[str, ConsentState] = {}
+    for e in session.scalars(q):
+        prev = states.get(e.customer_id)
+        email = e.email or (prev.email if prev else None)
+        states[e.customer_id] = ConsentState(
+            customer_id=e.customer_id,
+            consented=e.kind == "consent",
+            opted_out=e.kind == "opt_out",
+            email=email,
+            since=e.at,
+        )
+    return states
+
+
+def record_consent(
+    session: Session,
+    customer_id: str,
+    kind: str,
+    actor: str,
+    now: datetime,
+    email: str | None = None,
+    source: str | None = None,
+    at: datetime | None = None,
+) -> ConsentEvent:
+    assert kind in ("consent", "opt_out")
+    row = ConsentEvent(
+        customer_id=customer_id,
+        kind=kind,
+        email=email,
+        source=source,
+        actor=actor,
+        # an opt-out is in force from the moment it is recorded, never back-dated
+        at=now if kind == "opt_out" else min(at or now, now),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def upsert_orders(session: Session, orders: list[dict[str, Any]], now: datetime) -> dict:
+    ids = [o["order_id"] for o in orders]
+    existing = {
+        o.order_id: o for o in session.scalars(select(Order).where(Order.order_id.in_(ids)))
+    }
+    created = updated = 0
+    for o in orders:
+        row = existing.get(o["order_id"])
+        if row is None:
+            row = Order(order_id=o["order_id"], created_at=now, customer_id=o["customer_id"])
+            session.add(row)
+            existing[o["order_id"]] = row
+            created += 1
+        else:
+            updated += 1
+        row.customer_id = o["customer_id"]
+        for key in ("product_id", "marketplace", "delivered_at"):
+            if o.get(key) is not None:
+                setattr(row, key, o[key])
+        row.updated_at = now
+    session.flush()
+    return {"created": created, "updated": updated}
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    customer_id: str
+    included: bool
+    reason: str
+    detail: str
+    order_id: str | None = None
+    message: dict[str, Any] | None = None
+
+
+def _sentiment(labels: dict[str, Any] | None) -> str | None:
+    values = (labels or {}).get("sentiment") or []
+    return values[0] if values else None
+
+
+def marketing_audience(
+    session: Session,
+    campaign: Campaign,
+    now: datetime,
+    cap_contacts: int,
+    cap_days: int,
+) -> list[Decision]:
+    """Every customer the store knows (from messages or consent records), in or out
+    with the first reason that keeps them out. Checks in order: opt-out, consent,
+    message count, positive share, open ticket, recent negative, frequency cap."""
+    a = campaign.audience
+    rows = session.execute(
+        select(Message.customer_id, Message.received_at, Ticket.labels, Ticket.state)
+        .join(Ticket, Ticket.message_id == Message.id)
+        .where(Message.customer_id.is_not(None))
+    ).all()
+    history: dict[str, list[tuple[datetime, str | None, str]]] = {}
+    for customer, at, labels, state in rows:
+        history.setdefault(customer, []).append((at, _sentiment(labels), state))
+    consent = consent_states(session)
+    since = now - timedelta(days=cap_days)
+    contacts = dict(
+        session.execute(
+            select(CampaignContact.customer_id, func.count(CampaignContact.id))
+            .where(
+                CampaignContact.kind == "marketing",
+                CampaignContact.included.is_(True),
+                CampaignContact.at > since,
+            )
+            .group_by(CampaignContact.customer_id)
+        ).all()
+    )
+    recent_cut = now - timedelta(days=a["no_negative_days"])
+    out = []
+    for customer in sorted(set(history) | set(consent)):
+        msgs = history.get(customer, [])
+        c = consent.get(customer)
+        n = len(msgs)
+        positive = sum(1 for _, s, _ in msgs if s == "positive")
+        share = positive / n if n else 0.0
+        open_tickets = sum(1 for _, _, st in msgs if st not in CLOSED_STATES)
+        recent_neg = [at for at, s, _ in msgs if s == "negative" and at >= recent_cut]
+        sent = contacts.get(customer, 0)
+
+        def no(reason: str, detail: str, customer=customer) -> Decision:
+            return Decision(customer, False, reason, detail)
+
+        if c is not None and c.opted_out:
+            d = no("opted_out", f"opted out at {c.since.isoformat()}")
+        elif c is None or not c.consented:
+            d = no("no_consent", "no recorded marketing consent")
+        elif n < a["min_messages"]:
+            d = no(
+                "too_few_messages", f"{n} messages or reviews (min_messages {a['min_messages']})"
+            )
+        elif share < a["min_positive_share"]:
+            d = no(
+                "low_positive_share",
+                f"positive share {share:.2f} ({positive}/{n}) below {a['min_positive_share']}",
+            )
+        elif a["no_open_ticket"] and open_tickets:
+            d = no("open_ticket", f"{open_tickets} open ticket(s)")
+        elif recent_neg:
+            d = no(
+                "recent_negative",
+                f"negative message at {max(recent_neg).isoformat()} "
+                f"(within {a['no_negative_days']} days)",
+            )
+        elif sent >= cap_contacts:
+            d = no(
+                "frequency_cap",
+                f"{sent} marketing contact(s) in the last {cap_days} days (cap {cap_contacts})",
+            )
+        else:
+            d = Decision(
+                customer,
+                True,
+                "eligible",
+                f"{n} messages, positive share {share:.2f}",
+            )
+            d.message = _render(campaign, {"customer_id": customer, "email": c.email})
+        out.append(d)
+    return out
+
+
+def review_request_audience(session: Session, campaign: Campaign, now: datetime):
+    """Every order delivered ``min_days``-``max_days`` days ago (optionally one
+    marketplace / some products): in, unless its review was already requested or the
+    customer opted out. Nothing about what the customer said is looked at."""
+    a = campaign.audience
+    q = (
+        select(Order)
+        .where(
+            Order.delivered_at.is_not(None),
+            Order.delivered_at <= now - timedelta(days=a["min_days_after_delivery"]),
+            Order.delivered_at >= now - timedelta(days=a["max_days_after_delivery"]),
+        )
+        .order_by(Order.delivered_at, Order.id)
+    )
+    if a.get("marketplace"):
+        q = q.where(Order.marketplace == a["marketplace"])
+    if a.get("product_ids"):
+        q = q.where(Order.product_id.in_(a["product_ids"]))
+    orders = list(session.scalars(q))
+    requested = set(
+        session.scalars(
+            select(ReviewRequest.order_id).where(
+                ReviewRequest.order_id.in_([o.order_id for o in orders])
+            )
+        )
+    )
+    consent = consent_states(session, sorted({o.customer_id for o in orders}))
+    out = []
+    for o in orders:
+        c = consent.get(o.customer_id)
+        days = (now - o.delivered_at).days
+        if o.order_id in requested:
+            d = Decision(o.customer_id, False, "already_requested", "one request per order")
+        elif c is not None and c.opted_out:
+            d = Decision(o.customer_id, False, "opted_out", f"opted out at {c.since.isoformat()}")
+        else:
+            d = Decision(o.customer_id, True, "eligible", f"delivered {days} days ago")
+            d.message = _render(
+                campaign,
+                {
+                    "customer_id": o.customer_id,
+                    "email": c.email if c else None,
+                    "order_id": o.order_id,
+                    "product_id": o.product_id,
+                    "marketplace": o.marketplace,
+                },
+            )
+        d.order_id = o.order_id
+        out.append(d)
+    return out
+
+
+def _render(campaign: Campaign, values: dict[str, Any]) -> dict[str, Any]:
+    subject, _ = fill(campaign.subject or "", values)
+    body, missing = fill(campaign.body, values)
+    return {
+        "channel": campaign.channel,
+        "customer_id": values["customer_id"],
+        "email": values.get("email"),
+        "order_id": values.get("order_id"),
+        "subject": subject or None,
+        "body": body,
+        "missing": missing,
+    }
+
+
+def run(
+    session: Session,
+    campaign: Campaign,
+    actor: str,
+    now: datetime,
+    cap_contacts: int,
+    cap_days: int,
+) -> CampaignRun:
+    """Build the audience, store the run, one audit row per customer/order considered
+    and (for review requests) the one-per-order marks; no commit."""
+    # re-check the stored campaign: the rules apply to every run, not only at creation
+    validate(campaign.kind, campaign.channel, campaign.audience, campaign.subject, campaign.body)
+    if campaign.kind == "marketing":
+        decisions = marketing_audience(session, campaign, now, cap_contacts, cap_days)
+    else:
+        decisions = review_request_audience(session, campaign, now)
+    run_row = CampaignRun(
+        campaign_id=campaign.id,
+        actor=actor,
+        at=now,
+        considered=len(decisions),
+        included=sum(d.included for d in decisions),
+    )
+    session.add(run_row)
+    session.flush()
+    for d in decisions:
+        session.add(
+            CampaignContact(
+                run_id=run_row.id,
+                campaign_id=campaign.id,
+                kind=campaign.kind,
+                customer_id=d.customer_id,
+                order_id=d.order_id,
+                included=d.included,
+                reason=d.reason,
+                detail=d.detail,
+                message=d.message,
+                at=now,
+            )
+        )
+        if d.included and campaign.kind == "review_request":
+            session.add(
+                ReviewRequest(
+                    order_id=d.order_id, run_id=run_row.id, customer_id=d.customer_id, at=now
+                )
+            )
+    session.flush()
+    return run_row
+
+
+# -- views and export ----------------------------------------------------------------------
+
+
+def campaign_view(c: Campaign) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "kind": c.kind,
+        "channel": c.channel,
+        "audience": c.audience,
+        "subject": c.subject,
+        "body": c.body,
+        "created_by": c.created_by,
+        "created_at": c.created_at,
+    }
+
+
+def run_view(r: CampaignRun) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "campaign_id": r.campaign_id,
+        "actor": r.actor,
+        "at": r.at,
+        "considered": r.considered,
+        "included": r.included,
+        "excluded": r.considered - r.included,
+        "webhook_status": r.webhook_status,
+    }
+
+
+def contact_view(c: CampaignContact) -> dict[str, Any]:
+    return {
+        "customer_id": c.customer_id,
+        "order_id": c.order_id,
+        "included": c.included,
+        "reason": c.reason,
+        "detail": c.detail,
+        "message": c.message,
+    }
+
+
+def run_contacts(session: Session, run_id: int) -> list[CampaignContact]:
+    return list(
+        session.scalars(
+            select(CampaignContact)
+            .where(CampaignContact.run_id == run_id)
+            .order_by(CampaignContact.id)
+        )
+    )
+
+
+def export_messages(
+    campaign: Campaign, run_row: CampaignRun, contacts: list[CampaignContact], fmt: str
+) -> str:
+    """The rendered messages of the included customers, as JSON or CSV."""
+    messages = [c.message for c in contacts if c.included and c.message]
+    if fmt == "json":
+        return json.dumps(
+            {
+                "campaign": campaign_view(campaign),
+                "run": run_view(run_row),
+                "messages": messages,
+            },
+            ensure_ascii=False,
+            default=str,
+        )
+    buf = io.StringIO()
+    fields = ["customer_id", "email", "order_id", "channel", "subject", "body"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for m in messages:
+        writer.writerow(m)
+    return buf.getvalue()

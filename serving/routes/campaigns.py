@@ -1,0 +1,356 @@
+"""Campaigns within the marketplaces' rules (admins), consent and opt-out, orders.
+
+Roles: admins create, run and export campaigns; the shop's integration (service key)
+records orders and consent; agents (and admins) record opt-outs — a buyer who asks in
+a ticket to stop e-mails is honoured at once. A customer's consent state and
+campaign contacts show in ``GET /v1/customers/{id}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from serving import campaigns as camp
+from serving.auth import Principal
+from serving.db import transaction
+from serving.deps import Services, admin_role, agent_role, service_role, services
+from serving.store import Campaign, CampaignRun, ConsentEvent, as_utc
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["campaigns"])
+
+
+# -- orders and consent ------------------------------------------------------------------
+
+
+class OrderIn(BaseModel):
+    order_id: str = Field(..., min_length=1, max_length=100)
+    customer_id: str = Field(..., min_length=1, max_length=200)
+    product_id: str | None = Field(None, max_length=100)
+    marketplace: str | None = Field(None, max_length=50)
+    delivered_at: datetime | None = Field(
+        None, description="When the order was delivered (review requests count from it)."
+    )
+
+
+class OrdersIn(BaseModel):
+    orders: list[OrderIn] = Field(..., min_length=1, max_length=10_000)
+
+
+class ConsentIn(BaseModel):
+    email: str | None = Field(None, max_length=320, description="Address for the own list.")
+    source: str = Field(
+        ...,
+        min_length=1,
+        max_length=200,
+        description="Where the consent was given (e.g. 'shop checkout checkbox 2026-11').",
+    )
+    at: datetime | None = Field(None, description="When it was given (default: now).")
+
+
+class OptOutIn(BaseModel):
+    source: str | None = Field(
+        None, max_length=200, description="e.g. 'ticket 42', 'unsubscribe link'"
+    )
+
+
+class ConsentOut(BaseModel):
+    customer_id: str
+    consented: bool
+    opted_out: bool
+    email: str | None
+    since: datetime | None
+    events: list[dict[str, Any]]
+
+
+def _consent_out(session, customer_id: str) -> ConsentOut:
+    state = camp.consent_states(session, [customer_id]).get(customer_id)
+    events = session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.customer_id == customer_id)
+        .order_by(ConsentEvent.at, ConsentEvent.id)
+    )
+    return ConsentOut(
+        customer_id=customer_id,
+        consented=bool(state and state.consented),
+        opted_out=bool(state and state.opted_out),
+        email=state.email if state else None,
+        since=state.since if state else None,
+        events=[
+            {"kind": e.kind, "at": e.at, "source": e.source, "actor": e.actor, "email": e.email}
+            for e in events
+        ],
+    )
+
+
+@router.post("/v1/orders")
+def post_orders(
+    body: OrdersIn, svc: Services = Depends(services), _: Principal = Depends(service_role)
+) -> dict[str, int]:
+    """Record orders and their delivery dates (upsert by order_id); review requests
+    are built from them."""
+    ids = [o.order_id for o in body.orders]
+    if len(set(ids)) != len(ids):
+        raise HTTPException(422, detail="orders: an order_id appears twice in this request")
+    rows = [
+        {**o.model_dump(), "delivered_at": as_utc(o.delivered_at) if o.delivered_at else None}
+        for o in body.orders
+    ]
+    with transaction(svc.sessions) as s:
+        return camp.upsert_orders(s, rows, svc.clock())
+
+
+@router.post("/v1/customers/{customer_id}/consent", response_model=ConsentOut, status_code=201)
+def post_consent(
+    customer_id: str,
+    body: ConsentIn,
+    svc: Services = Depends(services),
+    who: Principal = Depends(service_role),
+) -> ConsentOut:
+    """Record a customer's consent to marketing e-mail on the seller's own list."""
+    with transaction(svc.sessions) as s:
+        camp.record_consent(
+            s,
+            customer_id,
+            "consent",
+            who.actor,
+            svc.clock(),
+            email=body.email,
+            source=body.source,
+            at=as_utc(body.at) if body.at else None,
+        )
+        return _consent_out(s, customer_id)
+
+
+@router.post("/v1/customers/{customer_id}/opt-out", response_model=ConsentOut, status_code=201)
+def post_opt_out(
+    customer_id: str,
+    body: OptOutIn | None = None,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> ConsentOut:
+    """Record an opt-out; every later campaign run leaves the customer out."""
+    with transaction(svc.sessions) as s:
+        camp.record_consent(
+            s, customer_id, "opt_out", who.actor, svc.clock(), source=body.source if body else None
+        )
+        return _consent_out(s, customer_id)
+
+
+# -- campaigns -----------------------------------------------------------------------------
+
+
+class CampaignIn(BaseModel):
+    name: str = Field(..., min_length=1, max_length=200)
+    kind: Literal["marketing", "review_request"]
+    channel: Literal["marketplace_messaging", "own_email"]
+    audience: dict[str, Any] = Field(
+        default_factory=dict,
+        description="marketing: min_messages, min_positive_share, no_open_ticket, "
+        "no_negative_days; review_request: min_days_after_delivery, "
+        "max_days_after_delivery, marketplace, product_ids.",
+    )
+    subject: str | None = Field(None, max_length=300)
+    body: str = Field(..., min_length=1, max_length=50_000)
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    kind: str
+    channel: str
+    audience: dict[str, Any]
+    subject: str | None
+    body: str
+    created_by: str
+    created_at: datetime
+
+
+class RunOut(BaseModel):
+    id: int
+    campaign_id: int
+    actor: str
+    at: datetime
+    considered: int
+    included: int
+    excluded: int
+    webhook_status: str | None
+
+
+class RunDetail(RunOut):
+    excluded_by_reason: dict[str, int]
+    contacts: list[dict[str, Any]] = Field(
+        description="The audit: every customer (or order) considered, in or out and why."
+    )
+
+
+def _campaign(s, campaign_id: int) -> Campaign:
+    row = s.get(Campaign, campaign_id)
+    if row is None:
+        raise HTTPException(404, detail=f"campaign {campaign_id} not found")
+    return row
+
+
+def _run(s, campaign_id: int, run_id: int) -> CampaignRun:
+    row = s.get(CampaignRun, run_id)
+    if row is None or row.campaign_id != campaign_id:
+        raise HTTPException(404, detail=f"run {run_id} of campaign {campaign_id} not found")
+    return row
+
+
+@router.post("/v1/campaigns", response_model=CampaignOut, status_code=201)
+def create_campaign(
+    body: CampaignIn, svc: Services = Depends(services), who: Principal = Depends(admin_role)
+) -> CampaignOut:
+    """Create a campaign. Refused (422, citing the rule): marketing on
+    marketplace_messaging; a review_request whose audience uses sentiment, ratings,
+    issue types, tickets or review history; a marketplace review request outside 5-30
+    days after delivery."""
+    try:
+        audience = camp.validate(body.kind, body.channel, body.audience, body.subject, body.body)
+    except (camp.CampaignRefused, camp.CampaignInvalid) as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    with transaction(svc.sessions) as s:
+        row = Campaign(
+            name=body.name,
+            kind=body.kind,
+            channel=body.channel,
+            audience=audience,
+            subject=body.subject,
+            body=body.body,
+            created_by=who.actor,
+            created_at=svc.clock(),
+        )
+        s.add(row)
+        s.flush()
+        return CampaignOut(**camp.campaign_view(row))
+
+
+@router.get("/v1/campaigns", response_model=list[CampaignOut])
+def list_campaigns(
+    svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> list[CampaignOut]:
+    with svc.sessions() as s:
+        rows = s.scalars(select(Campaign).order_by(Campaign.id))
+        return [CampaignOut(**camp.campaign_view(c)) for c in rows]
+
+
+@router.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut)
+def show_campaign(
+    campaign_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> CampaignOut:
+    with svc.sessions() as s:
+        return CampaignOut(**camp.campaign_view(_campaign(s, campaign_id)))
+
+
+@router.post("/v1/campaigns/{campaign_id}/runs", response_model=RunDetail, status_code=201)
+def run_campaign(
+    campaign_id: int, svc: Services = Depends(services), who: Principal = Depends(admin_role)
+) -> RunDetail:
+    """Build the audience now: one audit row per customer (or order) considered and
+    the rendered messages of those included. Nothing is sent; if
+    CARELENS_CAMPAIGN_WEBHOOK_URL is set, the messages are POSTed there as JSON."""
+    now = svc.clock()
+    try:
+        with transaction(svc.sessions) as s:
+            campaign = _campaign(s, campaign_id)
+            run_row = camp.run(
+                s,
+                campaign,
+                who.actor,
+                now,
+                svc.settings.marketing_cap_contacts,
+                svc.settings.marketing_cap_days,
+            )
+            contacts = camp.run_contacts(s, run_row.id)
+            payload = camp.export_messages(campaign, run_row, contacts, "json")
+    except (camp.CampaignRefused, camp.CampaignInvalid) as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    except IntegrityError as exc:  # a concurrent run took the same order first
+        raise HTTPException(
+            409, detail="another run of a review request is in progress; retry"
+        ) from exc
+    url = svc.settings.campaign_webhook_url
+    if url:
+        status = _post_webhook(url, payload)
+        with transaction(svc.sessions) as s:
+            row = s.get(CampaignRun, run_row.id)
+            row.webhook_status = status
+            run_row = row
+    return _detail(run_row, contacts)
+
+
+def _post_webhook(url: str, payload: str) -> str:
+    try:
+        r = httpx.post(
+            url, content=payload, headers={"Content-Type": "application/json"}, timeout=10.0
+        )
+    except httpx.HTTPError as exc:
+        log.warning("campaign webhook %s failed: %s", url, exc)
+        return f"failed: {type(exc).__name__}: {exc}"
+    return f"HTTP {r.status_code}"
+
+
+def _detail(run_row: CampaignRun, contacts) -> RunDetail:
+    reasons: dict[str, int] = {}
+    for c in contacts:
+        if not c.included:
+            reasons[c.reason] = reasons.get(c.reason, 0) + 1
+    return RunDetail(
+        **camp.run_view(run_row),
+        excluded_by_reason=dict(sorted(reasons.items())),
+        contacts=[camp.contact_view(c) for c in contacts],
+    )
+
+
+@router.get("/v1/campaigns/{campaign_id}/runs", response_model=list[RunOut])
+def list_runs(
+    campaign_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> list[RunOut]:
+    with svc.sessions() as s:
+        _campaign(s, campaign_id)
+        rows = s.scalars(
+            select(CampaignRun)
+            .where(CampaignRun.campaign_id == campaign_id)
+            .order_by(CampaignRun.id)
+        )
+        return [RunOut(**camp.run_view(r)) for r in rows]
+
+
+@router.get("/v1/campaigns/{campaign_id}/runs/{run_id}", response_model=RunDetail)
+def show_run(
+    campaign_id: int,
+    run_id: int,
+    svc: Services = Depends(services),
+    _: Principal = Depends(admin_role),
+) -> RunDetail:
+    """A run with its audit: every customer considered, included or excluded and why."""
+    with svc.sessions() as s:
+        run_row = _run(s, campaign_id, run_id)
+        return _detail(run_row, camp.run_contacts(s, run_id))
+
+
+@router.get("/v1/campaigns/{campaign_id}/runs/{run_id}/export", response_class=PlainTextResponse)
+def export_run(
+    campaign_id: int,
+    run_id: int,
+    format: Literal["json", "csv"] = Query("json"),
+    svc: Services = Depends(services),
+    _: Principal = Depends(admin_role),
+) -> PlainTextResponse:
+    """The rendered messages of a run, for the seller's mail tool."""
+    with svc.sessions() as s:
+        campaign = _campaign(s, campaign_id)
+        run_row = _run(s, campaign_id, run_id)
+        body = camp.export_messages(campaign, run_row, camp.run_contacts(s, run_id), format)
+    media = "application/json" if format == "json" else "text/csv"
+    return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")

@@ -1,0 +1,384 @@
+"""Campaigns within the marketplaces' rules, on SQLite and PostgreSQL: the refusals
+(exact texts), the marketing audience with consent, opt-out, frequency cap, open
+tickets and recent negatives (audit reasons), review requests once per order
+whatever the sentiment, export, webhook, customer history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from serving import campaigns as camp
+from serving.client import CarelensError
+from serving.store import Campaign, CampaignContact, ReviewRequest
+from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
+
+
+def _err(fn, *args, **kwargs) -> CarelensError:
+    with pytest.raises(CarelensError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+REVIEW_ALLOWED = "min_days_after_delivery, max_days_after_delivery, marketplace, product_ids"
+
+
+def test_forbidden_campaigns_are_refused_with_the_rule(seller):  # noqa: F811
+    desk = seller()
+    err = _err(
+        desk.admin.create_campaign,
+        "spring sale",
+        "marketing",
+        "marketplace_messaging",
+        body="20% off everything!",
+    )
+    assert err.status_code == 422
+    assert err.detail == (
+        "a marketing campaign cannot use channel marketplace_messaging: Amazon's Communication "
+        "Guidelines permit buyer-seller messages only when they are necessary to complete an "
+        "order or to respond to a customer service inquiry, and state that you cannot contact "
+        "buyers for marketing or promotional purposes. Send marketing through channel "
+        "own_email (your own list, to customers who gave you consent)."
+    )
+    selective = [
+        ({"sentiment": "positive"}, "sentiment"),
+        ({"min_positive_share": 0.8}, "min_positive_share"),
+        ({"min_rating": 4}, "min_rating"),
+        ({"stars": [4, 5]}, "stars"),
+        ({"issue_type": ["praise"]}, "issue_type"),
+        ({"min_reviews": 2}, "min_reviews"),
+        ({"review_history": "positive"}, "review_history"),
+        ({"no_open_ticket": True, "min_days_after_delivery": 5}, "no_open_ticket"),
+        ({"min_messages": 3, "no_negative_days": 30}, "min_messages, no_negative_days"),
+    ]
+    for channel in ("marketplace_messaging", "own_email"):
+        for audience, keys in selective:
+            err = _err(
+                desk.admin.create_campaign,
+                "reviews please",
+                "review_request",
+                channel,
+                subject="How was it?",
+                body="Please review order {order_id}",
+                audience=audience,
+            )
+            assert err.status_code == 422
+            assert err.detail == (
+                f"a review_request campaign cannot choose its audience by {keys}: Amazon's "
+                "customer product reviews policy says you may not ask for a positive review "
+                "or ask for reviews only from buyers who had a positive experience (requests "
+                "through the Solicitations API must not selectively seek positive reviews), "
+                "and the FTC's guide for marketers (Soliciting and Paying for Online Reviews) "
+                "says: don't ask for reviews only from customers you think will leave positive "
+                f"ones. Ask every eligible order: the audience may only use {REVIEW_ALLOWED}."
+            ), audience
+    err = _err(
+        desk.admin.create_campaign,
+        "early ask",
+        "review_request",
+        "marketplace_messaging",
+        body="Please review {order_id}",
+        audience={"min_days_after_delivery": 1, "max_days_after_delivery": 40},
+    )
+    assert err.status_code == 422 and err.detail == (
+        "a review_request on marketplace_messaging must be sent 5 to 30 days after delivery "
+        "(Amazon Solicitations API: one review request per order, between 5 and 30 days after "
+        "the order was delivered); got 1-40 days"
+    )
+    # malformed (not a rule): what to fix
+    err = _err(
+        desk.admin.create_campaign,
+        "x",
+        "marketing",
+        "own_email",
+        subject="Hi",
+        body="Use {coupon}",
+    )
+    assert err.detail.startswith("body: unknown placeholder {coupon} (known: {customer_id}")
+    err = _err(
+        desk.admin.create_campaign,
+        "x",
+        "marketing",
+        "own_email",
+        subject="Hi",
+        body="b",
+        audience={"vip": True},
+    )
+    assert err.detail == (
+        "audience: unknown key 'vip' for a marketing campaign (keys: min_messages, "
+        "min_positive_share, no_open_ticket, no_negative_days)"
+    )
+    assert _err(desk.agent.campaigns).status_code == 403
+    assert desk.count(Campaign) == 0
+    # the allowed ones
+    ok = desk.admin.create_campaign(
+        "ask every buyer",
+        "review_request",
+        "marketplace_messaging",
+        body="How is your {product_id}? Please review order {order_id}.",
+    )
+    assert ok["audience"] == {
+        "min_days_after_delivery": 5,
+        "max_days_after_delivery": 30,
+        "marketplace": None,
+        "product_ids": None,
+    }
+    assert (
+        desk.admin.create_campaign(
+            "fans", "marketing", "own_email", subject="New colours", body="Hi {customer_id}!"
+        )["audience"]
+        == camp.MARKETING_AUDIENCE
+    )
+
+
+def _post(desk, predictor, customer: str, sentiments: list[str], channel="review", days_ago=20):
+    """Messages from ``customer``, one a day ending ``days_ago`` days before now."""
+    now = desk.app.state.services.clock()
+    out = []
+    for i, sentiment in enumerate(sentiments):
+        text = predictor.plan(f"{customer} says {sentiment} #{i}", sentiment, praise=0.9)
+        out.append(
+            desk.service.post_message(
+                channel=channel,
+                text=text,
+                customer_id=customer,
+                rating=5 if sentiment == "positive" else 1,
+                received_at=now - timedelta(days=days_ago + len(sentiments) - i),
+            )
+        )
+    return out
+
+
+def _reasons(run: dict) -> dict[str, str]:
+    return {c["customer_id"]: c["reason"] for c in run["contacts"]}
+
+
+def test_marketing_audience_consent_optout_cap_and_exclusions(seller, planned, clock):  # noqa: F811
+    desk = seller(marketing_cap_contacts=2, marketing_cap_days=30)
+    pos3 = ["positive"] * 3
+    for c in ("fan", "fan2", "shy", "quitter", "few", "mixed", "busy", "grumpy", "lurker"):
+        if c != "shy":
+            desk.service.record_consent(c, source="shop sign-up", email=f"{c}@example.com")
+    _post(desk, planned, "fan", pos3)  # positive reviews: closed as no response needed
+    _post(desk, planned, "fan2", pos3, days_ago=5)
+    _post(desk, planned, "shy", pos3)
+    _post(desk, planned, "quitter", pos3)
+    _post(desk, planned, "few", ["positive"] * 2)
+    _post(desk, planned, "mixed", ["positive", "positive", "neutral", "negative"], days_ago=200)
+    _post(desk, planned, "busy", pos3)
+    _post(desk, planned, "busy", ["positive"], channel="email")  # a ticket still open
+    grumpy = _post(desk, planned, "grumpy", ["positive"] * 9 + ["negative"], days_ago=10)
+    desk.agent.resolve(grumpy[-1]["ticket_id"])  # answered; still a recent negative
+    desk.agent.opt_out("quitter", source="ticket: stop e-mailing me")
+
+    campaign = desk.admin.create_campaign(
+        "new colours",
+        "marketing",
+        "own_email",
+        subject="New colours for you",
+        body="Hi {customer_id}, our kettle now comes in green.",
+        audience={"min_positive_share": 0.75},
+    )
+    run = desk.admin.run_campaign(campaign["id"])
+    assert _reasons(run) == {
+        "fan": "eligible",
+        "fan2": "eligible",
+        "shy": "no_consent",
+        "quitter": "opted_out",
+        "few": "too_few_messages",
+        "mixed": "low_positive_share",
+        "busy": "open_ticket",
+        "grumpy": "recent_negative",
+        "lurker": "too_few_messages",  # consent but never wrote
+    }
+    assert run["considered"] == 9 and run["included"] == 2 and run["excluded"] == 7
+    details = {c["customer_id"]: c["detail"] for c in run["contacts"]}
+    assert details["mixed"] == "positive share 0.50 (2/4) below 0.75"
+    assert details["few"] == "2 messages or reviews (min_messages 3)"
+    assert details["busy"] == "1 open ticket(s)"
+    assert (
+        details["grumpy"].startswith("negative message at ")
+        and "(within 90 days)" in details["grumpy"]
+    )
+    fan = next(c for c in run["contacts"] if c["customer_id"] == "fan")
+    assert fan["message"]["email"] == "fan@example.com"
+    assert fan["message"]["subject"] == "New colours for you"
+    assert fan["message"]["body"].startswith("Hi fan, our kettle")
+
+    # an opt-out is honoured by the very next run; the cap stops the second contact of
+    # 30 days for the others (cap 2: run 1 and 2 count, run 3 is capped)
+    clock.advance(hours=1)
+    desk.agent.opt_out("fan2")
+    run2 = desk.admin.run_campaign(campaign["id"])
+    assert _reasons(run2)["fan2"] == "opted_out" and _reasons(run2)["fan"] == "eligible"
+    clock.advance(hours=1)
+    run3 = desk.admin.run_campaign(campaign["id"])
+    assert _reasons(run3)["fan"] == "frequency_cap"
+    fan3 = next(c for c in run3["contacts"] if c["customer_id"] == "fan")
+    assert fan3["detail"] == "2 marketing contact(s) in the last 30 days (cap 2)"
+    assert run3["excluded_by_reason"]["frequency_cap"] == 1
+    clock.advance(days=30)
+    assert _reasons(desk.admin.run_campaign(campaign["id"]))["fan"] == "eligible"
+    # a new consent after an opt-out is a new consent
+    desk.service.record_consent("fan2", source="re-subscribed on the shop")
+    clock.advance(hours=1)
+    assert _reasons(desk.admin.run_campaign(campaign["id"]))["fan2"] == "eligible"
+
+    # the audit keeps every customer of every run; the history shows the contacts
+    assert desk.count(CampaignContact) == 5 * 9
+    history = desk.agent.customer("fan")
+    contacts = [e for e in history["timeline"] if e["kind"] == "campaign_contact"]
+    assert len(contacts) == 4 and contacts[0]["detail"]["campaign"] == "new colours"
+    assert history["consent"]["consented"] is True
+    quitter = desk.agent.customer("quitter")
+    assert quitter["consent"]["opted_out"] is True
+    assert [e["kind"] for e in quitter["timeline"]][-1] == "opt_out"
+    assert not [e for e in quitter["timeline"] if e["kind"] == "campaign_contact"]
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers["Content-Length"])
+        _Hook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_review_requests_every_order_once_whatever_the_sentiment(
+    seller,  # noqa: F811
+    planned,  # noqa: F811
+    clock,
+    webhook,
+):
+    url, received = webhook
+    desk = seller(campaign_webhook_url=url)
+    now = clock.now
+    desk.service.post_orders(
+        [
+            {
+                "order_id": "O-angry",
+                "customer_id": "angry",
+                "product_id": "P1",
+                "delivered_at": now - timedelta(days=10),
+            },
+            {
+                "order_id": "O-happy",
+                "customer_id": "happy",
+                "product_id": "P1",
+                "delivered_at": now - timedelta(days=6),
+            },
+            {
+                "order_id": "O-quit",
+                "customer_id": "quitter",
+                "product_id": "P2",
+                "delivered_at": now - timedelta(days=7),
+            },
+            {
+                "order_id": "O-new",
+                "customer_id": "happy",
+                "product_id": "P2",
+                "delivered_at": now - timedelta(days=2),
+            },
+            {
+                "order_id": "O-old",
+                "customer_id": "angry",
+                "product_id": "P2",
+                "delivered_at": now - timedelta(days=45),
+            },
+            {"order_id": "O-transit", "customer_id": "happy", "product_id": "P3"},
+        ]
+    )
+    _post(desk, planned, "angry", ["negative"] * 3, days_ago=1)  # unhappy: asked all the same
+    _post(desk, planned, "happy", ["positive"] * 3, days_ago=1)
+    desk.agent.opt_out("quitter")
+    campaign = desk.admin.create_campaign(
+        "review request",
+        "review_request",
+        "marketplace_messaging",
+        body="Thank you for order {order_id}. Would you review {product_id}?",
+    )
+    run = desk.admin.run_campaign(campaign["id"])
+    by_order = {c["order_id"]: (c["included"], c["reason"]) for c in run["contacts"]}
+    assert by_order == {
+        "O-angry": (True, "eligible"),
+        "O-happy": (True, "eligible"),
+        "O-quit": (False, "opted_out"),
+    }
+    angry = next(c for c in run["contacts"] if c["order_id"] == "O-angry")
+    assert angry["detail"] == "delivered 10 days ago"
+    assert angry["message"]["body"] == "Thank you for order O-angry. Would you review P1?"
+
+    # the webhook got the rendered messages; the export says the same
+    assert run["webhook_status"] == "HTTP 204"
+    assert [m["order_id"] for m in received[0]["messages"]] == ["O-angry", "O-happy"]
+    exported = json.loads(desk.admin.export_campaign_run(campaign["id"], run["id"]))
+    assert exported["messages"] == received[0]["messages"]
+    rows = list(
+        csv.DictReader(
+            io.StringIO(desk.admin.export_campaign_run(campaign["id"], run["id"], "csv"))
+        )
+    )
+    assert [(r["customer_id"], r["order_id"]) for r in rows] == [
+        ("angry", "O-angry"),
+        ("happy", "O-happy"),
+    ]
+
+    # one request per order, ever: the next run only adds the order that entered the window
+    clock.advance(days=4)
+    desk.service.post_orders(
+        [
+            {
+                "order_id": "O-transit",
+                "customer_id": "happy",
+                "delivered_at": clock.now - timedelta(days=5),
+            }
+        ]
+    )
+    run2 = desk.admin.run_campaign(campaign["id"])
+    by_order = {c["order_id"]: (c["included"], c["reason"]) for c in run2["contacts"]}
+    assert by_order == {
+        "O-angry": (False, "already_requested"),
+        "O-happy": (False, "already_requested"),
+        "O-quit": (False, "opted_out"),
+        "O-new": (True, "eligible"),
+        "O-transit": (True, "eligible"),
+    }
+    assert desk.count(ReviewRequest) == 4
+    assert [r["id"] for r in desk.admin.campaign_runs(campaign["id"])] == [run["id"], run2["id"]]
+    assert desk.admin.campaign_run(campaign["id"], run["id"])["contacts"] == run["contacts"]
+    assert _err(desk.admin.campaign_run, campaign["id"], 999).status_code == 404
+    history = desk.agent.customer("happy")
+    asked = [
+        e["detail"]["order_id"] for e in history["timeline"] if e["kind"] == "campaign_contact"
+    ]
+    assert asked == ["O-happy", "O-new", "O-transit"]
+
+
+def test_a_failing_webhook_keeps_the_run(seller):  # noqa: F811
+    desk = seller(campaign_webhook_url="http://127.0.0.1:9/nothing-listens-here")
+    c = desk.admin.create_campaign("r", "review_request", "own_email", subject="s", body="b")
+    run = desk.admin.run_campaign(c["id"])
+    assert run["webhook_status"].startswith("failed: ConnectError")
+    assert desk.admin.campaign_run(c["id"], run["id"])["webhook_status"] == run["webhook_status"]
