@@ -113,17 +113,3 @@ class Settings(BaseSettings):
         description="If set, every campaign run's rendered messages are POSTed here as JSON "
         "(the seller's mail tool sends them; carelens sends no mail).",
     )
-    templates_dir: Path = Field(
-        Path(__file__).resolve().parent.parent / "data" / "templates",
-        description="Default reply templates (*.yaml); admins' templates in the store "
-        "override them.",
-    )
-    marketing_cap_contacts: int = Field(
-        2, ge=1, description="Most marketing contacts per customer in marketing_cap_days."
-    )
-    marketing_cap_days: int = Field(30, ge=1, description="Window of the marketing cap (days).")
-    campaign_webhook_url: str | None = Field(
-        None,
-        description="If set, every campaign run's rendered messages are POSTed here as JSON "
-        "(the seller's mail tool sends them; carelens sends no mail).",
-    )
