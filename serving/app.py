@@ -27,8 +27,6 @@ from serving.learning import JobRunner, ModelManager
 from serving.metrics import CONTENT_TYPE, Metrics
 from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routes import campaigns as campaign_routes
-from serving.routes import templates as template_routes
-from serving.routes import campaigns as campaign_routes
 from serving.routes import labeling as labeling_routes
 from serving.routes import models as model_routes
 from serving.routes import products as product_routes
@@ -36,7 +34,6 @@ from serving.routes import templates as template_routes
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.store import CHANNELS, utcnow
-from serving.templates import load_file_templates
 from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
@@ -52,7 +49,6 @@ def create_app(
     ready (``/readyz`` says why) and it serves no labels."""
     settings = settings or Settings()
     routing = RoutingConfig.load(settings.routing_file)
-    load_file_templates(settings.templates_dir)  # a bad template file stops the app here
     load_file_templates(settings.templates_dir)  # a bad template file stops the app here
     if settings.sla_hours:
         routing.sla_default_hours = settings.sla_hours
@@ -179,8 +175,6 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     for module in (messages, tickets, reviews, customers, stats, admin):
-        app.include_router(module.router)
-    for module in (template_routes, campaign_routes):
         app.include_router(module.router)
     for module in (model_routes, labeling_routes):
         app.include_router(module.router)
