@@ -227,6 +227,51 @@ class CarelensClient:
     def kpis(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
         return self._json("GET", "/v1/stats/kpis", params=_clean({"since": since, "until": until}))
 
+    # -- product insights (agent role) ----------------------------------------------------
+    def product_insights(
+        self,
+        product_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket: Literal["day", "week"] = "week",
+        **spike: Any,
+    ) -> JSON:
+        """One product's issue mix, sentiment, stars, languages, series and spikes.
+        ``spike``: window_days, baseline_days, min_count, alpha, prior_weight."""
+        params = _clean({"since": since, "until": until, "bucket": bucket, **spike})
+        return self._json("GET", f"/v1/products/{product_id}/insights", params=params)
+
+    def products_insights(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "messages",
+        order: Literal["asc", "desc"] = "desc",
+        min_messages: int = 1,
+        series: bool = False,
+        bucket: Literal["day", "week"] = "week",
+        limit: int = 100,
+        offset: int = 0,
+        **spike: Any,
+    ) -> JSON:
+        """Every product, sorted (messages, negative_share, mean_rating, spikes,
+        product_id or an issue type's share)."""
+        params = _clean(
+            {
+                "since": since,
+                "until": until,
+                "sort": sort,
+                "order": order,
+                "min_messages": min_messages,
+                "series": series,
+                "bucket": bucket,
+                "limit": limit,
+                "offset": offset,
+                **spike,
+            }
+        )
+        return self._json("GET", "/v1/products/insights", params=params)
+
     # -- admin --------------------------------------------------------------------------
     def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> JSON:
         """Returns the new key (``["key"]``) — shown this once."""
@@ -348,3 +393,34 @@ class CarelensClient:
         return self._request(
             "GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}/export", params={"format": format}
         ).text
+
+    # -- the learning loop: registry, retraining (admin), active learning (agent) ----
+    def models(self) -> JSON:
+        """Versions, the active one, what is served, any reload error."""
+        return self._json("GET", "/v1/models")
+
+    def model(self, version: str) -> JSON:
+        return self._json("GET", f"/v1/models/{version}")
+
+    def promote_model(self, version: str) -> JSON:
+        """Load ``version``, make it active and serve it (409 if it fails to load)."""
+        return self._json("POST", f"/v1/models/{version}/promote")
+
+    def rollback_model(self) -> JSON:
+        return self._json("POST", "/v1/models/rollback")
+
+    def retrain(self, **options: Any) -> JSON:
+        """Start a retraining job (options: epochs, promote, exclude_flagged, tolerance,
+        min_gain, ...); poll it with ``job``."""
+        return self._json("POST", "/v1/models/retrain", json=_clean(options))
+
+    def jobs(self) -> list[JSON]:
+        return self._json("GET", "/v1/models/jobs")
+
+    def job(self, job_id: str) -> JSON:
+        """Status, progress, log tail and (when finished) the result."""
+        return self._json("GET", f"/v1/models/jobs/{job_id}")
+
+    def labeling_next(self, n: int = 20) -> list[JSON]:
+        """Unlabelled messages whose labels would help the model most."""
+        return self._json("GET", "/v1/labeling/next", params={"n": n})

@@ -78,6 +78,8 @@ def make_app(tiny_model_dir, tmp_path, clock):
 
     def make(db_url: str, **settings):
         settings.setdefault("bootstrap_admin_key", ADMIN_KEY)
+        settings.setdefault("registry", tmp_path / "registry")  # never the real var/registry
+        settings.setdefault("jobs_dir", tmp_path / "jobs")
         return create_app(
             Settings(model_dir=tiny_model_dir, database_url=db_url, **settings), clock=clock
         )

@@ -1,0 +1,26 @@
+"""Active learning for agents: the messages whose labels would help the model most."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from serving.auth import Principal
+from serving.deps import Services, agent_role, services
+from serving.labeling import next_to_label
+
+router = APIRouter(tags=["labeling"])
+
+
+@router.get("/v1/labeling/next")
+def labeling_next(
+    n: int = Query(20, ge=1, le=200, description="How many messages."),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> list[dict[str, Any]]:
+    """Unlabelled messages with the least confident or most self-contradicting
+    predictions, spread over products and languages. Label one with
+    ``POST /v1/tickets/{ticket_id}/labels``; it then leaves this list."""
+    with svc.sessions() as s:
+        return next_to_label(s, n)

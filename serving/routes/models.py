@@ -1,0 +1,174 @@
+"""Admin: the model registry (versions, promotion, rollback) and retraining jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from model.registry import RegistryError
+from serving.auth import Principal
+from serving.deps import Services, admin_role, services
+from serving.learning import JobConflict, JobRunner, LoadFailed, ModelManager
+from serving.tickets import export_labels
+
+router = APIRouter(tags=["models"])
+
+
+def _models(request: Request) -> ModelManager:
+    return request.app.state.models
+
+
+def _jobs(request: Request) -> JobRunner:
+    return request.app.state.jobs
+
+
+def _registry(models: ModelManager):
+    if models.registry is None:
+        raise HTTPException(
+            409, detail="the service does not follow a registry (set CARELENS_FOLLOW_REGISTRY=true)"
+        )
+    return models.registry
+
+
+class RetrainIn(BaseModel):
+    """Settings for this run (the rest: the defaults of ``carelens retrain``)."""
+
+    epochs: int | None = Field(None, ge=1, le=20)
+    promote: bool | None = Field(None, description="Promote when the gate passes (default true).")
+    exclude_flagged: bool | None = Field(
+        None, description="Mask the labels the cleanlab audit flags (default false)."
+    )
+    from_backbone: bool | None = Field(
+        None, description="Start from the backbone, not the active model."
+    )
+    tolerance: float | None = Field(None, ge=0, le=1, description="Allowed drop on the frozen set.")
+    min_gain: float | None = Field(
+        None, ge=-1, le=1, description="Required gain on the new tickets."
+    )
+    holdout_fraction: float | None = Field(None, gt=0, lt=1)
+    min_labelled: int | None = Field(None, ge=2)
+    min_holdout: int | None = Field(None, ge=1)
+    ticket_weight: float | None = Field(None, gt=0, le=20)
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    head_learning_rate: float | None = Field(None, gt=0, lt=1)
+    ngram_learning_rate: float | None = Field(None, gt=0, lt=1)
+    public_rows_per_source: int | None = Field(None, ge=0)
+    threads: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+
+@router.get("/v1/models")
+def list_models(
+    request: Request, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+) -> dict[str, Any]:
+    """The versions (newest last), the active one, what is served and any reload error."""
+    models = _models(request)
+    out: dict[str, Any] = {**models.status(), "registry": None, "active": None, "versions": []}
+    if models.registry is not None:
+        reg = models.registry
+        try:
+            active = reg.active()
+            out.update(
+                registry=str(reg.root),
+                active=active,
+                rollback_to=reg.rollback_target(),
+                versions=[v.summary(active) for v in reg.versions()],
+            )
+        except RegistryError as exc:
+            out["error"] = str(exc)
+    return out
+
+
+@router.get("/v1/models/jobs")
+def list_jobs(request: Request, _: Principal = Depends(admin_role)) -> list[dict[str, Any]]:
+    """Retraining jobs, newest first."""
+    return _jobs(request).list()
+
+
+@router.get("/v1/models/jobs/{job_id}")
+def get_job(job_id: str, request: Request, _: Principal = Depends(admin_role)) -> dict[str, Any]:
+    """A retraining job: status, progress (stage, fraction), the log's tail and, once
+    finished, its result (version, gate decision and reason, both sets of metrics)."""
+    try:
+        return _jobs(request).get(job_id)
+    except KeyError:
+        raise HTTPException(
+            404, detail=f"no job {job_id!r} (GET /v1/models/jobs lists them)"
+        ) from None
+
+
+@router.post("/v1/models/retrain", status_code=202)
+def retrain(
+    body: RetrainIn,
+    request: Request,
+    svc: Services = Depends(services),
+    who: Principal = Depends(admin_role),
+) -> dict[str, Any]:
+    """Start retraining as a background job on the agents' labelled tickets (exported
+    now); poll ``GET /v1/models/jobs/{id}``. A promoted candidate is served as soon as
+    the job ends."""
+    models = _models(request)
+    reg = _registry(models)
+    predictor = svc.require_predictor()
+    with svc.sessions() as s:
+        labels = export_labels(s, predictor.taxonomy, "jsonl")
+    if not labels.strip():
+        raise HTTPException(
+            409,
+            detail="no labelled tickets yet: agents label tickets with POST /v1/tickets/{id}/labels",
+        )
+    options = {k: v for k, v in body.model_dump().items() if v is not None}
+    base = None if reg.active() else svc.settings.model_dir
+    try:
+        return _jobs(request).start_retrain(labels, options, who.actor, base=base)
+    except JobConflict as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+
+
+@router.post("/v1/models/rollback")
+async def rollback(request: Request, who: Principal = Depends(admin_role)) -> dict[str, Any]:
+    """Serve the previously active version again (loaded before the switch)."""
+    models = _models(request)
+    _registry(models)
+    try:
+        ptr = await run_in_threadpool(models.rollback, who.actor)
+    except RegistryError as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    except LoadFailed as exc:
+        raise HTTPException(409, detail=f"{exc}; still serving {models.serving}") from exc
+    return {"active": ptr["version"], "serving": models.serving}
+
+
+@router.get("/v1/models/{version}")
+def show_model(
+    version: str, request: Request, _: Principal = Depends(admin_role)
+) -> dict[str, Any]:
+    """One version's record: metrics, training-data summary, parent, gate decision."""
+    reg = _registry(_models(request))
+    try:
+        v = reg.get(version)
+    except RegistryError as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    return {**v.info, "active": v.name == reg.active()}
+
+
+@router.post("/v1/models/{version}/promote")
+async def promote(
+    version: str, request: Request, who: Principal = Depends(admin_role)
+) -> dict[str, Any]:
+    """Make ``version`` active and serve it. It is loaded first: a version that fails
+    to load is refused (409) and the current one keeps serving."""
+    models = _models(request)
+    reg = _registry(models)
+    try:
+        reg.get(version)
+    except RegistryError as exc:
+        raise HTTPException(404, detail=str(exc)) from exc
+    try:
+        ptr = await run_in_threadpool(models.promote, version, who.actor)
+    except LoadFailed as exc:
+        raise HTTPException(409, detail=f"{exc}; still serving {models.serving}") from exc
+    return {"active": ptr["version"], "serving": models.serving}
