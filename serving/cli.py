@@ -14,6 +14,10 @@ db_app = typer.Typer(no_args_is_help=True, help="The service's database.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+report_app = typer.Typer(
+    no_args_is_help=True, help="Reports from the store: Markdown with PNG charts."
+)
+app.add_typer(report_app, name="report")
 
 DbUrl = Annotated[
     str | None,
@@ -135,3 +139,91 @@ def keys_revoke(key_id: int, database_url: DbUrl = None) -> None:
     if not ok:
         raise typer.BadParameter(f"no active key {key_id}")
     typer.echo(f"key {key_id} revoked")
+
+
+def _period(since: str, until: str | None):
+    from serving.reports import parse_day
+    from serving.store import utcnow
+
+    try:
+        start = parse_day(since)
+        end = parse_day(until, end=True) if until else utcnow()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if start >= end:
+        raise typer.BadParameter(f"--since {since} must be before --until {until or 'now'}")
+    return start, end
+
+
+Since = Annotated[str, typer.Option("--since", help="First day (YYYY-MM-DD, UTC) or date-time.")]
+Until = Annotated[
+    str | None,
+    typer.Option("--until", help="Last day, included (YYYY-MM-DD) or date-time; default now."),
+]
+OutDir = Annotated[Path, typer.Option("--out", help="Folder for report.md and the PNG charts.")]
+
+
+@report_app.command("products")
+def report_products(
+    since: Since,
+    out: OutDir,
+    until: Until = None,
+    min_messages: Annotated[int, typer.Option(help="Leave out products with fewer.")] = 1,
+    window_days: Annotated[int | None, typer.Option(help="Spike test: recent window.")] = None,
+    baseline_days: Annotated[int | None, typer.Option(help="Spike test: baseline.")] = None,
+    min_count: Annotated[int | None, typer.Option(help="Spike test: fewest to test.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Spike test: significance.")] = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Quality feedback per product: issue mix, weekly trends, flagged spikes with
+    examples (the spike windows end at --until)."""
+    from serving import db
+    from serving.insights import SpikeConfig
+    from serving.reports import products_report
+
+    start, end = _period(since, until)
+    settings = _settings(database_url=database_url)
+    cfg = SpikeConfig.from_settings(
+        settings,
+        window_days=window_days,
+        baseline_days=baseline_days,
+        min_count=min_count,
+        alpha=alpha,
+    )
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.session_factory(engine)() as s:
+            result = products_report(s, out, start, end, cfg, min_messages=min_messages)
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"{result['report']}: {result['products']} products, {len(result['spikes'])} spikes"
+        + "".join(
+            f"\n  spike: {x['product_id']} {x['issue_type']} (p={x['p_value']:.2g})"
+            for x in result["spikes"]
+        )
+    )
+
+
+@report_app.command("kpis")
+def report_kpis(
+    since: Since,
+    out: OutDir,
+    until: Until = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Per agent and per queue: first-response median/p90, SLA met %, handled, reopened."""
+    from serving import db
+    from serving.reports import kpis_report
+    from serving.routing import RoutingConfig
+
+    start, end = _period(since, until)
+    settings = _settings(database_url=database_url)
+    queues = list(RoutingConfig.load(settings.routing_file).queues)
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.session_factory(engine)() as s:
+            result = kpis_report(s, out, start, end, end, queues)
+    finally:
+        engine.dispose()
+    typer.echo(f"{result['report']}: {result['agents']} agents, {result['queues']} queues")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from scipy.stats import binomtest
@@ -137,9 +137,13 @@ def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def bucket_start(t: datetime, bucket: str) -> date:
-    d = t.date()
-    return d - timedelta(days=d.weekday()) if bucket == "week" else d
+def bucket_start(t: datetime, bucket: str, until: datetime) -> datetime:
+    """Days: calendar days (UTC midnight). Weeks: 7-day spans ending at ``until``, so the
+    last week is the spike test's recent window."""
+    if bucket == "week":
+        span = timedelta(days=7)
+        return until - span * ((until - t) // span + 1)
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def summarise(
@@ -183,18 +187,22 @@ def summarise(
 def time_series(
     items: list[Item], since: datetime, until: datetime, bucket: str
 ) -> list[dict[str, Any]]:
-    """One row per day or ISO week (Monday) from since to until, empty ones included."""
+    """One row per day or week from since to until, empty ones included; ``start`` and
+    ``end`` are clipped to [since, until)."""
     step = timedelta(days=7 if bucket == "week" else 1)
-    rows: dict[date, dict[str, Any]] = {}
-    start, last = (
-        bucket_start(since, bucket),
-        bucket_start(until - timedelta(microseconds=1), bucket),
-    )
-    while start <= last:
-        rows[start] = {"start": start.isoformat(), "messages": 0, "negative": 0, "issues": {}}
+    rows: dict[datetime, dict[str, Any]] = {}
+    start = bucket_start(since, bucket, until)
+    while start < until:
+        rows[start] = {
+            "start": max(start, since),
+            "end": min(start + step, until),
+            "messages": 0,
+            "negative": 0,
+            "issues": {},
+        }
         start += step
     for it in items:
-        row = rows[bucket_start(it.received_at, bucket)]
+        row = rows[bucket_start(it.received_at, bucket, until)]
         row["messages"] += 1
         row["negative"] += it.sentiment == "negative"
         for i in it.issues:

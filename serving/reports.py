@@ -1,0 +1,374 @@
+"""Reports for people: Markdown (``report.md``) with PNG charts, read from the store.
+
+- ``products_report``: issue mix per product (stacked bars), weekly share of each issue
+  type per product (trend lines, the spike window shaded), the flagged spikes with
+  their evidence, and a table per product (``serving.insights`` computes all of it);
+- ``kpis_report``: per agent and per queue first-response median/p90, SLA met %,
+  tickets handled, reopened (``serving.stats``).
+
+Charts use matplotlib's Agg canvas through ``matplotlib.figure.Figure`` (no pyplot, no
+display, no global state).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from sqlalchemy.orm import Session
+
+from serving.insights import SpikeConfig, all_products
+from serving.stats import agent_stats, queue_kpis
+
+MAX_TREND_PANELS = 12
+TOP_ISSUES = 5  # issue types per trend panel (plus flagged ones)
+
+
+def _fmt(value: Any, pct: bool = False, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if pct:
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _md_text(text: str, limit: int = 160) -> str:
+    one = " ".join(text.split())
+    one = one if len(one) <= limit else one[: limit - 1] + "…"
+    return one.replace("|", "\\|")
+
+
+def _colors(names: list[str]) -> dict[str, Any]:
+    """Distinct colours: tab10, then Dark2."""
+    from matplotlib import colormaps
+
+    palette = [colormaps["tab10"](i) for i in range(10)] + [colormaps["Dark2"](i) for i in range(8)]
+    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+# -- products ---------------------------------------------------------------------------
+
+
+def issue_mix_chart(products: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Stacked bars: per product, the share of its messages with each issue type
+    (multi-label: a bar can pass 100%), plus those with no issue."""
+    names = [p["product_id"] for p in products]
+    used = (
+        [
+            i["issue_type"]
+            for i in products[0]["issues"]
+            if any(
+                next(x for x in p["issues"] if x["issue_type"] == i["issue_type"])["count"]
+                for p in products
+            )
+        ]
+        if products
+        else []
+    )
+    colors = _colors(used)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 3), 5.0), layout="constrained")
+    ax = fig.subplots()
+    bottom = [0.0] * len(names)
+    for issue in used + ["(no issue)"]:
+        shares = []
+        for p in products:
+            if issue == "(no issue)":
+                count = p["no_issue"]
+            else:
+                count = next(x for x in p["issues"] if x["issue_type"] == issue)["count"]
+            shares.append(100 * count / p["messages"] if p["messages"] else 0.0)
+        ax.bar(names, shares, bottom=bottom, label=issue, color=colors.get(issue, "0.8"))
+        bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
+    for x, p in enumerate(products):
+        ax.text(x, bottom[x] + 1, f"n={p['messages']}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("% of the product's messages with the issue")
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+
+
+def trends_chart(
+    products: list[dict[str, Any]], spikes: list[dict[str, Any]], path: Path, title: str
+) -> None:
+    """One panel per product: each week's share of its top issue types (weeks end at the
+    report's end, so the last point is the spike test's recent window, shaded when a
+    spike is flagged; flagged issue types drawn thick)."""
+    from matplotlib.dates import DateFormatter
+
+    shown = products[:MAX_TREND_PANELS]
+    used = [i["issue_type"] for i in shown[0]["issues"]] if shown else []
+    colors = _colors(used)
+    cols = min(3, max(1, len(shown)))
+    rows = (len(shown) + cols - 1) // cols
+    fig = Figure(figsize=(5.2 * cols, 3.5 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, shown, strict=False):
+        mids = [r["start"] + (r["end"] - r["start"]) / 2 for r in p["series"]]
+        flagged = {s["issue_type"] for s in spikes if s["product_id"] == p["product_id"]}
+        top = [i["issue_type"] for i in sorted(p["issues"], key=lambda i: -i["count"])[:TOP_ISSUES]]
+        for issue in [i for i in used if i in flagged or i in top]:
+            if not any(r["issues"].get(issue) for r in p["series"]):
+                continue
+            ys = [
+                100 * r["issues"].get(issue, 0) / r["messages"] if r["messages"] else float("nan")
+                for r in p["series"]
+            ]
+            ax.plot(
+                mids,
+                ys,
+                marker="o",
+                markersize=3.5,
+                linewidth=3.0 if issue in flagged else 1.3,
+                color=colors[issue],
+                label=issue + (" (spike)" if issue in flagged else ""),
+            )
+        for s in spikes:
+            if s["product_id"] == p["product_id"]:
+                ax.axvspan(s["window_start"], s["window_end"], color="red", alpha=0.08)
+        ax.set_xticks([r["end"] for r in p["series"]])
+        ax.xaxis.set_major_formatter(DateFormatter("%b %d"))
+        ax.set_title(f"{p['product_id']} (n={p['messages']})", fontsize=10)
+        ax.set_ylabel("% of the week's messages")
+        ax.set_ylim(bottom=0)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.suptitle(title + " (weeks ending on the dates shown)")
+    fig.savefig(path, dpi=110)
+
+
+def products_report(
+    session: Session,
+    out: Path,
+    since: datetime,
+    until: datetime,
+    cfg: SpikeConfig,
+    issue_types: list[str] | None = None,
+    min_messages: int = 1,
+) -> dict[str, Any]:
+    """Write ``report.md``, ``issue_mix.png`` and ``trends.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = all_products(
+        session,
+        since,
+        until,
+        cfg,
+        issue_types,
+        sort="messages",
+        min_messages=min_messages,
+        bucket="week",
+        series=True,
+    )
+    products = data["products"]
+    spikes = sorted(
+        (s for p in products for s in p["spikes"]), key=lambda s: (s["p_value"], s["product_id"])
+    )
+    period = f"{since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC"
+    files = []
+    if products:
+        issue_mix_chart(products, out / "issue_mix.png", f"Issue mix per product, {period}")
+        trends_chart(products, spikes, out / "trends.png", f"Weekly issue shares, {period}")
+        files = ["issue_mix.png", "trends.png"]
+    md = [f"# Product quality report\n\nPeriod: {period}. Messages with a product id "]
+    md[0] += (
+        "(reviews and tickets together), effective labels (agent-corrected where corrected). "
+        "Shares are of a product's messages; a message can have several issue types.\n"
+    )
+    md.append("## Spikes\n")
+    t = data["spike_test"]
+    md.append(
+        f"Test: {t['test']}. Recent window: the last {t['window_days']} days before the "
+        f"end; baseline: the {t['baseline_days']} days before that; issue types with at "
+        f"least {t['min_count']} recent messages are tested; flagged when the adjusted "
+        f"p-value < {t['alpha']} (prior weight {t['prior_weight']}).\n"
+    )
+    if spikes:
+        md.append(
+            "| product | issue type | recent | recent share | expected share | baseline | "
+            "p-value | adjusted |\n|---|---|---|---|---|---|---|---|"
+        )
+        for s in spikes:
+            md.append(
+                f"| {s['product_id']} | {s['issue_type']} | {s['count']}/{s['messages']} | "
+                f"{_fmt(s['share'], pct=True)} | {_fmt(s['expected_share'], pct=True)} | "
+                f"{s['baseline_count']}/{s['baseline_messages']} | {s['p_value']:.2g} | "
+                f"{s['p_adjusted']:.2g} |"
+            )
+        md.append("")
+        for s in spikes:
+            md.append(f"### {s['product_id']}: {s['issue_type']}\n\nExamples (newest first):\n")
+            for e in s.get("examples", []):
+                stars = f", {e['rating']}★" if e["rating"] else ""
+                md.append(
+                    f"- {e['received_at']:%Y-%m-%d} ({e['channel']}, {e['lang']}{stars}): "
+                    f"“{_md_text(e['text'])}”"
+                )
+            md.append("")
+    else:
+        md.append("No spike flagged.\n")
+    md.append("## Products\n")
+    if not products:
+        md.append("No messages with a product id in this period.\n")
+    else:
+        md.append("![Issue mix per product](issue_mix.png)\n")
+        md.append("![Weekly issue shares](trends.png)\n")
+        md.append(
+            "| product | messages | reviews | tickets | negative | mean ★ | languages | "
+            "top issues |\n|---|---|---|---|---|---|---|---|"
+        )
+        for p in products:
+            top = sorted((i for i in p["issues"] if i["count"]), key=lambda i: -i["count"])[:3]
+            md.append(
+                f"| {p['product_id']} | {p['messages']} | {p['reviews']} | {p['tickets']} | "
+                f"{_fmt(p['negative_share'], pct=True)} | {_fmt(p['mean_rating'])} | "
+                + ", ".join(f"{k} {v}" for k, v in p["languages"].items())
+                + " | "
+                + ", ".join(
+                    f"{i['issue_type']} {i['count']} ({_fmt(i['share'], pct=True)})" for i in top
+                )
+                + " |"
+            )
+        if len(products) > MAX_TREND_PANELS:
+            md.append(f"\nThe trend chart shows the {MAX_TREND_PANELS} busiest products.")
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return {
+        "report": out / "report.md",
+        "charts": [out / f for f in files],
+        "products": len(products),
+        "spikes": spikes,
+    }
+
+
+# -- KPIs -------------------------------------------------------------------------------
+
+
+def _hours_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
+    names = [r[key] for r in rows]
+    med = [r["first_response_hours_median"] or 0.0 for r in rows]
+    p90 = [r["first_response_hours_p90"] or 0.0 for r in rows]
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], med, width=0.4, label="median", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], p90, width=0.4, label="p90", color="tab:orange")
+    ax.set_xticks(list(xs), names, rotation=30)
+    ax.set_ylim(0, 1.25 * max([*p90, *med, 1.0]))  # headroom for the legend
+    ax.set_ylabel("hours to first response")
+    ax.set_title(title)
+    ax.legend(frameon=False, loc="upper left", ncols=2)
+
+
+def _sla_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
+    names = [r[key] for r in rows]
+    met = [r["sla_met_pct"] for r in rows]
+    bars = ax.bar(names, [m or 0.0 for m in met], color="tab:green")
+    for bar, m in zip(bars, met, strict=True):
+        label = "–" if m is None else f"{m:.0f}%"
+        ax.text(bar.get_x() + bar.get_width() / 2, (m or 0) + 1, label, ha="center", fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("SLA met %")
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30)
+
+
+def kpis_report(
+    session: Session,
+    out: Path,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    queues: list[str],
+) -> dict[str, Any]:
+    """Write ``report.md``, ``first_response.png`` and ``sla_met.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    agents = agent_stats(session, since, until, now)
+    kpis = [q for q in queue_kpis(session, queues, since, until, now) if q["tickets_handled"]]
+    period = f"{since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC"
+    files = []
+    if agents or kpis:
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        a1, a2 = fig.subplots(1, 2)
+        _hours_chart(a1, agents, "agent", "per agent")
+        _hours_chart(a2, kpis, "queue", "per queue")
+        fig.suptitle(f"First-response time, {period}")
+        fig.savefig(out / "first_response.png", dpi=110)
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        a1, a2 = fig.subplots(1, 2)
+        _sla_chart(a1, agents, "agent", "per agent")
+        _sla_chart(a2, kpis, "queue", "per queue")
+        fig.suptitle(f"First response within the SLA, {period}")
+        fig.savefig(out / "sla_met.png", dpi=110)
+        files = ["first_response.png", "sla_met.png"]
+    md = [
+        f"# Support KPIs\n\nPeriod: {period}. Tickets with an agent action (reply, "
+        "resolve, no-response-needed) in the period. First response = first reply − "
+        "message received; SLA met = first reply (or no-response-needed) by the deadline; "
+        "reopened = resolutions that a customer's follow-up reopened in the period.\n"
+    ]
+    if files:
+        md.append("![First-response time](first_response.png)\n")
+        md.append("![SLA met](sla_met.png)\n")
+    cols = (
+        "tickets handled",
+        "first response median h",
+        "p90 h",
+        "resolution median h",
+        "SLA met %",
+        "reopened",
+    )
+    keys = (
+        "tickets_handled",
+        "first_response_hours_median",
+        "first_response_hours_p90",
+        "resolution_hours_median",
+        "sla_met_pct",
+        "reopened",
+    )
+    for title, rows, key, extra in (
+        ("Agents", agents, "agent", ("labels corrected", "labels_corrected")),
+        ("Queues", kpis, "queue", None),
+    ):
+        md.append(f"## {title}\n")
+        if not rows:
+            md.append("Nothing in this period.\n")
+            continue
+        head = [key, *cols] + ([extra[0]] if extra else [])
+        if title == "Queues":
+            head.append("late 7/30/90 d")
+        md.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for r in rows:
+            cells = [str(r[key])] + [_fmt(r[k], digits=1) for k in keys]
+            if extra:
+                cells.append(str(r[extra[1]]))
+            if title == "Queues":
+                cells.append(
+                    " / ".join(_fmt(v, pct=True) for v in r["late_response_rate"].values())
+                )
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return {
+        "report": out / "report.md",
+        "charts": [out / f for f in files],
+        "agents": len(agents),
+        "queues": len(kpis),
+    }
+
+
+def parse_day(value: str, end: bool = False) -> datetime:
+    """``YYYY-MM-DD`` (midnight UTC; as an end, the next midnight: the day is included)
+    or an ISO date-time (naive = UTC)."""
+    from serving.store import as_utc
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: expected YYYY-MM-DD or an ISO date-time") from exc
+    if len(value) == 10 and end:
+        parsed += timedelta(days=1)
+    return as_utc(parsed)
