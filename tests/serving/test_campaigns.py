@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import threading
+from collections import Counter
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -382,3 +383,97 @@ def test_a_failing_webhook_keeps_the_run(seller):  # noqa: F811
     run = desk.admin.run_campaign(c["id"])
     assert run["webhook_status"].startswith("failed: ConnectError")
     assert desk.admin.campaign_run(c["id"], run["id"])["webhook_status"] == run["webhook_status"]
+
+
+@pytest.mark.slow
+def test_campaigns_on_the_shop(db_url, clock):
+    """The shop fixture (a few hundred messages, three agents): consent for most
+    regulars, two opt-outs; each regular's audit reason matches what the plan says,
+    and review requests go to every delivered order, negative reviewers included."""
+    from fastapi.testclient import TestClient
+
+    from tests.serving.conftest import Desk
+    from tests.serving.shop import SHOP_NOW, fill_shop, shop_app
+
+    with TestClient(shop_app(db_url, clock)) as tc:
+        desk = Desk(tc)
+        shop = fill_shop(desk, clock)
+        assert len(shop.messages) >= 200
+        regulars = sorted({m.customer_id for m in shop.messages if m.customer_id[0] == "C"})
+        no_consent = set(regulars[:3])
+        opted_out = set(regulars[3:5])
+        for cid in regulars:
+            if cid not in no_consent:
+                desk.service.record_consent(cid, source="newsletter sign-up")
+        for cid in opted_out:
+            desk.agent.opt_out(cid, source="unsubscribe link")
+        audience = {"min_messages": 3, "min_positive_share": 0.4, "no_negative_days": 7}
+        c = desk.admin.create_campaign(
+            "loyal fans", "marketing", "own_email", subject="Thanks", body="Hi {customer_id}",
+            audience=audience,
+        )  # fmt: skip
+        run = desk.admin.run_campaign(c["id"])
+        reasons = _reasons(run)
+
+        def expected(cid: str) -> str:
+            if cid in opted_out:
+                return "opted_out"
+            if cid in no_consent:
+                return "no_consent"
+            mine = [m for m in shop.messages if m.customer_id == cid]
+            sentiments = [shop.effective_labels(m)["sentiment"][0] for m in mine]
+            if len(mine) < 3:
+                return "too_few_messages"
+            if sentiments.count("positive") / len(mine) < 0.4:
+                return "low_positive_share"
+            if desk.agent.customer(cid)["open_tickets"]:
+                return "open_ticket"
+            recent = SHOP_NOW - timedelta(days=7)
+            if any(
+                s == "negative" and m.received_at >= recent
+                for m, s in zip(mine, sentiments, strict=True)
+            ):
+                return "recent_negative"
+            return "eligible"
+
+        assert {cid: reasons[cid] for cid in regulars} == {cid: expected(cid) for cid in regulars}
+        # every exclusion occurs among the regulars (seeded shop: fixed counts)
+        assert Counter(reasons[cid] for cid in regulars) == {
+            "eligible": 4,
+            "low_positive_share": 16,
+            "no_consent": 3,
+            "open_ticket": 2,
+            "opted_out": 2,
+            "recent_negative": 2,
+            "too_few_messages": 1,
+        }
+        # one-off buyers never consented
+        assert {r for cid, r in reasons.items() if cid not in regulars} == {"no_consent"}
+        assert run["considered"] == len({m.customer_id for m in shop.messages})
+
+        # review requests: every order delivered 5-30 days ago, whatever was said
+        orders = {}
+        for m in shop.messages:
+            if m.order_id and m.order_id not in orders:
+                orders[m.order_id] = {
+                    "order_id": m.order_id,
+                    "customer_id": m.customer_id,
+                    "product_id": m.product_id,
+                    "delivered_at": m.received_at - timedelta(days=1),
+                }
+        desk.service.post_orders(list(orders.values()))
+        rr = desk.admin.create_campaign(
+            "ask all", "review_request", "marketplace_messaging", body="Review {order_id}?"
+        )
+        run = desk.admin.run_campaign(rr["id"])
+        lo, hi = SHOP_NOW - timedelta(days=30), SHOP_NOW - timedelta(days=5)
+        window = {o for o, v in orders.items() if lo <= v["delivered_at"] <= hi}
+        assert {x["order_id"] for x in run["contacts"]} == window
+        included = {x["order_id"] for x in run["contacts"] if x["included"]}
+        assert included == {o for o in window if orders[o]["customer_id"] not in opted_out}
+        negative = {
+            m.order_id
+            for m in shop.messages
+            if m.channel == "review" and shop.effective_labels(m)["sentiment"] == ["negative"]
+        }
+        assert included & negative  # unhappy reviewers are asked too
