@@ -9,7 +9,9 @@ from __future__ import annotations
 import typer
 
 from model.cli import app as model_app
+from model.cli import bench_predict
 from model.registry_cli import app as models_app
+from serving.bench import bench_api
 from serving.cli import app as serving_app
 from training import retrain_cli
 from training.cli import app as training_app
@@ -24,6 +26,13 @@ app.add_typer(model_app)
 app.add_typer(training_app)
 app.add_typer(serving_app)
 app.add_typer(models_app, name="models")
+
+bench_app = typer.Typer(
+    help="Benchmarks: figures measured in one run against a baseline.", no_args_is_help=True
+)
+bench_app.command("predict")(bench_predict)
+bench_app.command("api")(bench_api)
+app.add_typer(bench_app, name="bench")
 
 
 def _export_labels(database_url, taxonomy_file, out) -> int:

@@ -203,3 +203,105 @@ def _texts_of_file(path: Path) -> list[str]:
                 raise _fail(f"{path}: no 'text' or 'review' column")
             return [row[col] or "" for row in reader]
     return read_input_texts(path)
+
+
+def bench_predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Texts: a CSV (column text/reviewText/review...), a .jsonl or a text file.",
+        ),
+    ],
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated backends to time (the first sets the reference).")
+    ] = "torch,onnx,onnx-int8",
+    limit: Annotated[int, typer.Option(min=1, help="Texts to use (the first N).")] = 1000,
+    single: Annotated[
+        int, typer.Option(min=1, help="Texts timed one at a time (batch-1 latency).")
+    ] = 100,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
+    baseline: Annotated[
+        bool, typer.Option(help="Also time the plain-transformers baseline.")
+    ] = True,
+    peak_gflops: Annotated[
+        float | None, typer.Option(help="fp32 peak of the cores used (default: estimated).")
+    ] = None,
+    peak_gops: Annotated[
+        float | None, typer.Option(help="int8 peak of the cores used (default: estimated).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
+) -> None:
+    """Texts/s and latency per backend against a Hugging Face pipeline-style baseline
+    (same encoder, plain transformers fp32, no length sorting), and the share of the
+    machine's estimated compute limit."""
+    from model.bench import run_bench
+    from model.onnx_backend import BACKENDS
+    from model.pretrained import ModelLoadError
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise _fail(f"--backends: {bad or backends!r}: use some of {', '.join(BACKENDS)}")
+    if not data.is_file():
+        raise _fail(f"data file not found: {data}")
+    try:
+        report = run_bench(
+            model,
+            data,
+            names,
+            limit=limit,
+            single=single,
+            batch_size=batch_size,
+            threads=threads,
+            baseline=baseline,
+            peak_gflops=peak_gflops,
+            peak_gops=peak_gops,
+            log=lambda m: typer.secho(m, err=True, dim=True),
+        )
+    except (ModelLoadError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    peak = report["peak"]
+    typer.echo(
+        f"{report['n_texts']} texts, mean {report['mean_tokens']} tokens "
+        f"({report['gflop_per_text']} GFLOP/text), {report['threads']} threads, "
+        f"batch {report['batch_size']}; {report['cpu']}"
+    )
+    typer.echo(
+        f"peak estimate: {peak['fp32_gflops']} GFLOP/s fp32, {peak['int8_gops']} GOP/s int8 "
+        f"({peak['isa']}, {peak['cores']} cores x {peak['ghz']} GHz); "
+        f"torch fp32 GEMM measured {peak['measured_torch_fp32_gemm_gflops']} GFLOP/s"
+    )
+    header = (
+        f"{'backend':10s} {'texts/s':>8s} {'x base':>7s} {'p50':>7s} {'p95':>7s} {'p99':>7s} "
+        f"{'b32 p50':>8s} {'b32 p99':>8s} {'agree':>6s} {'% limit':>8s}"
+    )
+    typer.echo(header)
+    rows = dict(report["backends"])
+    if "baseline" in report:
+        rows["baseline"] = report["baseline"]
+    for name, f in rows.items():
+        if "error" in f:
+            typer.echo(f"{name:10s} skipped: {f['error']}")
+            continue
+        speed = f.get("speedup_vs_baseline", 1.0 if name == "baseline" else None)
+        agree = f.get("agreement_with_torch")
+        share = f.get("compute_limit_share")
+        typer.echo(
+            f"{name:10s} {f['texts_per_s']:8.1f} {speed if speed is not None else '-':>7} "
+            f"{f['p50_ms']:7.1f} {f['p95_ms']:7.1f} {f['p99_ms']:7.1f} "
+            f"{f['batched']['p50_ms']:8.1f} {f['batched']['p99_ms']:8.1f} "
+            f"{agree if agree is not None else '-':>6} "
+            f"{f'{share * 100:.1f}%' if share is not None else '-':>8}"
+        )
+    typer.echo("(p50/p95/p99: one text per call, ms; b32: one call per 32 texts in input order)")
+    typer.echo(f"load average before/after: {report['load_average']}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"figures: {json_out}")

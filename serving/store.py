@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -109,7 +110,18 @@ class Prediction(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_queue_state_rank", "queue", "state", "rank_at"),)
+    __table_args__ = (
+        Index("ix_tickets_queue_state_rank", "queue", "state", "rank_at"),
+        # claim_next: the claimable tickets of a queue in claim order (migration 0003)
+        Index(
+            "ix_tickets_claimable",
+            "queue",
+            "rank_at",
+            "id",
+            postgresql_where=text("state IN ('open', 'claimed')"),
+            sqlite_where=text("state IN ('open', 'claimed')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)

@@ -1,0 +1,353 @@
+"""``carelens bench predict``: throughput and latency of each backend against a
+Hugging Face-style baseline, measured in one run on the same texts.
+
+- Backends: the ``Predictor`` with ``torch`` (fp32), ``onnx`` (ONNX Runtime fp32) and
+  ``onnx-int8``: fast tokenizer, texts sorted by length into batches, dynamic padding,
+  labels decided (no evidence spans).
+- Baseline: what ``pipeline("text-classification")`` does with this encoder — the
+  encoder loaded with plain ``transformers.AutoModel`` (fp32), ``AutoTokenizer``,
+  batches in input order (no length sorting), each padded to its longest text,
+  mean pooling and the model's heads. Same texts, same threads, same batch size.
+- Compute limit: FLOPs per text from the encoder's shape and the mean token count,
+  against the cores' peak (cores x clock x operations per cycle from the CPU's vector
+  units), so the share says how close a backend gets to the hardware.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.predictor import Predictor
+from model.pretrained import CarelensModel
+
+TEXT_COLUMNS = ("text", "reviewText", "review", "content", "body", "message")
+
+
+# -- inputs -----------------------------------------------------------------------------
+def load_texts(path: Path, limit: int) -> list[str]:
+    """The first ``limit`` non-empty texts of a CSV (column text/reviewText/review...),
+    a .jsonl file (field "text") or a text file (one per line)."""
+    texts: list[str] = []
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            col = next((c for c in TEXT_COLUMNS if c in (reader.fieldnames or [])), None)
+            if col is None:
+                raise ValueError(f"{path}: no text column (one of {', '.join(TEXT_COLUMNS)})")
+            for row in reader:
+                if (row.get(col) or "").strip():
+                    texts.append(row[col])
+                if len(texts) >= limit:
+                    break
+    else:
+        from model.cli import read_input_texts
+
+        texts = [t for t in read_input_texts(path) if t.strip()][:limit]
+    if not texts:
+        raise ValueError(f"{path}: no texts")
+    return texts
+
+
+# -- the machine -------------------------------------------------------------------------
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_ghz() -> float | None:
+    """Maximum clock (cpufreq), else the current one from /proc/cpuinfo."""
+    try:
+        khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()
+        return int(khz) / 1e6
+    except (OSError, ValueError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def peak_ops(cores: int, ghz: float, flags: set[str]) -> dict[str, Any]:
+    """Peak operations per second (a multiply-add counts 2) assuming two vector
+    FMA / dot-product pipes per core, as on current x86 server cores.
+
+    fp32: lanes x 2 (FMA) x 2 pipes. int8: VNNI ``vpdpbusd`` does 4 int8 multiply-adds
+    per 32-bit lane: lanes x 4 x 2 x 2 pipes."""
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fp32_per_cycle = lanes * 2 * 2
+    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
+    int8_lanes = 16 if "avx512_vnni" in flags else 8
+    # without VNNI int8 goes through vpmaddubsw + vpmaddwd: about half the rate
+    int8_per_cycle = int8_lanes * 4 * 2 * 2 if vnni else lanes * 4 * 2
+    return {
+        "cores": cores,
+        "ghz": round(ghz, 3),
+        "isa": ("avx512" if lanes == 16 else "avx2" if lanes == 8 else "sse")
+        + ("+vnni" if vnni else ""),
+        "fp32_gflops": round(cores * ghz * fp32_per_cycle, 1),
+        "int8_gops": round(cores * ghz * int8_per_cycle, 1),
+        "assumption": "2 vector pipes per core; fp32 FMA = 2 FLOP per lane; "
+        "int8 VNNI = 4 multiply-adds per 32-bit lane",
+    }
+
+
+def flops_per_text(model: CarelensModel, mean_tokens: float) -> float:
+    """Forward-pass operations for one text of ``mean_tokens`` tokens: the linear
+    layers (2 x parameters x tokens) plus the attention products (4 x T^2 x H per
+    layer). Embedding lookups, softmax, layer norms and the heads are left out."""
+    cfg = model.classifier.encoder.config
+    h, layers = int(cfg.hidden_size), int(cfg.num_hidden_layers)
+    ffn = int(getattr(cfg, "intermediate_size", 4 * h))
+    linear_params = layers * (4 * h * h + 2 * h * ffn)
+    t = float(mean_tokens)
+    return 2.0 * linear_params * t + layers * 4.0 * t * t * h
+
+
+def measured_fp32_gflops(threads: int, seconds: float = 1.0) -> float:
+    """What torch's fp32 GEMM reaches here (n = 1024), for comparison with the peak."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024**3 * n / (time.perf_counter() - start) / 1e9
+
+
+# -- timing ------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def latency_summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(pct(ms, 50), 2),
+        "p95_ms": round(pct(ms, 95), 2),
+        "p99_ms": round(pct(ms, 99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2) if ms else float("nan"),
+    }
+
+
+def time_runs(
+    run: Callable[[list[str]], Any], texts: list[str], batch_size: int, single: int
+) -> tuple[dict[str, Any], Any]:
+    """Throughput over all texts in one call, per-batch latency on consecutive chunks
+    of ``batch_size`` (input order), per-text latency for the first ``single`` texts
+    alone. Returns the figures and the full-run output."""
+    run(texts[: min(len(texts), batch_size)])  # warm-up
+    start = time.perf_counter()
+    out = run(texts)
+    elapsed = time.perf_counter() - start
+    batched = []
+    for i in range(0, len(texts), batch_size):
+        t0 = time.perf_counter()
+        run(texts[i : i + batch_size])
+        batched.append((time.perf_counter() - t0) * 1000)
+    one = []
+    for text in texts[:single]:
+        t0 = time.perf_counter()
+        run([text])
+        one.append((time.perf_counter() - t0) * 1000)
+    figures = {
+        "texts_per_s": round(len(texts) / elapsed, 2),
+        "seconds": round(elapsed, 3),
+        **latency_summary(one),
+        "batched": {"batch_size": batch_size, **latency_summary(batched)},
+    }
+    return figures, out
+
+
+# -- the baseline ------------------------------------------------------------------------
+class HFBaseline:
+    """The encoder through plain transformers, as ``pipeline("text-classification")``
+    runs it: fp32, batches in input order padded to their longest text."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 32) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.model = CarelensModel.from_pretrained(model_dir)  # heads, n-gram table
+        self.encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
+        self.encoder.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            model_dir / "tokenizer", local_files_only=True
+        )
+        self.max_length = self.model.config.max_length
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> list[dict[str, int]]:
+        from model.classifier import task_probs
+        from model.ngrams import batch_ngram_ids
+
+        out: list[dict[str, int]] = []
+        ngram_cfg = self.model.config.ngram
+        for i in range(0, len(texts), self.batch_size):
+            chunk = texts[i : i + self.batch_size]
+            enc = self.tokenizer(
+                chunk,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            hidden = self.encoder(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            ngram = batch_ngram_ids(chunk, ngram_cfg) if ngram_cfg.enabled else None
+            logits = self.model.classifier(
+                enc["input_ids"], enc["attention_mask"], ngram, pooled=pooled
+            )["logits"]
+            probs = {t.name: task_probs(t, logits[t.name]) for t in self.model.taxonomy}
+            for j in range(len(chunk)):
+                out.append({name: int(p[j].argmax()) for name, p in probs.items()})
+        return out
+
+
+# -- the run -----------------------------------------------------------------------------
+def _labels(preds) -> list[dict[str, list[str]]]:
+    return [{name: tp.labels for name, tp in p.tasks.items()} for p in preds]
+
+
+def agreement(
+    ref: list[dict[str, list[str]]], other: list[dict[str, list[str]]]
+) -> dict[str, float]:
+    tasks = ref[0].keys() if ref else []
+    return {
+        t: round(float(np.mean([a[t] == b[t] for a, b in zip(ref, other, strict=True)])), 4)
+        for t in tasks
+    }
+
+
+def run_bench(
+    model_dir: Path,
+    data: Path,
+    backends: list[str],
+    limit: int = 1000,
+    single: int = 100,
+    batch_size: int = 32,
+    threads: int = 2,
+    baseline: bool = True,
+    peak_gflops: float | None = None,
+    peak_gops: float | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    texts = load_texts(data, limit)
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()
+    probe = CarelensModel.from_pretrained(model_dir)
+    lengths = []
+    for i in range(0, len(texts), 256):
+        lengths += probe.encode(texts[i : i + 256]).attention_mask.sum(1).tolist()
+    mean_tokens = float(np.mean(lengths))
+    flops = flops_per_text(probe, mean_tokens)
+    flags = cpu_flags()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    peak = peak_ops(min(threads, cores or threads), cpu_ghz() or 2.0, flags)
+    if peak_gflops:
+        peak["fp32_gflops"] = peak_gflops
+        peak["assumption"] = "given with --peak-gflops / --peak-gops"
+    if peak_gops:
+        peak["int8_gops"] = peak_gops
+        peak["assumption"] = "given with --peak-gflops / --peak-gops"
+    peak["measured_torch_fp32_gemm_gflops"] = round(measured_fp32_gflops(threads), 1)
+    del probe
+    report: dict[str, Any] = {
+        "model": str(model_dir),
+        "data": str(data),
+        "n_texts": len(texts),
+        "single_texts": min(single, len(texts)),
+        "mean_chars": round(statistics.fmean(len(t) for t in texts), 1),
+        "mean_tokens": round(mean_tokens, 1),
+        "threads": threads,
+        "batch_size": batch_size,
+        "evidence": False,
+        "cpu": cpu_name(),
+        "peak": peak,
+        "gflop_per_text": round(flops / 1e9, 3),
+        "backends": {},
+    }
+    ref_labels = None
+    for backend in backends:
+        log(f"{backend}: loading")
+        try:
+            predictor = Predictor.load(
+                model_dir,
+                backend=backend,
+                batch_size=batch_size,
+                num_threads=threads,
+                evidence=False,
+            )
+        except ValueError as exc:  # no export: say so, go on with the others
+            report["backends"][backend] = {"error": str(exc)}
+            log(f"{backend}: skipped ({exc})")
+            continue
+        log(f"{backend}: timing {len(texts)} texts")
+        figures, preds = time_runs(
+            lambda xs, p=predictor: p.predict(xs, evidence=False), texts, batch_size, single
+        )
+        labels = _labels(preds)
+        if backend == "torch":
+            ref_labels = labels
+        if ref_labels is not None:
+            per_task = agreement(ref_labels, labels)
+            figures["agreement_per_task"] = per_task
+            figures["agreement_with_torch"] = min(per_task.values()) if per_task else 1.0
+        is_int8 = backend.endswith("int8")
+        limit_ops = (peak["int8_gops"] if is_int8 else peak["fp32_gflops"]) * 1e9
+        figures["compute_limit_texts_per_s"] = round(limit_ops / flops, 1)
+        figures["compute_limit_share"] = round(figures["texts_per_s"] * flops / limit_ops, 4)
+        figures["compute_limit_of"] = "int8" if is_int8 else "fp32"
+        report["backends"][backend] = figures
+        log(f"{backend}: {figures['texts_per_s']} texts/s")
+        del predictor
+    if baseline:
+        log("baseline (plain transformers, input order): timing")
+        base = HFBaseline(model_dir, batch_size)
+        figures, base_labels = time_runs(base, texts, batch_size, single)
+        report["baseline"] = {
+            "what": 'pipeline("text-classification")-style: transformers AutoModel fp32, '
+            "AutoTokenizer, input order (no length sorting), padding to the longest "
+            "of each batch",
+            **figures,
+        }
+        report["baseline_texts_per_s"] = figures["texts_per_s"]
+        for fig in report["backends"].values():
+            if "texts_per_s" in fig:
+                fig["speedup_vs_baseline"] = round(fig["texts_per_s"] / figures["texts_per_s"], 2)
+    best = report["backends"].get("onnx-int8") or {}
+    report["compute_limit_share"] = best.get("compute_limit_share")
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    return report
