@@ -51,9 +51,13 @@ def _summary(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
 
 
 def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Ticket]:
-    """Tickets with any agent action in [since, until]."""
+    """Tickets with any agent action in [since, until]. Tickets the routing rules closed
+    on arrival (no_response_needed with no actor, e.g. positive reviews) are no one's work."""
     ids = select(TicketEvent.ticket_id).where(
-        TicketEvent.kind.in_(ACTIONS), TicketEvent.at >= since, TicketEvent.at <= until
+        TicketEvent.kind.in_(ACTIONS),
+        TicketEvent.actor.is_not(None),
+        TicketEvent.at >= since,
+        TicketEvent.at <= until,
     )
     return list(
         session.scalars(
