@@ -328,7 +328,7 @@ def run_bench(
         is_int8 = backend.endswith("int8")
         limit_ops = (peak["int8_gops"] if is_int8 else peak["fp32_gflops"]) * 1e9
         figures["compute_limit_texts_per_s"] = round(limit_ops / flops, 1)
-        figures["compute_limit_share"] = round(figures["texts_per_s"] * flops / limit_ops, 4)
+        figures["compute_limit_share"] = round(figures["texts_per_s"] * flops / limit_ops, 6)
         figures["compute_limit_of"] = "int8" if is_int8 else "fp32"
         report["backends"][backend] = figures
         log(f"{backend}: {figures['texts_per_s']} texts/s")
