@@ -196,3 +196,25 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
         assert reg.active() == "v0003" and desk.admin.models()["error"] is None
         assert _err_status(desk.admin.model, "v0099") == 404
         assert _err_status(desk.admin.job, "nope") == 404
+
+
+def test_carelens_retrain_reads_the_store(desk, tmp_path, tiny_model_dir):
+    """`carelens retrain` without --labels: serving's exporter writes what training reads."""
+    from model.taxonomy import Taxonomy
+    from serving.learning import export_labels_file
+    from training.retrain import read_tickets
+
+    stored = desk.service.post_messages(
+        [{"channel": "chat", "text": "refund please"}, {"channel": "email", "text": "great thanks"}]
+    )
+    desk.agent.set_labels(stored[0]["ticket_id"], {"issue_type": ["refund_return"]})
+    desk.agent.set_labels(stored[1]["ticket_id"], {"sentiment": "positive", "issue_type": []})
+    url = desk.app.state.services.settings.database_url
+    out = tmp_path / "labels.jsonl"
+    assert export_labels_file(url, tiny_model_dir / "taxonomy.yaml", out) == 2
+    rows = read_tickets(out, Taxonomy.load(tiny_model_dir / "taxonomy.yaml"))
+    assert [r.labels for r in rows] == [
+        {"issue_type": ["refund_return"]},
+        {"issue_type": [], "sentiment": ["positive"]},
+    ]
+    assert all(r.meta["labelled_by"] == "alice" and r.meta["labelled_at"] for r in rows)

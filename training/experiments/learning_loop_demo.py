@@ -23,6 +23,8 @@ import argparse
 import json
 import random
 import shutil
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 from model.pretrained import CarelensModel
 from model.registry import Registry
 from training.data import hash_split
-from training.retrain import RetrainConfig, retrain, score
+from training.retrain import score
 from training.sources import load_source
 from training.trainer import predict_probs
 
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="simulated agent corrections")
     ap.add_argument("--out", default="var/reports/learning_loop_demo")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-rows", type=int, default=1000, help="cap on the rows evaluated")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -87,6 +90,8 @@ def main() -> None:
         print(f"only {len(tickets_idx)} of {len(held)} held-out rows are wrong; using them all")
     chosen = set(tickets_idx)
     rest = [ex for i, ex in enumerate(held) if i not in chosen]
+    if args.eval_rows and len(rest) > args.eval_rows:
+        rest = random.Random(args.seed + 1).sample(rest, args.eval_rows)
     print(
         f"{args.source}: {len(held)} held-out rows, starter wrong on {len(wrong)}; "
         f"{len(tickets_idx)} become tickets, {len(rest)} stay for evaluation"
@@ -112,10 +117,18 @@ def main() -> None:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     prep = time.perf_counter() - t0
 
+    # the command an operator runs, default settings, timed from the outside
     reg = Registry(out / "registry")
+    cmd = [
+        sys.executable, "-m", "carelens.cli", "retrain", "--labels", str(labels),
+        "--registry", str(reg.root), "--base", args.model, "--result", str(out / "result.json"),
+        "--quiet",
+    ]  # fmt: skip
+    print("$", " ".join(cmd[2:]))
     t1 = time.perf_counter()
-    result = retrain(labels, reg, RetrainConfig(), base_model_dir=args.model, show_bars=False)
+    subprocess.run(cmd, check=True)
     retrain_s = time.perf_counter() - t1
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
 
     candidate = CarelensModel.from_pretrained(reg.path_of(result["version"]))
     before = score(starter, rest, per_source=False)
