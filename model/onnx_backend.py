@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,21 @@ def read_export_info(model_dir: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def session_options(num_threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+    so.intra_op_num_threads = int(num_threads or default_threads())
     so.inter_op_num_threads = 1
     # no busy-waiting between runs: the service shares its cores with the web workers
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -107,7 +116,7 @@ class OnnxPooler:
             raise BackendError("onnxruntime is not installed: pip install onnxruntime") from exc
         self.backend = backend
         self.path = path
-        self.num_threads = int(num_threads or torch.get_num_threads())
+        self.num_threads = int(num_threads or default_threads())
         self.session = ort.InferenceSession(
             str(path), session_options(self.num_threads), providers=["CPUExecutionProvider"]
         )
