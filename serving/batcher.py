@@ -57,7 +57,7 @@ class MicroBatcher:
         self,
         get_predictor: Callable[[], Predictor | None],
         max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 2.0,
         queue_size: int = 512,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or max_wait_ms < 0:

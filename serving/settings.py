@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         32, ge=1, description="Micro-batcher: most texts in one model call."
     )
     batch_max_wait_ms: float = Field(
-        5.0,
+        2.0,
         ge=0,
         description="Micro-batcher: how long the first request of a batch waits for others (ms).",
     )
