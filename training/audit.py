@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 EPS = 1e-4
 METHOD = (
     "cleanlab.filter.find_label_issues on {folds}-fold cross-validated TF-IDF "
-    "(word 1-2 + char 1-4 grams) logistic-regression probabilities"
+    "(word 1-2 + char 2-4 grams) logistic-regression probabilities"
 )
 
 
@@ -30,8 +30,12 @@ def _features(texts: list[str]):
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True)
+    word = TfidfVectorizer(
+        analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True, max_features=20_000
+    )
+    char = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True, max_features=30_000
+    )
     return hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
 
 
@@ -39,6 +43,7 @@ def _cv_probs(x, y: np.ndarray, k: int, folds: int, seed: int) -> np.ndarray:
     """Out-of-fold class probabilities [n, k] for integer labels ``y`` in 0..k-1."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
+    from sklearn.multiclass import OneVsRestClassifier
 
     out = np.zeros((len(y), k))
     for train_idx, test_idx in KFold(folds, shuffle=True, random_state=seed).split(y):
@@ -46,7 +51,8 @@ def _cv_probs(x, y: np.ndarray, k: int, folds: int, seed: int) -> np.ndarray:
         if len(classes) == 1:
             out[np.ix_(test_idx, classes)] = 1.0
             continue
-        clf = LogisticRegression(max_iter=1000, C=4.0)
+        # liblinear (one-vs-rest, normalised): ~10x faster than lbfgs on these sizes
+        clf = OneVsRestClassifier(LogisticRegression(C=4.0, solver="liblinear"))
         clf.fit(x[train_idx], y[train_idx])
         out[np.ix_(test_idx, clf.classes_)] = clf.predict_proba(x[test_idx])
     out += EPS
@@ -65,7 +71,7 @@ def _cv_binary(x, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
             if col.min() == col.max():
                 out[test_idx, j] = float(col[0])
                 continue
-            clf = LogisticRegression(max_iter=1000, C=4.0)
+            clf = LogisticRegression(C=4.0, solver="liblinear")
             clf.fit(x[train_idx], col)
             out[test_idx, j] = clf.predict_proba(x[test_idx])[:, 1]
     return np.clip(out, EPS, 1 - EPS)

@@ -88,7 +88,7 @@ class RetrainConfig:
     audit_folds: int = 5
     # public data: None = the active model's own training entries (train_config.json)
     public_data: list[dict[str, Any]] | None = None
-    public_rows_per_source: int = 100  # replayed training rows per source
+    public_rows_per_source: int = 50  # replayed training rows per source
     calibration_rows_per_source: int = 50  # validation rows (outside the frozen set)
     frozen_rows_per_source: int = 100  # frozen evaluation set, chosen at first retrain
     data_dir: str | None = None
