@@ -241,6 +241,15 @@ def _labels(preds) -> list[dict[str, list[str]]]:
     return [{name: tp.labels for name, tp in p.tasks.items()} for p in preds]
 
 
+def _probs(preds) -> dict[str, np.ndarray]:
+    if not preds:
+        return {}
+    return {
+        name: np.array([list(p.tasks[name].probabilities.values()) for p in preds])
+        for name in preds[0].tasks
+    }
+
+
 def agreement(
     ref: list[dict[str, list[str]]], other: list[dict[str, list[str]]]
 ) -> dict[str, float]:
@@ -299,7 +308,8 @@ def run_bench(
         "gflop_per_text": round(flops / 1e9, 3),
         "backends": {},
     }
-    ref_labels = None
+    ref_labels: list[dict[str, list[str]]] | None = None
+    ref_probs: dict[str, np.ndarray] = {}
     for backend in backends:
         log(f"{backend}: loading")
         try:
@@ -319,12 +329,16 @@ def run_bench(
             lambda xs, p=predictor: p.predict(xs, evidence=False), texts, batch_size, single
         )
         labels = _labels(preds)
+        probs = _probs(preds)
         if backend == "torch":
-            ref_labels = labels
+            ref_labels, ref_probs = labels, probs
         if ref_labels is not None:
             per_task = agreement(ref_labels, labels)
             figures["agreement_per_task"] = per_task
             figures["agreement_with_torch"] = min(per_task.values()) if per_task else 1.0
+            figures["max_prob_diff_per_task"] = {
+                t: round(float(np.abs(probs[t] - ref_probs[t]).max()), 5) for t in probs
+            }
         is_int8 = backend.endswith("int8")
         limit_ops = (peak["int8_gops"] if is_int8 else peak["fp32_gflops"]) * 1e9
         figures["compute_limit_texts_per_s"] = round(limit_ops / flops, 1)
@@ -335,6 +349,7 @@ def run_bench(
         del predictor
     if baseline:
         log("baseline (plain transformers, input order): timing")
+        torch.set_num_threads(threads)  # the ONNX backends leave torch at one thread
         base = HFBaseline(model_dir, batch_size)
         figures, base_labels = time_runs(base, texts, batch_size, single)
         report["baseline"] = {

@@ -300,6 +300,12 @@ def bench_predict(
             f"{f'{share * 100:.1f}%' if share is not None else '-':>8}"
         )
     typer.echo("(p50/p95/p99: one text per call, ms; b32: one call per 32 texts in input order)")
+    for name, f in report["backends"].items():
+        if name != "torch" and "agreement_per_task" in f:
+            typer.echo(
+                f"{name}: labels equal to torch fp32 per task {f['agreement_per_task']}; "
+                f"largest probability difference {f['max_prob_diff_per_task']}"
+            )
     typer.echo(f"load average before/after: {report['load_average']}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
