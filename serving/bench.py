@@ -585,7 +585,19 @@ def bench_api(
                 )
     if queue:
         sizes = [int(x) for x in queue_sizes.split(",") if x.strip()]
-        report["queue"] = bench_queue(pg_url, sizes, claims, log=log)
+        import psycopg
+
+        try:
+            report["queue"] = bench_queue(pg_url, sizes, claims, log=log)
+        except psycopg.OperationalError as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            typer.secho(
+                f"error: PostgreSQL at {pg_url.split('@')[-1]}: {msg} (pass --pg-url, or "
+                "--no-queue)",
+                err=True,
+                fg="red",
+            )
+            raise typer.Exit(2) from exc
         typer.echo("queue: claim-next on PostgreSQL (one committed transaction per claim)")
         for n, r in report["queue"]["sizes"].items():
             typer.echo(
