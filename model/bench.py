@@ -236,6 +236,48 @@ class HFBaseline:
         return out
 
 
+# -- where the time goes -----------------------------------------------------------------
+def onnx_op_profile(
+    model_dir: Path, backend: str, texts: list[str], batch_size: int, threads: int
+) -> dict[str, Any]:
+    """ONNX Runtime's own per-node profile over the texts (length-sorted batches of
+    ``batch_size``), summed per operator type: which kernels take the time."""
+    import json
+    import tempfile
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    from model.onnx_backend import onnx_path, session_options
+
+    model = CarelensModel.from_pretrained(model_dir)
+    ordered = sorted(texts, key=len)
+    with tempfile.TemporaryDirectory() as tmp:
+        so = session_options(threads)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(
+            str(onnx_path(model_dir, backend)), so, providers=["CPUExecutionProvider"]
+        )
+        for i in range(0, len(ordered), batch_size):
+            b = model.encode(ordered[i : i + batch_size])
+            session.run(
+                ["pooled"],
+                {"input_ids": b.input_ids.numpy(), "attention_mask": b.attention_mask.numpy()},
+            )
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: Counter[str] = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += int(e["dur"])
+    total = sum(per_op.values()) or 1
+    return {
+        "backend": backend,
+        "kernel_ms": round(total / 1000, 1),
+        "share_per_op": {op: round(us / total, 4) for op, us in per_op.most_common()},
+    }
+
+
 # -- the run -----------------------------------------------------------------------------
 def _labels(preds) -> list[dict[str, list[str]]]:
     return [{name: tp.labels for name, tp in p.tasks.items()} for p in preds]
@@ -271,6 +313,7 @@ def run_bench(
     baseline: bool = True,
     peak_gflops: float | None = None,
     peak_gops: float | None = None,
+    profile: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     texts = load_texts(data, limit)
@@ -362,6 +405,11 @@ def run_bench(
         for fig in report["backends"].values():
             if "texts_per_s" in fig:
                 fig["speedup_vs_baseline"] = round(fig["texts_per_s"] / figures["texts_per_s"], 2)
+    if profile and "texts_per_s" in report["backends"].get("onnx-int8", {}):
+        log("onnx-int8: per-operator profile")
+        report["int8_op_profile"] = onnx_op_profile(
+            model_dir, "onnx-int8", texts, batch_size, threads
+        )
     best = report["backends"].get("onnx-int8") or {}
     report["compute_limit_share"] = best.get("compute_limit_share")
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}

@@ -233,6 +233,9 @@ def bench_predict(
     peak_gops: Annotated[
         float | None, typer.Option(help="int8 peak of the cores used (default: estimated).")
     ] = None,
+    profile: Annotated[
+        bool, typer.Option(help="Also profile the int8 graph per operator type (ONNX Runtime).")
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
@@ -262,6 +265,7 @@ def bench_predict(
             baseline=baseline,
             peak_gflops=peak_gflops,
             peak_gops=peak_gops,
+            profile=profile,
             log=lambda m: typer.secho(m, err=True, dim=True),
         )
     except (ModelLoadError, ValueError) as exc:
@@ -306,6 +310,13 @@ def bench_predict(
                 f"{name}: labels equal to torch fp32 per task {f['agreement_per_task']}; "
                 f"largest probability difference {f['max_prob_diff_per_task']}"
             )
+    if "int8_op_profile" in report:
+        prof = report["int8_op_profile"]
+        top = list(prof["share_per_op"].items())[:8]
+        typer.echo(
+            f"onnx-int8 kernel time {prof['kernel_ms']} ms: "
+            + ", ".join(f"{op} {share * 100:.1f}%" for op, share in top)
+        )
     typer.echo(f"load average before/after: {report['load_average']}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
