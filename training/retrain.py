@@ -20,7 +20,8 @@
    the held-out tickets (headline per task: accuracy, micro-F1 for multi-label tasks;
    the frozen figure is the mean over (source, task) cells);
 7. the gate: promote only if the candidate is not worse on the frozen set by more
-   than ``tolerance`` AND better on the held-out tickets by more than ``min_gain``.
+   than ``tolerance`` (mean) nor in any one (source, task) cell by more than
+   ``max_cell_drop``, AND better on the held-out tickets by more than ``min_gain``.
    Either way the candidate is kept as a version with the decision, the reason and
    both sets of metrics (registry ``version.json`` and the returned result).
 """
@@ -105,7 +106,8 @@ class RetrainConfig:
     threads: int | None = None
     target_precision: float = 0.9
     # the gate
-    tolerance: float = 0.01  # allowed drop on the frozen set
+    tolerance: float = 0.01  # allowed drop on the frozen set (mean over source/task cells)
+    max_cell_drop: float | None = 0.05  # allowed drop of any one cell with >= 50 rows
     min_gain: float = 0.0  # required gain on the held-out tickets (strictly more)
     promote: bool = True  # promote when the gate passes (False: only record the decision)
 
@@ -234,9 +236,16 @@ def score(model: CarelensModel, rows: list[Example], per_source: bool) -> dict[s
 
 
 def gate(
-    active: dict[str, Any], candidate: dict[str, Any], tolerance: float, min_gain: float
+    active: dict[str, Any],
+    candidate: dict[str, Any],
+    tolerance: float,
+    min_gain: float,
+    max_cell_drop: float | None = None,
+    min_cell_rows: int = 50,
 ) -> tuple[bool, str]:
-    """(promote?, reason) from the two models' frozen and held-out-ticket figures."""
+    """(promote?, reason) from the two models' frozen and held-out-ticket figures.
+    ``max_cell_drop``: also refuse when one (source, task) cell of the frozen set with
+    at least ``min_cell_rows`` rows drops by more than this (a mean can hide it)."""
     af, cf = active["frozen"]["mean"], candidate["frozen"]["mean"]
     an, cn = active["new_tickets"]["mean"], candidate["new_tickets"]["mean"]
     if an is None or cn is None:
@@ -246,6 +255,23 @@ def gate(
             f"worse on the frozen set: {cf:.4f} vs active {af:.4f} "
             f"(drop {af - cf:.4f} > tolerance {tolerance:.4f})"
         )
+    if max_cell_drop is not None:
+        a_src = active["frozen"].get("sources") or {}
+        c_src = candidate["frozen"].get("sources") or {}
+        drops = [
+            (a_src[s][t] - c_src[s][t], s, t)
+            for s in a_src
+            if s in c_src and a_src[s].get("rows", 0) >= min_cell_rows
+            for t in a_src[s]
+            if t != "rows" and t in c_src[s]
+        ]
+        worst = max(drops, default=None)
+        if worst is not None and worst[0] > max_cell_drop:
+            d, s, t = worst
+            return False, (
+                f"worse on the frozen set's {s}/{t}: {c_src[s][t]:.4f} vs active "
+                f"{a_src[s][t]:.4f} (drop {d:.4f} > max_cell_drop {max_cell_drop:.4f})"
+            )
     if cn - an <= min_gain:
         return False, (
             f"not better on the newest labelled tickets: {cn:.4f} vs active {an:.4f} "
@@ -438,7 +464,9 @@ def retrain(
     t = lap("evaluate_candidate", t)
 
     # 7. the gate
-    passed, reason = gate(active_metrics, cand_metrics, cfg.tolerance, cfg.min_gain)
+    passed, reason = gate(
+        active_metrics, cand_metrics, cfg.tolerance, cfg.min_gain, cfg.max_cell_drop
+    )
     decision = ("promoted" if cfg.promote else "passed") if passed else "rejected"
     stage("gate", 0.92, f"{decision}: {reason}")
 
@@ -471,6 +499,7 @@ def retrain(
         "decision": decision,
         "reason": reason,
         "tolerance": cfg.tolerance,
+        "max_cell_drop": cfg.max_cell_drop,
         "min_gain": cfg.min_gain,
         "candidate": cand_metrics,
         "active": active_metrics,

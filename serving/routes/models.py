@@ -48,6 +48,9 @@ class RetrainIn(BaseModel):
     min_gain: float | None = Field(
         None, ge=-1, le=1, description="Required gain on the new tickets."
     )
+    max_cell_drop: float | None = Field(
+        None, ge=0, le=1, description="Allowed drop of any one frozen (source, task) cell."
+    )
     holdout_fraction: float | None = Field(None, gt=0, lt=1)
     min_labelled: int | None = Field(None, ge=2)
     min_holdout: int | None = Field(None, ge=1)

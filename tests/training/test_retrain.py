@@ -118,3 +118,26 @@ def test_retrain_cli(tiny_model_dir, tmp_path):
     bad.write_text("epoch: 2\n")
     r = CliRunner().invoke(app, ["retrain", "--labels", str(labels), "--config", str(bad)])
     assert r.exit_code == 2 and "unknown retrain config keys ['epoch']" in r.output
+
+
+def test_gate_refuses_a_hidden_regression_in_one_frozen_cell():
+    from training.retrain import gate
+
+    def figures(frozen_cells, new):
+        cells = [v for s in frozen_cells.values() for k, v in s.items() if k != "rows"]
+        return {
+            "frozen": {"mean": sum(cells) / len(cells), "sources": frozen_cells},
+            "new_tickets": {"mean": new},
+        }
+
+    active = figures({"a": {"rows": 100, "x": 0.80, "y": 0.90}, "b": {"rows": 100, "x": 0.9}}, 0.6)
+    cand = figures({"a": {"rows": 100, "x": 0.72, "y": 0.95}, "b": {"rows": 100, "x": 0.93}}, 0.7)
+    assert gate(active, cand, tolerance=0.01, min_gain=0.0)[0] is True  # the mean hides it
+    ok, why = gate(active, cand, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)
+    assert not ok and "a/x" in why and "max_cell_drop" in why
+    # small cells are too noisy to veto
+    active["frozen"]["sources"]["a"]["rows"] = cand["frozen"]["sources"]["a"]["rows"] = 20
+    assert gate(active, cand, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)[0] is True
+    worse = figures({"a": {"rows": 100, "x": 0.6, "y": 0.6}, "b": {"rows": 100, "x": 0.6}}, 0.9)
+    ok, why = gate(active, worse, tolerance=0.01, min_gain=0.0)
+    assert not ok and why.startswith("worse on the frozen set")
