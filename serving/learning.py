@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from model.onnx_backend import BackendError
 from model.predictor import Predictor
 from model.pretrained import REQUIRED_FILES, ModelLoadError
 from model.registry import Registry, RegistryError, write_json_atomic
@@ -53,6 +54,7 @@ class ModelManager:
         self.svc = svc
         self.registry = registry
         self.error: str | None = None
+        self.backend_note: str | None = None  # set by load(), reported by swap()
         self.failed_version: str | None = None
         self.loaded_at: str | None = None
         self.switches: list[dict[str, Any]] = []
@@ -83,18 +85,30 @@ class ModelManager:
 
     # -- loading and switching --------------------------------------------------------
     def load(self, path: Path) -> Predictor:
+        """Load a version with the configured backend. A new version has no ONNX export
+        until `carelens export` runs on it: it is then served with torch, and ``error``
+        says so (the switch must not wait for an export)."""
         s = self.svc.settings
+        kwargs = dict(
+            batch_size=s.batch_size,
+            max_tokens=s.max_tokens,
+            num_threads=s.threads,
+            evidence=s.evidence,
+        )
         try:
-            pred = Predictor.load(
-                path,
-                batch_size=s.batch_size,
-                max_tokens=s.max_tokens,
-                num_threads=s.threads,
-                evidence=s.evidence,
-            )
+            try:
+                pred = Predictor.load(path, backend=s.backend, **kwargs)
+                note = None
+            except ModelLoadError as exc:
+                if not isinstance(exc.__cause__, BackendError):
+                    raise  # the model itself is broken: refused below
+                pred = Predictor.load(path, backend="torch", **kwargs)
+                note = f"{path.name}: {exc}; serving it with the torch backend meanwhile"
+                log.warning("%s", note)
             self.svc.routing.validate(pred.taxonomy, CHANNELS)
         except (ModelLoadError, RoutingError, OSError, ValueError) as exc:
             raise LoadFailed(f"{path.name} failed to load: {exc}") from exc
+        self.backend_note = note
         return pred
 
     def swap(self, pred: Predictor, reason: str) -> None:
@@ -102,7 +116,7 @@ class ModelManager:
         old = self.svc.predictor
         self.svc.predictor = pred
         self.svc.model_error = None
-        self.error = None
+        self.error, self.backend_note = self.backend_note, None
         self.failed_version = None
         self.loaded_at = _now()
         metrics = self.svc.metrics.model_info

@@ -218,3 +218,16 @@ def test_carelens_retrain_reads_the_store(desk, tmp_path, tiny_model_dir):
         {"issue_type": [], "sentiment": ["positive"]},
     ]
     assert all(r.meta["labelled_by"] == "alice" and r.meta["labelled_at"] for r in rows)
+
+
+def test_a_new_version_without_an_onnx_export_is_served_with_torch(make_app, tmp_path):
+    """A retrained version has no ONNX export yet: with CARELENS_BACKEND=onnx-int8 the
+    switch still happens, on torch, and the reason is reported instead of refusing it."""
+    app = make_app(f"sqlite:///{tmp_path / 'onnx.db'}", backend="onnx-int8")
+    models = app.state.models
+    pred = models.load(app.state.settings.model_dir)  # the tiny model: never exported
+    assert pred.backend == "torch"
+    models.swap(pred, "test")
+    assert app.state.services.predictor is pred
+    assert "serving it with the torch backend" in models.error
+    assert "carelens export" in models.error
