@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -61,7 +60,7 @@ from training.data import (
 )
 from training.pipeline import load_spec
 from training.sources import SourceError
-from training.trainer import TrainConfig, predict_probs, quick_scores, train
+from training.trainer import DictConfig, TrainConfig, predict_probs, quick_scores, train
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,11 @@ class RetrainError(ValueError):
 
 
 @dataclass
-class RetrainConfig:
+class RetrainConfig(DictConfig):
     """Retraining settings (a YAML file for ``carelens retrain --config``; unknown keys
     are refused). Defaults fit 500 new tickets in under 5 minutes on 2 CPU cores."""
+
+    kind = "retrain config"
 
     # the labelled tickets
     holdout_fraction: float = 0.2  # newest share held out to judge the candidate
@@ -110,17 +111,6 @@ class RetrainConfig:
     max_cell_drop: float | None = 0.05  # allowed drop of any one cell with >= 50 rows
     min_gain: float = 0.0  # required gain on the held-out tickets (strictly more)
     promote: bool = True  # promote when the gate passes (False: only record the decision)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RetrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown retrain config keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass

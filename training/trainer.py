@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -26,9 +26,28 @@ from training.evaluate import headline, task_metrics
 log = logging.getLogger(__name__)
 
 
+class DictConfig:
+    """A dataclass config that round-trips through a dict and refuses unknown keys."""
+
+    kind = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.kind} keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training settings; the resolved config is saved into the model directory."""
+
+    kind = "training config"
 
     epochs: int = 1
     batch_size: int = 16
@@ -54,17 +73,6 @@ class TrainConfig:
     cjk_min_count: int = 3
     ngram: bool = True
     target_precision: float = 0.9
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def set_seed(seed: int) -> None:
