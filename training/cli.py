@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 app = typer.Typer(no_args_is_help=True)
 data_app = typer.Typer(
@@ -44,9 +43,6 @@ def train_cmd(
     from training.sources import SourceError
     from training.trainer import TrainConfig
 
-    if not config.is_file():
-        raise _fail(f"config file not found: {config}")
-    raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     flags = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -56,9 +52,10 @@ def train_cmd(
         "threads": threads,
         "data_dir": str(data_dir) if data_dir else None,
     }
-    raw.update({k: v for k, v in flags.items() if v is not None})
+    if not config.is_file():
+        raise _fail(f"config file not found: {config}")
     try:
-        cfg = TrainConfig.from_dict(raw)
+        cfg = TrainConfig.from_file(config, flags)
         metrics = run(cfg, out)
     except (ValueError, DataError, SourceError) as exc:
         raise _fail(f"{config}: {exc}") from exc

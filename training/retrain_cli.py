@@ -11,10 +11,9 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-import yaml
 
 # (database_url or None, taxonomy_file, out_path) -> rows written; set by carelens/cli.py
 EXPORTER: Callable[[str | None, Path, Path], int] | None = None
@@ -86,11 +85,8 @@ def retrain_cmd(
     from model.registry import Registry, RegistryError, write_json_atomic
     from training.retrain import RetrainConfig, RetrainError, retrain
 
-    raw: dict[str, Any] = {}
-    if config is not None:
-        if not config.is_file():
-            raise _fail(f"config file not found: {config}")
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if config is not None and not config.is_file():
+        raise _fail(f"config file not found: {config}")
     flags = {
         "promote": promote,
         "exclude_flagged": exclude_flagged,
@@ -99,9 +95,8 @@ def retrain_cmd(
         "threads": threads,
         "data_dir": str(data_dir) if data_dir else None,
     }
-    raw.update({k: v for k, v in flags.items() if v is not None})
     try:
-        cfg = RetrainConfig.from_dict(raw)
+        cfg = RetrainConfig.from_file(config, flags)
     except (TypeError, ValueError) as exc:
         raise _fail(f"{config or 'retrain config'}: {exc}") from exc
     reg = Registry(registry)

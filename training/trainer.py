@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import numpy as np
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from model.classifier import task_probs
@@ -41,6 +42,18 @@ class DictConfig:
         if unknown:
             raise ValueError(f"unknown {cls.kind} keys {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: Path | None, overrides: dict[str, Any] | None = None) -> Self:
+        """The YAML file's keys (none without a file), then the non-None ``overrides``
+        (command-line flags) on top."""
+        raw: dict[str, Any] = {}
+        if path is not None:
+            if not Path(path).is_file():
+                raise ValueError(f"config file not found: {path}")
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(raw)
 
 
 @dataclass
