@@ -146,7 +146,6 @@ def claim(
         )
         if ticket is None:
             return ClaimOut(ticket=None)
-        s.refresh(ticket, ["message"])
         return ClaimOut(ticket=TicketOut(**ticket_view(ticket, now)))
 
 
