@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.ngrams import NgramConfig
+from model.ngrams import NgramConfig, SparseConfig
 from model.taxonomy import Task, Taxonomy
 
 IGNORE_INDEX = -100
@@ -40,6 +40,7 @@ class ModelConfig:
     pooling: str = "mean"  # mean | cls
     task_weights: dict[str, float] = field(default_factory=dict)
     ngram: NgramConfig = field(default_factory=NgramConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,7 +53,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         ngram = NgramConfig(**data.pop("ngram", {}))
-        return cls(ngram=ngram, **data)
+        sparse = SparseConfig(**data.pop("sparse", {}))
+        return cls(ngram=ngram, sparse=sparse, **data)
 
 
 class OrdinalHead(nn.Module):
@@ -96,6 +98,21 @@ def task_probs(task: Task, logits: torch.Tensor) -> torch.Tensor:
     return ordinal_probs(logits)
 
 
+def combine_sparse(task: Task, head: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+    """A head's output with the sparse path's logits added, in the head's own format.
+
+    Multi-label and multiclass: the logits add. Ordinal: the sparse path is a
+    multinomial logistic model over the K classes; the two distributions are multiplied
+    (a product of experts, renormalised) and returned as cumulative logits of
+    P(y >= k), which ``ordinal_probs`` turns back into the same distribution."""
+    if task.kind != "ordinal":
+        return head + sparse
+    logp = torch.log(ordinal_probs(head).clamp_min(1e-7)) + torch.log_softmax(sparse, dim=-1)
+    probs = torch.softmax(logp, dim=-1)
+    at_least = probs.flip(1).cumsum(1).flip(1)[:, 1:].clamp(1e-6, 1 - 1e-6)
+    return torch.log(at_least) - torch.log1p(-at_least)
+
+
 def task_loss(task: Task, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean loss over the labelled rows and how many rows were labelled.
 
@@ -137,6 +154,22 @@ class MultiTaskClassifier(nn.Module):
             features += config.ngram.dim
         else:
             self.ngram_embedding = None
+        if config.sparse.enabled:
+            # one full-rank linear map over the hashed TF-IDF n-grams, all tasks side by
+            # side (``sparse_slices``); the idf weights are fitted with it
+            self.sparse_slices: dict[str, tuple[int, int]] = {}
+            total = 0
+            for task in taxonomy:
+                self.sparse_slices[task.name] = (total, total + task.num_labels)
+                total += task.num_labels
+            self.sparse_table = nn.EmbeddingBag(
+                config.sparse.buckets, total, mode="sum", padding_idx=0
+            )
+            nn.init.zeros_(self.sparse_table.weight)
+            self.sparse_bias = nn.Parameter(torch.zeros(total))
+            self.register_buffer("sparse_idf", torch.ones(config.sparse.buckets))
+        else:
+            self.sparse_table = None
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleDict()
         for task in taxonomy:
@@ -181,6 +214,17 @@ class MultiTaskClassifier(nn.Module):
             pooled = torch.cat([pooled, emb.sum(1) / counts], dim=-1)
         return self.dropout(pooled)
 
+    def sparse_weights(self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor) -> torch.Tensor:
+        """Sublinear TF-IDF weights of each row's n-grams, L2-normalised per row."""
+        w = (1.0 + torch.log(sparse_tf.clamp_min(1.0))) * self.sparse_idf[sparse_ids]
+        w = w * (sparse_ids != 0)
+        return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def sparse_logits(self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor) -> torch.Tensor:
+        """[batch, sum of labels over tasks]: the sparse path's raw logits."""
+        weights = self.sparse_weights(sparse_ids, sparse_tf)
+        return self.sparse_table(sparse_ids, per_sample_weights=weights) + self.sparse_bias
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -189,11 +233,20 @@ class MultiTaskClassifier(nn.Module):
         labels: dict[str, torch.Tensor] | None = None,
         skip_encoder: bool = False,
         pooled: torch.Tensor | None = None,
+        sparse_ids: torch.Tensor | None = None,
+        sparse_tf: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         feats = self.features(
             input_ids, attention_mask, ngram_ids, skip_encoder=skip_encoder, pooled=pooled
         )
         logits = {name: head(feats) for name, head in self.heads.items()}
+        if self.sparse_table is not None:
+            if sparse_ids is None or sparse_tf is None:
+                raise ValueError("this model has a sparse n-gram path: pass sparse_ids, sparse_tf")
+            both = self.sparse_logits(sparse_ids, sparse_tf)
+            for task in self.taxonomy:
+                lo, hi = self.sparse_slices[task.name]
+                logits[task.name] = combine_sparse(task, logits[task.name], both[:, lo:hi])
         out: dict[str, Any] = {"logits": logits}
         if labels is not None:
             out["loss"], out["task_losses"] = self.compute_loss(logits, labels)
@@ -235,5 +288,5 @@ class MultiTaskClassifier(nn.Module):
         self.encoder.config.vocab_size = old.shape[0] + num_new
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
-        """Everything but the encoder: heads and the n-gram table."""
+        """Everything but the encoder: heads, the n-gram table and the sparse path."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}

@@ -34,7 +34,7 @@ def _bucket(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8", "replace")) % (buckets - 1) + 1  # 0 is padding
 
 
-def ngram_ids(text: str, cfg: NgramConfig) -> list[int]:
+def ngram_ids(text: str, cfg: NgramConfig | SparseConfig) -> list[int]:
     """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
     text = _SPACE_RE.sub(" ", text[: cfg.max_chars].lower()).strip()
     ids: list[int] = []
@@ -60,3 +60,39 @@ def batch_ngram_ids(texts: list[str], cfg: NgramConfig) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return out
+
+
+@dataclass
+class SparseConfig:
+    """The sparse linear path: TF-IDF-weighted hashed n-grams (character 1-4 grams and
+    word 1-2 grams by default) with one full-rank linear map per task, added to the
+    heads' logits. It is fitted like a logistic regression before the encoder is
+    fine-tuned, so the encoder learns what the surface form misses."""
+
+    enabled: bool = False
+    buckets: int = 1 << 19
+    char_min_n: int = 1
+    char_max_n: int = 4
+    word_max_n: int = 2
+    max_chars: int = 1024
+
+
+def sparse_counts(text: str, cfg: SparseConfig) -> dict[int, int]:
+    """Bucket id -> count of the text's n-grams (the term frequencies)."""
+    counts: dict[int, int] = {}
+    for i in ngram_ids(text, cfg):
+        counts[i] = counts.get(i, 0) + 1
+    return counts
+
+
+def batch_sparse_inputs(texts: list[str], cfg: SparseConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """([batch, width] bucket ids, [batch, width] term frequencies), right-padded with 0."""
+    rows = [sparse_counts(t, cfg) for t in texts]
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    tf = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : len(r)] = torch.tensor(list(r.keys()), dtype=torch.long)
+            tf[i, : len(r)] = torch.tensor(list(r.values()), dtype=torch.float32)
+    return ids, tf

@@ -6,7 +6,7 @@ Layout written by ``save_pretrained`` (loading needs nothing else, never unpickl
     taxonomy.yaml         tasks and labels, in output order
     encoder/              the transformer in Hugging Face format (safetensors)
     tokenizer/            tokenizer.json (+ vocab.txt, tokenizer_config.json)
-    heads.safetensors     the task heads and the n-gram table
+    heads.safetensors     the task heads, the n-gram table and the sparse path (if on)
     calibration.json      temperature per task
     thresholds.json       per task: review threshold; per label decision thresholds (multi-label)
     train_config.json     the resolved training config (empty for an untrained model)
@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 
 from model.backbone import default_backbone, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
-from model.ngrams import batch_ngram_ids
+from model.ngrams import batch_ngram_ids, batch_sparse_inputs
 from model.taxonomy import Taxonomy, TaxonomyError
 from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer
 
@@ -89,11 +89,16 @@ class Batch:
     attention_mask: torch.Tensor
     ngram_ids: torch.Tensor | None
     truncated: list[bool]
+    sparse_ids: torch.Tensor | None = None
+    sparse_tf: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         if self.ngram_ids is not None:
             out["ngram_ids"] = self.ngram_ids
+        if self.sparse_ids is not None:
+            out["sparse_ids"] = self.sparse_ids
+            out["sparse_tf"] = self.sparse_tf
         return out
 
 
@@ -198,7 +203,10 @@ class CarelensModel:
             input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             attention_mask[i, : len(r)] = 1
         ngram = batch_ngram_ids(texts, self.config.ngram) if self.config.ngram.enabled else None
-        return Batch(input_ids, attention_mask, ngram, truncated)
+        sparse_ids = sparse_tf = None
+        if self.config.sparse.enabled:
+            sparse_ids, sparse_tf = batch_sparse_inputs(texts, self.config.sparse)
+        return Batch(input_ids, attention_mask, ngram, truncated, sparse_ids, sparse_tf)
 
     @torch.inference_mode()
     def logits(self, batch: Batch, calibrated: bool = True) -> dict[str, torch.Tensor]:
@@ -398,7 +406,8 @@ def render_model_card(model: CarelensModel) -> str:
         "",
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Backbone: `{cfg.backbone}`; "
         f"max tokens {cfg.max_length}; vocabulary {model.tokenizer.get_vocab_size()} tokens; "
-        f"n-gram side channel: {'on' if cfg.ngram.enabled else 'off'}.",
+        f"n-gram side channel: {'on' if cfg.ngram.enabled else 'off'}; "
+        f"sparse TF-IDF n-gram path: {'on' if cfg.sparse.enabled else 'off'}.",
         "",
     ]
     if not tc:

@@ -49,11 +49,11 @@ def tiny_bert(vocab_size: int):
     return BertModel(cfg, add_pooling_layer=False)
 
 
-def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0):
+def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0, sparse: bool = False):
     import torch
 
     from model.classifier import ModelConfig
-    from model.ngrams import NgramConfig
+    from model.ngrams import NgramConfig, SparseConfig
     from model.pretrained import CarelensModel
     from model.taxonomy import Taxonomy
 
@@ -61,7 +61,10 @@ def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0):
     torch.manual_seed(seed)
     encoder = tiny_bert(tok.get_vocab_size())
     config = ModelConfig(
-        backbone="tiny-random", max_length=64, ngram=NgramConfig(enabled=ngram, buckets=1024, dim=8)
+        backbone="tiny-random",
+        max_length=64,
+        ngram=NgramConfig(enabled=ngram, buckets=1024, dim=8),
+        sparse=SparseConfig(enabled=sparse, buckets=4096),
     )
     return CarelensModel.from_parts(encoder, tok, taxonomy or Taxonomy.default(), config, seed=seed)
 

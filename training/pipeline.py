@@ -11,12 +11,13 @@ from typing import Any
 
 from model.calibration import calibrate
 from model.classifier import ModelConfig
-from model.ngrams import NgramConfig
+from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
 from training.data import DataError, Example, hash_split, read_labelled, targets
 from training.sources import data_dir, load_source
+from training.sparse import fit_sparse
 from training.trainer import TrainConfig, predict_probs, pretrain_ngrams, quick_scores, train
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,36 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     model = CarelensModel.from_backbone(
         cfg.backbone,
         taxonomy,
-        ModelConfig(max_length=cfg.max_length, ngram=NgramConfig(enabled=cfg.ngram)),
+        ModelConfig(
+            max_length=cfg.max_length,
+            ngram=NgramConfig(enabled=cfg.ngram),
+            sparse=SparseConfig(enabled=cfg.sparse),
+        ),
         cjk_texts=cjk_texts or None,
         cjk_min_count=cfg.cjk_min_count,
         seed=cfg.seed,
     )
-    pre_history = []
+    pre_history: list[dict] = []
+    unique_train = list({id(r): r for r in train_rows}.values())
+    if cfg.sparse:
+        # fitted on rows fine-tuning will not see, so on the fine-tuning rows its logits
+        # are out-of-sample and the encoder learns what it gets wrong
+        if not rest:
+            log.warning(
+                "no rows left out of fine-tuning (set max_rows): the sparse path is fitted "
+                "on the fine-tuning rows themselves, so the encoder learns little on top of it"
+            )
+        sparse = fit_sparse(model, rest or unique_train, c=cfg.sparse_c, progress=progress)
+        pre_history.append({"sparse_fit": sparse})
     if cfg.ngram_pretrain_epochs:
         # rows the fine-tuning will not see, so the encoder learns what the n-grams miss
         # (on rows they have memorised, the joint loss would start near zero)
-        pre_rows = rest or list({id(r): r for r in train_rows}.values())
+        pre_rows = rest or unique_train
         pre_history = pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
     result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
+    if cfg.sparse and cfg.sparse_refit and rest:
+        sparse = fit_sparse(model, unique_train + rest, c=cfg.sparse_c, progress=progress)
+        result["history"].append({"sparse_refit": sparse})
     calibrate_model(model, val_rows, cfg.target_precision)
     # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds
     per_source = {}

@@ -85,6 +85,14 @@ class TrainConfig(DictConfig):
     max_val_rows_per_source: int = 500
     cjk_min_count: int = 3
     ngram: bool = True
+    # the sparse TF-IDF n-gram path (model.ngrams.SparseConfig), fitted by logistic
+    # regression (inverse regularisation sparse_c) on the training rows that max_rows
+    # left out of fine-tuning (all training rows if none were left out)
+    sparse: bool = False
+    sparse_c: float = 4.0
+    # after fine-tuning, fit the sparse path again on all training rows (fine-tuned ones
+    # included): the encoder learned its corrections against the out-of-sample fit
+    sparse_refit: bool = True
     target_precision: float = 0.9
 
 
@@ -115,8 +123,8 @@ def _optimizer(
     clf = model.classifier
     enc, heads, ngram = [], [], []
     for name, p in clf.named_parameters():
-        if not p.requires_grad:
-            continue
+        if not p.requires_grad or name.startswith("sparse_"):
+            continue  # the sparse path is fitted beforehand (training.sparse) and kept
         (
             enc if name.startswith("encoder.") else ngram if name.startswith("ngram_") else heads
         ).append(p)

@@ -1,0 +1,145 @@
+"""The sparse TF-IDF n-gram path: fitted by scikit-learn, computed in torch."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from model.classifier import combine_sparse, ordinal_probs, task_probs
+from model.pretrained import CarelensModel
+from model.taxonomy import Taxonomy
+from tests.conftest import tiny_model
+from training.data import Example
+from training.sparse import ABSENT_LOGIT, fit_sparse, tfidf_matrix
+
+PHRASES = {
+    "damaged_defective": ("arrived broken", "stopped working", "坏了"),
+    "shipping_delivery": ("delivery late", "never arrived", "快递慢"),
+    "praise": ("great product", "love it", "很好"),
+}
+
+
+def _rows(n: int = 240, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        issue = rng.choice(list(PHRASES))
+        text = f"{rng.choice(PHRASES[issue])} {rng.choice(['the box', 'my order', '这个'])} {i}"
+        sentiment = "positive" if issue == "praise" else rng.choice(["negative", "neutral"])
+        urgency = "low" if issue == "praise" else rng.choice(["medium", "high"])
+        labels = {"issue_type": [issue], "sentiment": [sentiment], "urgency": [urgency]}
+        if i % 5 == 0:
+            labels.pop("urgency")  # a task some rows leave unlabelled
+        rows.append(Example(text=text, labels=labels))
+    return rows
+
+
+def test_sparse_logits_are_the_fitted_logistic_regressions():
+    model = tiny_model(ngram=False, sparse=True)
+    rows = _rows()
+    fit_sparse(model, rows, c=2.0, progress=False)
+    clf = model.classifier
+    texts = ["arrived broken, the box", "great product 这个很好", "never arrived!!"]
+    batch = model.encode(texts)
+    with torch.no_grad():
+        got = clf.sparse_logits(batch.sparse_ids, batch.sparse_tf).numpy()
+
+    # the same regressions fitted here from the same features, independently
+    x, _ = tfidf_matrix([e.text for e in rows], model)
+    xq, _ = tfidf_matrix(texts, model, idf=clf.sparse_idf.numpy().astype(np.float64))
+    tax = model.taxonomy
+    lo, _ = clf.sparse_slices["sentiment"]
+    y = np.array([tax["sentiment"].label_names.index(e.labels["sentiment"][0]) for e in rows])
+    lr = LogisticRegression(C=2.0, max_iter=1000).fit(x, y)
+    want = lr.decision_function(xq)
+    for k, cls in enumerate(lr.classes_):
+        np.testing.assert_allclose(got[:, lo + cls], want[:, k], atol=1e-3)
+    absent = set(range(tax["sentiment"].num_labels)) - set(lr.classes_.tolist())
+    assert all(got[0, lo + a] == ABSENT_LOGIT for a in absent)
+
+    lo, _ = clf.sparse_slices["issue_type"]
+    j = tax["issue_type"].label_names.index("shipping_delivery")
+    yb = np.array([int("shipping_delivery" in e.labels["issue_type"]) for e in rows])
+    lrb = LogisticRegression(C=2.0, max_iter=1000).fit(x, yb)
+    np.testing.assert_allclose(got[:, lo + j], lrb.decision_function(xq), atol=1e-3)
+    # a label no row shows stays unlikely
+    never = tax["issue_type"].label_names.index("safety_hazard")
+    assert torch.sigmoid(torch.tensor(got[:, lo + never])).max() < 0.05
+    # urgency was fitted only on the rows that label it: its figures say so
+    assert got[2, clf.sparse_slices["urgency"][0] + tax["urgency"].label_names.index("low")] < 0
+
+
+def test_combined_ordinal_is_the_normalised_product():
+    task = Taxonomy.default()["urgency"]
+    k = task.num_labels
+    head = torch.randn(5, k - 1).sort(dim=1, descending=True).values  # a valid ordinal output
+    sparse = torch.randn(5, k)
+    combined = combine_sparse(task, head, sparse)
+    assert combined.shape == head.shape
+    want = ordinal_probs(head) * torch.softmax(sparse, -1)
+    want = want / want.sum(1, keepdim=True)
+    torch.testing.assert_close(task_probs(task, combined), want, atol=1e-5, rtol=1e-4)
+    multi = Taxonomy.default()["issue_type"]
+    h, s = torch.randn(2, multi.num_labels), torch.randn(2, multi.num_labels)
+    torch.testing.assert_close(combine_sparse(multi, h, s), h + s)
+
+
+def test_sparse_model_saves_loads_and_needs_its_inputs(tmp_path):
+    model = tiny_model(ngram=False, sparse=True)
+    fit_sparse(model, _rows(), progress=False)
+    model.save_pretrained(tmp_path / "m")
+    again = CarelensModel.from_pretrained(tmp_path / "m")
+    assert again.config.sparse.enabled and again.config.sparse.buckets == 4096
+    texts = ["arrived broken", "很好 great product"]
+    a, _ = model.batched_logits(texts)
+    b, _ = again.batched_logits(texts)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+    batch = again.encode(texts)
+    with pytest.raises(ValueError, match="sparse n-gram path"):
+        again.classifier(batch.input_ids, batch.attention_mask)
+
+
+def test_fit_refuses_a_model_without_the_path():
+    with pytest.raises(ValueError, match="no sparse path"):
+        fit_sparse(tiny_model(), _rows(20), progress=False)
+
+
+def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_backbone_dir):
+    import json
+
+    from training.pipeline import run
+    from training.trainer import TrainConfig, _optimizer
+
+    rows = _rows(300)
+    path = tmp_path / "toy.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": e.text, **e.labels}, ensure_ascii=False) for e in rows),
+        encoding="utf-8",
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "backbone": str(tiny_backbone_dir),
+            "data": [{"path": str(path), "name": "toy", "max_rows": 100}],
+            "epochs": 1,
+            "max_length": 32,
+            "cjk_min_count": 1,
+            "ngram": False,
+            "sparse": True,
+            "val_fraction": 0.2,
+        }
+    )
+    metrics = run(cfg, tmp_path / "m", progress=False)
+    steps = {k: v for entry in metrics["history"] for k, v in entry.items()}
+    # first on the rows fine-tuning leaves out, then on all training rows
+    assert steps["sparse_fit"]["rows"] < 200 < steps["sparse_refit"]["rows"]
+    assert steps["sparse_refit"]["rows"] == steps["sparse_fit"]["rows"] + 100
+    assert metrics["validation_per_source"]["toy"]["issue_type"] > 0.9  # phrases decide it
+    model = CarelensModel.from_pretrained(tmp_path / "m")
+    sparse_params = {id(p) for n, p in model.classifier.named_parameters() if "sparse" in n}
+    groups = _optimizer(model, cfg).param_groups
+    assert sparse_params and not any(id(p) in sparse_params for g in groups for p in g["params"])
