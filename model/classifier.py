@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.ngrams import NgramConfig, SparseConfig
+from model.ngrams import NgramConfig, SparseConfig, sparse_block
 from model.taxonomy import Task, Taxonomy
 
 IGNORE_INDEX = -100
@@ -215,10 +215,17 @@ class MultiTaskClassifier(nn.Module):
         return self.dropout(pooled)
 
     def sparse_weights(self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor) -> torch.Tensor:
-        """Sublinear TF-IDF weights of each row's n-grams, L2-normalised per row."""
+        """Sublinear TF-IDF weights of each row's n-grams, the character and the word
+        n-grams each L2-normalised per row (two TF-IDF blocks side by side, so the
+        far fewer word n-grams weigh as much as the character ones)."""
         w = (1.0 + torch.log(sparse_tf.clamp_min(1.0))) * self.sparse_idf[sparse_ids]
         w = w * (sparse_ids != 0)
-        return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        words = sparse_block(sparse_ids, self.config.sparse).bool()
+        out = torch.zeros_like(w)
+        for block in (words, ~words):
+            part = w * block
+            out = out + part / part.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return out
 
     def sparse_logits(self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor) -> torch.Tensor:
         """[batch, sum of labels over tasks]: the sparse path's raw logits."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -34,22 +35,23 @@ def _bucket(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8", "replace")) % (buckets - 1) + 1  # 0 is padding
 
 
-def ngram_ids(text: str, cfg: NgramConfig | SparseConfig) -> list[int]:
-    """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
+def _grams(text: str, cfg: NgramConfig | SparseConfig) -> Iterator[str]:
+    """The text's character n-grams (prefixed ``c``), then its word n-grams (``w``)."""
     text = _SPACE_RE.sub(" ", text[: cfg.max_chars].lower()).strip()
-    ids: list[int] = []
-    b = cfg.buckets
     for n in range(cfg.char_min_n, cfg.char_max_n + 1):
         for i in range(len(text) - n + 1):
             gram = text[i : i + n]
-            if gram.isspace():
-                continue
-            ids.append(_bucket("c" + gram, b))
+            if not gram.isspace():
+                yield "c" + gram
     words = _WORD_RE.findall(text)
     for n in range(1, cfg.word_max_n + 1):
         for i in range(len(words) - n + 1):
-            ids.append(_bucket("w" + " ".join(words[i : i + n]), b))
-    return ids
+            yield "w" + " ".join(words[i : i + n])
+
+
+def ngram_ids(text: str, cfg: NgramConfig | SparseConfig) -> list[int]:
+    """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
+    return [_bucket(g, cfg.buckets) for g in _grams(text, cfg)]
 
 
 def batch_ngram_ids(texts: list[str], cfg: NgramConfig) -> torch.Tensor:
@@ -70,7 +72,8 @@ class SparseConfig:
     fine-tuned, so the encoder learns what the surface form misses."""
 
     enabled: bool = False
-    buckets: int = 1 << 19
+    buckets: int = 1 << 20
+    min_df: int = 2  # buckets in fewer training texts get idf 0 (ignored), as min_df does
     char_min_n: int = 1
     char_max_n: int = 4
     word_max_n: int = 2
@@ -78,11 +81,20 @@ class SparseConfig:
 
 
 def sparse_counts(text: str, cfg: SparseConfig) -> dict[int, int]:
-    """Bucket id -> count of the text's n-grams (the term frequencies)."""
+    """Bucket id -> count of the text's n-grams (the term frequencies). Character
+    n-grams hash into ``1 .. buckets/2 - 1``, word n-grams into ``buckets/2 ..
+    buckets - 1``: the two blocks are normalised separately (``sparse_block``)."""
+    half = cfg.buckets // 2
     counts: dict[int, int] = {}
-    for i in ngram_ids(text, cfg):
+    for g in _grams(text, cfg):
+        i = _bucket(g, half) if g[0] == "c" else half + _bucket(g, half) - 1
         counts[i] = counts.get(i, 0) + 1
     return counts
+
+
+def sparse_block(ids: torch.Tensor, cfg: SparseConfig) -> torch.Tensor:
+    """1 where a bucket id holds word n-grams, 0 for character n-grams (and padding)."""
+    return (ids >= cfg.buckets // 2).long()
 
 
 def batch_sparse_inputs(texts: list[str], cfg: SparseConfig) -> tuple[torch.Tensor, torch.Tensor]:

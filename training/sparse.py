@@ -2,7 +2,8 @@
 
 The model's own hashed featuriser (``model.ngrams``) turns the rows into a sparse
 TF-IDF matrix (sublinear term frequency, smoothed idf, L2-normalised rows, as
-scikit-learn's ``TfidfVectorizer`` does); one scikit-learn logistic regression per task
+scikit-learn's ``TfidfVectorizer`` does, for the character and the word n-grams
+separately, like two vectorisers stacked side by side); one scikit-learn logistic regression per task
 (multinomial for multiclass and ordinal tasks, one binary regression per label for
 multi-label ones) is fitted on the rows labelled for that task, and its coefficients
 are copied into the model. At prediction time the model computes exactly these
@@ -44,12 +45,16 @@ def tfidf_matrix(
     if idf is None:
         df = np.bincount(ind, minlength=cfg.buckets).astype(np.float64)
         idf = np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0
+        idf[df < cfg.min_df] = 0.0  # mostly n-grams of one text: memorised, never general
         idf[0] = 0.0
     data = (1.0 + np.log(np.asarray(tf, dtype=np.float64))) * idf[ind]
-    x = csr_matrix((data, ind, np.asarray(indptr)), shape=(len(texts), cfg.buckets))
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(1)).ravel())
+    row = np.repeat(np.arange(len(texts)), np.diff(np.asarray(indptr)))
+    words = ind >= cfg.buckets // 2  # model.ngrams.sparse_block: each block has norm 1
+    cell = row * 2 + words
+    norms = np.sqrt(np.bincount(cell, weights=data**2, minlength=2 * len(texts)))
     norms[norms == 0] = 1.0
-    x = csr_matrix(x.multiply(1.0 / norms[:, None]))
+    data = data / norms[cell]
+    x = csr_matrix((data, ind, np.asarray(indptr)), shape=(len(texts), cfg.buckets))
     return x, idf
 
 

@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--config", default="data/configs/starter.yaml")
     ap.add_argument("--fit", choices=["rest", "all"], default="rest")
     ap.add_argument("--c", type=float, default=4.0)
-    ap.add_argument("--buckets", type=int, default=1 << 19)
+    ap.add_argument("--buckets", type=int, default=1 << 20)
     args = ap.parse_args()
     cfg = TrainConfig.from_file(args.config)
     taxonomy = load_taxonomy(cfg)
