@@ -196,7 +196,7 @@ class HFBaseline:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        self.model = CarelensModel.from_pretrained(model_dir)  # heads, n-gram table
+        self.model = CarelensModel.from_pretrained(model_dir)  # heads, n-gram parts
         self.encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
         self.encoder.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(
@@ -208,10 +208,11 @@ class HFBaseline:
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> list[dict[str, int]]:
         from model.classifier import task_probs
-        from model.ngrams import batch_ngram_ids
+        from model.ngrams import batch_ngram_ids, batch_sparse_inputs
 
         out: list[dict[str, int]] = []
         ngram_cfg = self.model.config.ngram
+        sparse_cfg = self.model.config.sparse
         for i in range(0, len(texts), self.batch_size):
             chunk = texts[i : i + self.batch_size]
             enc = self.tokenizer(
@@ -227,8 +228,16 @@ class HFBaseline:
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
             ngram = batch_ngram_ids(chunk, ngram_cfg) if ngram_cfg.enabled else None
+            sparse_ids = sparse_tf = None
+            if sparse_cfg.enabled:
+                sparse_ids, sparse_tf = batch_sparse_inputs(chunk, sparse_cfg)
             logits = self.model.classifier(
-                enc["input_ids"], enc["attention_mask"], ngram, pooled=pooled
+                enc["input_ids"],
+                enc["attention_mask"],
+                ngram,
+                pooled=pooled,
+                sparse_ids=sparse_ids,
+                sparse_tf=sparse_tf,
             )["logits"]
             probs = {t.name: task_probs(t, logits[t.name]) for t in self.model.taxonomy}
             for j in range(len(chunk)):

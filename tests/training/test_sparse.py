@@ -143,3 +143,20 @@ def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_back
     sparse_params = {id(p) for n, p in model.classifier.named_parameters() if "sparse" in n}
     groups = _optimizer(model, cfg).param_groups
     assert sparse_params and not any(id(p) in sparse_params for g in groups for p in g["params"])
+
+
+def test_bench_baseline_runs_the_sparse_path_too(tmp_path):
+    from model.bench import HFBaseline
+    from model.classifier import task_probs
+
+    model = tiny_model(ngram=False, sparse=True)
+    fit_sparse(model, _rows(), progress=False)
+    model.save_pretrained(tmp_path / "m")
+    texts = ["arrived broken, the box", "great product 这个很好", "never arrived"]
+    got = HFBaseline(tmp_path / "m", batch_size=2)(texts)
+    logits, _ = model.batched_logits(texts, calibrated=False)
+    want = [
+        {t.name: int(task_probs(t, logits[t.name])[i].argmax()) for t in model.taxonomy}
+        for i in range(len(texts))
+    ]
+    assert got == want
