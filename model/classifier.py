@@ -232,6 +232,19 @@ class MultiTaskClassifier(nn.Module):
         weights = self.sparse_weights(sparse_ids, sparse_tf)
         return self.sparse_table(sparse_ids, per_sample_weights=weights) + self.sparse_bias
 
+    def sparse_task_probs(
+        self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per task, the sparse path's own probabilities (sigmoid per label for
+        multi-label tasks, softmax over the labels otherwise): no encoder involved."""
+        both = self.sparse_logits(sparse_ids, sparse_tf)
+        out = {}
+        for task in self.taxonomy:
+            lo, hi = self.sparse_slices[task.name]
+            z = both[:, lo:hi]
+            out[task.name] = torch.sigmoid(z) if task.kind == "multilabel" else z.softmax(-1)
+        return out
+
     def forward(
         self,
         input_ids: torch.Tensor,

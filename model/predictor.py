@@ -2,8 +2,9 @@
 
 Batches are sorted by length and padded dynamically. Evidence: every text is cut
 into sentence-like segments (with character offsets into the original text); each
-segment is scored by the same model, and for every predicted label the segment
-with the highest probability for that label is reported as its evidence.
+segment is scored (by the model's sparse n-gram path alone when it has one, else by
+the whole model), and for every predicted label the segment with the highest
+probability for that label is reported as its evidence.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from model.classifier import task_probs
+from model.ngrams import batch_sparse_inputs
 from model.onnx_backend import BackendError, OnnxPooler, check_backend
 from model.pretrained import CarelensModel, ModelLoadError
 from model.taxonomy import Task
@@ -248,6 +250,21 @@ class Predictor:
             needs_review=confidence < float(th.get("review_threshold", 0.5)),
         )
 
+    @torch.inference_mode()
+    def _segment_probs(self, seg_texts: list[str]) -> dict[str, np.ndarray]:
+        """Probabilities of each segment: from the sparse n-gram path alone when the
+        model has one (no encoder pass, so evidence costs well under a millisecond a
+        text), from the whole model otherwise."""
+        clf = self.model.classifier
+        if clf.sparse_table is None:
+            return self._probs(seg_texts)[0]
+        parts: dict[str, list[np.ndarray]] = {t.name: [] for t in self.taxonomy}
+        for start in range(0, len(seg_texts), 256):
+            ids, tf = batch_sparse_inputs(seg_texts[start : start + 256], self.model.config.sparse)
+            for name, p in clf.sparse_task_probs(ids, tf).items():
+                parts[name].append(p.float().numpy())
+        return {name: np.concatenate(v) for name, v in parts.items()}
+
     def _attach_evidence(
         self, texts: list[str], originals: list[str], results: list[Prediction]
     ) -> None:
@@ -261,7 +278,7 @@ class Predictor:
                 for s, e in sp:
                     seg_texts.append(text[s:e])
                     owners.append((i, s, e))
-        seg_probs = self._probs(seg_texts)[0] if seg_texts else {}
+        seg_probs = self._segment_probs(seg_texts) if seg_texts else {}
         by_text: dict[int, list[int]] = {}
         for j, (i, _, _) in enumerate(owners):
             by_text.setdefault(i, []).append(j)

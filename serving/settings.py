@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         0.01, gt=0, lt=1, description="Spike test: significance level (Bonferroni-adjusted)."
     )
     spike_prior_weight: float = Field(
-        10.0, ge=0, description="Spike test: pseudo-messages of the shop-wide share in the baseline."
+        10.0,
+        ge=0,
+        description="Spike test: pseudo-messages of the shop-wide share in the baseline.",
     )
     registry: Path = Field(
         default_factory=default_registry_dir,

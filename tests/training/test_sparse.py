@@ -160,3 +160,30 @@ def test_bench_baseline_runs_the_sparse_path_too(tmp_path):
         for i in range(len(texts))
     ]
     assert got == want
+
+
+def test_evidence_of_a_sparse_model_points_at_the_sentence_that_says_it():
+    from model.predictor import Predictor
+
+    model = tiny_model(ngram=False, sparse=True)
+    fit_sparse(model, _rows(), progress=False)
+    pred = Predictor(model)
+    text = "Great product, love it. But my order never arrived, delivery late!"
+    out = pred.predict([text])[0]
+    spans = {e.label: e.text for t in out.tasks.values() for e in t.evidence}
+    # segments are scored by the sparse path: each issue is found in its own sentence
+    seg = pred._segment_probs(
+        ["Great product, love it.", "But my order never arrived, delivery late!"]
+    )
+    names = model.taxonomy["issue_type"].label_names
+    assert seg["issue_type"][0, names.index("praise")] > seg["issue_type"][1, names.index("praise")]
+    assert (
+        seg["issue_type"][1, names.index("shipping_delivery")]
+        > seg["issue_type"][0, names.index("shipping_delivery")]
+    )
+    assert {"praise", "shipping_delivery"} & set(spans)
+    for label, span in spans.items():
+        if label == "praise":
+            assert span == "Great product, love it."
+        if label == "shipping_delivery":
+            assert span == "But my order never arrived, delivery late!"
