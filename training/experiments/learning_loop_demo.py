@@ -1,14 +1,15 @@
 """The learning loop on the real starter model, scripted.
 
-Simulates agents correcting the starter model: from the held-out (text-hash
-validation) slice of one public source, ``--n`` rows the starter gets wrong become
+Simulates agents correcting the starter model: the held-out (text-hash validation)
+slice of one public source is cut at random into an evaluation part (``--eval-rows``,
+at most half) and an "inbox"; ``--n`` inbox rows the starter gets wrong become
 labelled tickets (with the source's labels, labelled one minute apart, in the
 ``GET /v1/labels/export`` format). ``carelens retrain`` then runs with its default
 settings on a fresh registry (the starter imported as v0001), and the script reports
 
 - the retrain's own figures (frozen set, newest held-out tickets, gate decision, time);
-- before/after on the rest of that source's held-out slice (rows never used as
-  tickets, never trained on by either model).
+- before/after on the evaluation part (rows never used as tickets, never trained on
+  by either model; right and wrong ones as they come).
 
     python -m training.experiments.learning_loop_demo --source twitter_airline \
         --model var/models/starter --out var/reports/learning_loop_demo
@@ -81,20 +82,26 @@ def main() -> None:
     tc = starter.train_config
     rows = load_source(args.source, starter.taxonomy, tc.get("data_dir"))
     _, held = hash_split(rows, float(tc.get("val_fraction", 0.1)))
-    probs = predict_probs(starter, held, calibrated=True)
-    wrong = wrong_rows(starter, held, probs)
+    # two random parts: the agents' inbox (where corrections come from) and an
+    # evaluation part that is never a ticket, with the starter's right and wrong rows
+    # alike (scoring the rows left over after taking the wrong ones would score the
+    # starter on rows it was right on by construction)
     rng = random.Random(args.seed)
+    order_all = list(range(len(held)))
+    rng.shuffle(order_all)
+    n_eval = min(args.eval_rows or len(held) // 2, len(held) // 2)
+    rest = [held[i] for i in sorted(order_all[:n_eval])]
+    inbox = [held[i] for i in sorted(order_all[n_eval:])]
+    probs = predict_probs(starter, inbox, calibrated=True)
+    wrong = wrong_rows(starter, inbox, probs)
     rng.shuffle(wrong)
     tickets_idx = sorted(wrong[: args.n])
     if len(tickets_idx) < args.n:
-        print(f"only {len(tickets_idx)} of {len(held)} held-out rows are wrong; using them all")
-    chosen = set(tickets_idx)
-    rest = [ex for i, ex in enumerate(held) if i not in chosen]
-    if args.eval_rows and len(rest) > args.eval_rows:
-        rest = random.Random(args.seed + 1).sample(rest, args.eval_rows)
+        print(f"only {len(tickets_idx)} of {len(inbox)} inbox rows are wrong; using them all")
+    held = inbox  # tickets are drawn from the inbox part
     print(
-        f"{args.source}: {len(held)} held-out rows, starter wrong on {len(wrong)}; "
-        f"{len(tickets_idx)} become tickets, {len(rest)} stay for evaluation"
+        f"{args.source}: {len(order_all)} held-out rows: {len(inbox)} inbox rows, starter wrong "
+        f"on {len(wrong)}, {len(tickets_idx)} become tickets; {len(rest)} other rows for evaluation"
     )
     labels = out / "labels.jsonl"
     start = datetime(2026, 11, 1, tzinfo=UTC)
@@ -136,8 +143,9 @@ def main() -> None:
     m = result["metrics"]
     report = {
         "source": args.source,
-        "held_out_rows": len(held),
-        "starter_wrong": len(wrong),
+        "held_out_rows": len(order_all),
+        "inbox_rows": len(inbox),
+        "starter_wrong_in_inbox": len(wrong),
         "tickets": len(tickets_idx),
         "evaluated_rest": len(rest),
         "decision": result["decision"],
