@@ -253,8 +253,8 @@ class Predictor:
     @torch.inference_mode()
     def _segment_probs(self, seg_texts: list[str]) -> dict[str, np.ndarray]:
         """Probabilities of each segment: from the sparse n-gram path alone when the
-        model has one (no encoder pass, so evidence costs well under a millisecond a
-        text), from the whole model otherwise."""
+        model has one (no encoder pass: under 1 ms for a review's sentences), from the
+        whole model otherwise."""
         clf = self.model.classifier
         if clf.sparse_table is None:
             return self._probs(seg_texts)[0]

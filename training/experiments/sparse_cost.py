@@ -1,0 +1,43 @@
+"""What the sparse n-gram path costs per text: features and logits, no encoder.
+
+    python -m training.experiments.sparse_cost --model var/models/starter \
+        --data ../shared/data/amazon_reviews/musical_instruments.csv --limit 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from model.bench import load_texts
+from model.ngrams import batch_sparse_inputs
+from model.pretrained import CarelensModel
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="var/models/starter")
+    ap.add_argument("--data", default="../shared/data/amazon_reviews/musical_instruments.csv")
+    ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    texts = load_texts(Path(args.data), args.limit)
+    model = CarelensModel.from_pretrained(args.model)
+    if not model.config.sparse.enabled:
+        raise SystemExit(f"{args.model} has no sparse path")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(texts), args.batch_size):
+            ids, tf = batch_sparse_inputs(texts[i : i + args.batch_size], model.config.sparse)
+            model.classifier.sparse_logits(ids, tf)
+    ms = 1000 * (time.perf_counter() - t0) / len(texts)
+    chars = sum(map(len, texts)) / len(texts)
+    print(f"{len(texts)} texts, mean {chars:.0f} characters: {ms:.3f} ms per text (one thread)")
+
+
+if __name__ == "__main__":
+    main()
