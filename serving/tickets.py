@@ -370,8 +370,9 @@ def claim_next(
     PostgreSQL (``skip_locked``): one statement (``_claim_statement``) with ``FOR UPDATE
     SKIP LOCKED``, so concurrent claimers pass over each other's rows, that also loads the
     ticket's message; it makes this transaction's commit asynchronous (see below), so the
-    caller's transaction should hold the claim and nothing else. SQLite: the transaction began with ``BEGIN IMMEDIATE``
-    (one writer at a time) and the ORM takes the same steps one by one.
+    caller's transaction should hold the claim and nothing else. SQLite: the transaction
+    began with ``BEGIN IMMEDIATE`` (one writer at a time) and the ORM takes the same steps
+    one by one.
     """
     if skip_locked:
         # Asynchronous commit for this transaction only: COMMIT returns without waiting

@@ -1,11 +1,14 @@
-"""Experiment: the sparse TF-IDF path alone against the TF-IDF floor, per source.
+"""Experiment: the sparse TF-IDF path alone, against the TF-IDF floor or the whole model.
 
     python -m training.experiments.sparse_path [--config data/configs/starter.yaml] [--fit rest|all]
+    python -m training.experiments.sparse_path --model var/models/starter [--source NAME ...]
 
-Fits the model's sparse path (hashed n-grams, logistic regression) on the starter
-config's rows that fine-tuning leaves out (``rest``) or on all training rows (``all``),
-and scores it beside ``training.evaluate.TfidfBaseline`` (fitted on all training rows)
-on each source's validation rows (up to max_val_rows_per_source).
+Without ``--model``: fits the sparse path (hashed n-grams, logistic regression) of a
+fresh model on the config's rows that fine-tuning leaves out (``rest``) or on all
+training rows (``all``), and scores it beside ``training.evaluate.TfidfBaseline``
+(fitted on all training rows) on each source's validation rows (up to
+max_val_rows_per_source). With ``--model``: scores that model's sparse path alone and
+the whole model on each source's whole held-out split (what the encoder adds).
 """
 
 from __future__ import annotations
@@ -18,27 +21,40 @@ import numpy as np
 import torch
 
 from model.classifier import ModelConfig
-from model.ngrams import NgramConfig, SparseConfig
+from model.ngrams import NgramConfig, SparseConfig, batch_sparse_inputs
 from model.pretrained import CarelensModel
 from training.evaluate import TfidfBaseline
-from training.pipeline import build_sets, load_taxonomy
+from training.pipeline import build_sets, held_out_sets, load_taxonomy
 from training.sparse import fit_sparse
-from training.trainer import TrainConfig, quick_scores
+from training.trainer import TrainConfig, predict_probs, quick_scores
 
 
+@torch.inference_mode()
 def sparse_probs(model: CarelensModel, texts: list[str]) -> dict[str, np.ndarray]:
-    clf = model.classifier
+    """Each task's probabilities from the sparse path alone."""
     out: dict[str, list[np.ndarray]] = {t.name: [] for t in model.taxonomy}
     for i in range(0, len(texts), 256):
-        batch = model.encode(texts[i : i + 256])
-        with torch.no_grad():
-            s = clf.sparse_logits(batch.sparse_ids, batch.sparse_tf)
-        for task in model.taxonomy:
-            lo, hi = clf.sparse_slices[task.name]
-            z = s[:, lo:hi]
-            p = torch.sigmoid(z) if task.kind == "multilabel" else torch.softmax(z, -1)
-            out[task.name].append(p.numpy())
+        ids, tf = batch_sparse_inputs(texts[i : i + 256], model.config.sparse)
+        for name, p in model.classifier.sparse_task_probs(ids, tf).items():
+            out[name].append(p.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def r3(scores: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in scores.items()}
+
+
+def against_model(model_dir: str, sources: list[str]) -> None:
+    model = CarelensModel.from_pretrained(model_dir)
+    cfg = TrainConfig.from_dict(model.train_config)
+    for name, rows in held_out_sets(cfg, model.taxonomy).items():
+        if sources and name not in sources:
+            continue
+        alone = quick_scores(model, sparse_probs(model, [e.text for e in rows]), rows)
+        whole = quick_scores(
+            model, predict_probs(model, rows, calibrated=True), rows, model.thresholds
+        )
+        print(f"{name} n={len(rows)} sparse path alone {r3(alone)}  whole model {r3(whole)}")
 
 
 def main() -> None:
@@ -47,7 +63,12 @@ def main() -> None:
     ap.add_argument("--fit", choices=["rest", "all"], default="rest")
     ap.add_argument("--c", type=float, default=4.0)
     ap.add_argument("--buckets", type=int, default=1 << 20)
+    ap.add_argument("--model", help="score this model's sparse path against the whole model")
+    ap.add_argument("--source", action="append", default=[], help="with --model: only these")
     args = ap.parse_args()
+    if args.model:
+        against_model(args.model, args.source)
+        return
     cfg = TrainConfig.from_file(args.config)
     taxonomy = load_taxonomy(cfg)
     train_rows, val, rest = build_sets(cfg, taxonomy)
@@ -67,13 +88,11 @@ def main() -> None:
     base = TfidfBaseline(taxonomy).fit(uniq + rest)
     base_s = time.perf_counter() - t0
     th = {t.name: {"review_threshold": 0.5} for t in taxonomy}
-    table = {}
     for name, rows in val.items():
         texts = [e.text for e in rows]
         ours = quick_scores(model, sparse_probs(model, texts), rows, th)
         floor = quick_scores(model, base.predict_proba(texts), rows, th)
-        table[name] = {k: (round(ours[k], 3), round(floor[k], 3)) for k in ours}
-        print(name, len(rows), table[name], flush=True)
+        print(name, len(rows), {k: (round(ours[k], 3), round(floor[k], 3)) for k in ours})
     print(json.dumps({"sparse_fit_s": summary["seconds"], "floor_fit_s": round(base_s, 1)}))
 
 
