@@ -208,11 +208,10 @@ class HFBaseline:
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> list[dict[str, int]]:
         from model.classifier import task_probs
-        from model.ngrams import batch_ngram_ids, batch_sparse_inputs
+        from model.ngrams import batch_ngram_ids
 
         out: list[dict[str, int]] = []
         ngram_cfg = self.model.config.ngram
-        sparse_cfg = self.model.config.sparse
         for i in range(0, len(texts), self.batch_size):
             chunk = texts[i : i + self.batch_size]
             enc = self.tokenizer(
@@ -229,8 +228,8 @@ class HFBaseline:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
             ngram = batch_ngram_ids(chunk, ngram_cfg) if ngram_cfg.enabled else None
             sparse_ids = sparse_tf = None
-            if sparse_cfg.enabled:
-                sparse_ids, sparse_tf = batch_sparse_inputs(chunk, sparse_cfg)
+            if self.model.classifier.sparse_table is not None:
+                sparse_ids, sparse_tf = self.model.classifier.sparse_inputs(chunk)
             logits = self.model.classifier(
                 enc["input_ids"],
                 enc["attention_mask"],

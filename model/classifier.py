@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.ngrams import NgramConfig, SparseConfig, sparse_block
+from model.ngrams import NgramConfig, SparseConfig, SparseVocab, batch_sparse_inputs, sparse_block
 from model.taxonomy import Task, Taxonomy
 
 IGNORE_INDEX = -100
@@ -154,20 +154,22 @@ class MultiTaskClassifier(nn.Module):
             features += config.ngram.dim
         else:
             self.ngram_embedding = None
+        self.sparse_vocab: SparseVocab | None = None
         if config.sparse.enabled:
-            # one full-rank linear map over the hashed TF-IDF n-grams, all tasks side by
-            # side (``sparse_slices``); the idf weights are fitted with it
+            # one full-rank linear map over the TF-IDF n-grams, all tasks side by side
+            # (``sparse_slices``); sized and filled when fitted (``set_sparse_vocab``)
             self.sparse_slices: dict[str, tuple[int, int]] = {}
             total = 0
             for task in taxonomy:
                 self.sparse_slices[task.name] = (total, total + task.num_labels)
                 total += task.num_labels
             self.sparse_table = nn.EmbeddingBag(
-                config.sparse.buckets, total, mode="sum", padding_idx=0
+                config.sparse.size, total, mode="sum", padding_idx=0
             )
             nn.init.zeros_(self.sparse_table.weight)
-            self.sparse_bias = nn.Parameter(torch.zeros(total))
-            self.register_buffer("sparse_idf", torch.ones(config.sparse.buckets))
+            self.sparse_table.weight.requires_grad_(False)  # fitted, never optimised
+            self.sparse_bias = nn.Parameter(torch.zeros(total), requires_grad=False)
+            self.register_buffer("sparse_idf", torch.ones(config.sparse.size))
         else:
             self.sparse_table = None
         self.dropout = nn.Dropout(config.dropout)
@@ -213,6 +215,22 @@ class MultiTaskClassifier(nn.Module):
             counts = (ngram_ids != 0).sum(1, keepdim=True).clamp_min(1).to(emb.dtype)
             pooled = torch.cat([pooled, emb.sum(1) / counts], dim=-1)
         return self.dropout(pooled)
+
+    def set_sparse_vocab(self, vocab: SparseVocab) -> None:
+        """Use ``vocab`` (fitted n-grams): the table and idf are resized to it, zeroed."""
+        if self.sparse_table is None:
+            raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
+        size, total = len(vocab), self.sparse_table.weight.shape[1]
+        self.config.sparse.size, self.config.sparse.char_size = size, len(vocab.chars)
+        self.sparse_table = nn.EmbeddingBag(size, total, mode="sum", padding_idx=0)
+        nn.init.zeros_(self.sparse_table.weight)
+        self.sparse_table.weight.requires_grad_(False)
+        self.sparse_idf = torch.ones(size)
+        self.sparse_vocab = vocab
+
+    def sparse_inputs(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The texts' (row ids, term frequencies) for ``sparse_logits``."""
+        return batch_sparse_inputs(texts, self.sparse_vocab)
 
     def sparse_weights(self, sparse_ids: torch.Tensor, sparse_tf: torch.Tensor) -> torch.Tensor:
         """Sublinear TF-IDF weights of each row's n-grams, the character and the word

@@ -5,6 +5,9 @@ noise. A learned bag of hashed n-grams (character 1-3 grams for any script, word
 1-2 grams for space-separated ones), mean-pooled and concatenated with the
 encoder's sentence vector, gives every head direct access to the surface form and
 is trained jointly with the encoder. Hashing uses CRC32, stable across processes.
+
+Also the sparse path's features (``SparseConfig``, ``SparseVocab``): exact-vocabulary
+TF-IDF n-grams, the same as the evaluation floor's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -35,7 +40,7 @@ def _bucket(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8", "replace")) % (buckets - 1) + 1  # 0 is padding
 
 
-def _grams(text: str, cfg: NgramConfig | SparseConfig) -> Iterator[str]:
+def _grams(text: str, cfg: NgramConfig) -> Iterator[str]:
     """The text's character n-grams (prefixed ``c``), then its word n-grams (``w``)."""
     text = _SPACE_RE.sub(" ", text[: cfg.max_chars].lower()).strip()
     for n in range(cfg.char_min_n, cfg.char_max_n + 1):
@@ -49,7 +54,7 @@ def _grams(text: str, cfg: NgramConfig | SparseConfig) -> Iterator[str]:
             yield "w" + " ".join(words[i : i + n])
 
 
-def ngram_ids(text: str, cfg: NgramConfig | SparseConfig) -> list[int]:
+def ngram_ids(text: str, cfg: NgramConfig) -> list[int]:
     """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
     return [_bucket(g, cfg.buckets) for g in _grams(text, cfg)]
 
@@ -66,41 +71,102 @@ def batch_ngram_ids(texts: list[str], cfg: NgramConfig) -> torch.Tensor:
 
 @dataclass
 class SparseConfig:
-    """The sparse linear path: TF-IDF-weighted hashed n-grams (character 1-4 grams and
-    word 1-2 grams by default) with one full-rank linear map per task, added to the
-    heads' logits. It is fitted like a logistic regression before the encoder is
-    fine-tuned, so the encoder learns what the surface form misses."""
+    """The sparse linear path: the TF-IDF features of the evaluation floor
+    (``training.evaluate.TfidfBaseline``) -- word 1-2-grams and ``char_wb`` character
+    1-4-grams over exact vocabularies, sublinear TF, each block L2-normalised -- with
+    one full-rank linear map per task, added to the heads' logits. It is fitted like
+    a logistic regression before the encoder is fine-tuned, so the encoder learns what
+    the surface form misses. ``size`` and ``char_size`` are set when it is fitted:
+    row 0 of its table is padding, rows ``1..char_size`` the character n-grams, the
+    rest the word n-grams."""
 
     enabled: bool = False
-    buckets: int = 1 << 20
-    min_df: int = 2  # buckets in fewer training texts get idf 0 (ignored), as min_df does
-    char_min_n: int = 1
+    min_df: int = 2  # n-grams in fewer training texts are left out, as min_df does
     char_max_n: int = 4
     word_max_n: int = 2
-    max_chars: int = 1024
+    max_char_features: int = 300_000
+    max_word_features: int = 200_000
+    max_chars: int = 20_000  # longer texts: n-grams of their first max_chars characters
+    size: int = 1
+    char_size: int = 0
 
 
-def sparse_counts(text: str, cfg: SparseConfig) -> dict[int, int]:
-    """Bucket id -> count of the text's n-grams (the term frequencies). Character
-    n-grams hash into ``1 .. buckets/2 - 1``, word n-grams into ``buckets/2 ..
-    buckets - 1``: the two blocks are normalised separately (``sparse_block``)."""
-    half = cfg.buckets // 2
-    counts: dict[int, int] = {}
-    for g in _grams(text, cfg):
-        i = _bucket(g, half) if g[0] == "c" else half + _bucket(g, half) - 1
-        counts[i] = counts.get(i, 0) + 1
-    return counts
+def sparse_vectorizers(cfg: SparseConfig) -> tuple[Any, Any]:
+    """Unfitted scikit-learn (character, word) ``TfidfVectorizer``s: one definition for
+    the sparse path and the floor, so the path alone computes the floor's features."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    common = {"min_df": cfg.min_df, "sublinear_tf": True, "dtype": np.float64}
+    char = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(1, cfg.char_max_n),
+        max_features=cfg.max_char_features,
+        **common,
+    )
+    word = TfidfVectorizer(
+        analyzer="word",
+        ngram_range=(1, cfg.word_max_n),
+        max_features=cfg.max_word_features,
+        **common,
+    )
+    return char, word
+
+
+class SparseVocab:
+    """The fitted vocabularies: text -> (row id -> count) of its known n-grams, with
+    the same analyzers (lower-casing, tokenisation, ``char_wb`` padding) as
+    ``sparse_vectorizers``. Saved with the model as ``sparse_vocab.json``."""
+
+    def __init__(self, cfg: SparseConfig, chars: list[str], words: list[str]) -> None:
+        self.cfg = cfg
+        self.chars, self.words = chars, words
+        char_vec, word_vec = sparse_vectorizers(cfg)
+        self._char_an = char_vec.build_analyzer()
+        self._word_an = word_vec.build_analyzer()
+        self._ids = {g: i + 1 for i, g in enumerate(chars)}
+        self._word_ids = {g: i + 1 + len(chars) for i, g in enumerate(words)}
+
+    @classmethod
+    def from_vectorizers(cls, cfg: SparseConfig, char_vec: Any, word_vec: Any) -> SparseVocab:
+        """From fitted vectorizers: their columns in order (row id = 1 + column)."""
+        chars = [g for g, _ in sorted(char_vec.vocabulary_.items(), key=lambda kv: kv[1])]
+        words = [g for g, _ in sorted(word_vec.vocabulary_.items(), key=lambda kv: kv[1])]
+        return cls(cfg, chars, words)
+
+    def __len__(self) -> int:
+        return 1 + len(self.chars) + len(self.words)
+
+    def counts(self, text: str) -> dict[int, int]:
+        """Row id -> count of the text's n-grams that are in the vocabularies."""
+        text = text[: self.cfg.max_chars]
+        out: dict[int, int] = {}
+        for grams, ids in ((self._char_an(text), self._ids), (self._word_an(text), self._word_ids)):
+            for g in grams:
+                i = ids.get(g)
+                if i is not None:
+                    out[i] = out.get(i, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"char": self.chars, "word": self.words}
+
+    @classmethod
+    def from_dict(cls, cfg: SparseConfig, data: dict[str, list[str]]) -> SparseVocab:
+        return cls(cfg, list(data["char"]), list(data["word"]))
 
 
 def sparse_block(ids: torch.Tensor, cfg: SparseConfig) -> torch.Tensor:
-    """1 where a bucket id holds word n-grams, 0 for character n-grams (and padding)."""
-    return (ids >= cfg.buckets // 2).long()
+    """1 where a row id holds a word n-gram, 0 for character n-grams (and padding)."""
+    return (ids > cfg.char_size).long()
 
 
-def batch_sparse_inputs(texts: list[str], cfg: SparseConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """([batch, width] bucket ids, [batch, width] term frequencies), right-padded with 0."""
-    rows = [sparse_counts(t, cfg) for t in texts]
-    width = max(1, max(len(r) for r in rows))
+def batch_sparse_inputs(
+    texts: list[str], vocab: SparseVocab | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([batch, width] row ids, [batch, width] term frequencies), right-padded with 0.
+    Without a vocabulary (a path not fitted yet) every row is padding only."""
+    rows = [vocab.counts(t) if vocab is not None else {} for t in texts]
+    width = max(1, max((len(r) for r in rows), default=0))
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     tf = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, r in enumerate(rows):

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from model.classifier import task_probs
-from model.ngrams import batch_sparse_inputs
 from model.onnx_backend import BackendError, OnnxPooler, check_backend
 from model.pretrained import CarelensModel, ModelLoadError
 from model.taxonomy import Task
@@ -260,7 +259,7 @@ class Predictor:
             return self._probs(seg_texts)[0]
         parts: dict[str, list[np.ndarray]] = {t.name: [] for t in self.taxonomy}
         for start in range(0, len(seg_texts), 256):
-            ids, tf = batch_sparse_inputs(seg_texts[start : start + 256], self.model.config.sparse)
+            ids, tf = clf.sparse_inputs(seg_texts[start : start + 256])
             for name, p in clf.sparse_task_probs(ids, tf).items():
                 parts[name].append(p.float().numpy())
         return {name: np.concatenate(v) for name, v in parts.items()}

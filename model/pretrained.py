@@ -7,6 +7,7 @@ Layout written by ``save_pretrained`` (loading needs nothing else, never unpickl
     encoder/              the transformer in Hugging Face format (safetensors)
     tokenizer/            tokenizer.json (+ vocab.txt, tokenizer_config.json)
     heads.safetensors     the task heads, the n-gram table and the sparse path (if on)
+    sparse_vocab.json     the sparse path's character and word n-grams (once fitted)
     calibration.json      temperature per task
     thresholds.json       per task: review threshold; per label decision thresholds (multi-label)
     train_config.json     the resolved training config (empty for an untrained model)
@@ -31,7 +32,7 @@ from tokenizers import Tokenizer
 
 from model.backbone import default_backbone, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
-from model.ngrams import batch_ngram_ids, batch_sparse_inputs
+from model.ngrams import SparseVocab, batch_ngram_ids
 from model.taxonomy import Taxonomy, TaxonomyError
 from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer
 
@@ -205,7 +206,7 @@ class CarelensModel:
         ngram = batch_ngram_ids(texts, self.config.ngram) if self.config.ngram.enabled else None
         sparse_ids = sparse_tf = None
         if self.config.sparse.enabled:
-            sparse_ids, sparse_tf = batch_sparse_inputs(texts, self.config.sparse)
+            sparse_ids, sparse_tf = self.classifier.sparse_inputs(texts)
         return Batch(input_ids, attention_mask, ngram, truncated, sparse_ids, sparse_tf)
 
     @torch.inference_mode()
@@ -263,6 +264,11 @@ class CarelensModel:
             k: v.detach().contiguous().cpu() for k, v in self.classifier.head_state_dict().items()
         }
         save_file(heads, str(directory / "heads.safetensors"), metadata={"format": "pt"})
+        vocab_file = directory / "sparse_vocab.json"
+        if self.classifier.sparse_vocab is not None:
+            _write_json(vocab_file, self.classifier.sparse_vocab.to_dict())
+        elif vocab_file.exists():
+            vocab_file.unlink()
         _write_json(directory / "calibration.json", self.calibration)
         _write_json(directory / "thresholds.json", self.thresholds)
         _write_json(directory / "train_config.json", self.train_config)
@@ -321,6 +327,16 @@ class CarelensModel:
                 f"{directory / 'heads.safetensors'}: not a valid safetensors file: {exc}"
             ) from exc
         _check_heads(directory, classifier, heads)
+        if config.sparse.enabled and config.sparse.size > 1:
+            vocab_file = directory / "sparse_vocab.json"
+            if not vocab_file.is_file():
+                raise ModelLoadError(f"{vocab_file} is missing (the sparse path's n-grams)")
+            vocab = SparseVocab.from_dict(config.sparse, _read_json(vocab_file))
+            if len(vocab) != config.sparse.size or len(vocab.chars) != config.sparse.char_size:
+                raise ModelLoadError(
+                    f"{vocab_file}: {len(vocab)} n-grams, model_config.json says {config.sparse.size}"
+                )
+            classifier.sparse_vocab = vocab
         classifier.load_state_dict(heads, strict=False)
         classifier.eval()
         calibration = _read_json(directory / "calibration.json")

@@ -64,7 +64,7 @@ def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0, sparse: bool = 
         backbone="tiny-random",
         max_length=64,
         ngram=NgramConfig(enabled=ngram, buckets=1024, dim=8),
-        sparse=SparseConfig(enabled=sparse, buckets=4096),
+        sparse=SparseConfig(enabled=sparse),
     )
     return CarelensModel.from_parts(encoder, tok, taxonomy or Taxonomy.default(), config, seed=seed)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from model.calibration import confidence_and_correct
+from model.ngrams import SparseConfig, sparse_vectorizers
 from model.predictor import Predictor
 from model.taxonomy import Task, Taxonomy
 from training.data import Example, targets
@@ -175,8 +176,9 @@ def score_sets(
 
 
 class TfidfBaseline:
-    """Word 1-2-gram + character 1-4-gram TF-IDF, one logistic regression per task
-    (one-vs-rest for multi-label), trained on the rows labelled for each task."""
+    """Character 1-4-gram (``char_wb``) + word 1-2-gram TF-IDF, one logistic regression
+    per task (one-vs-rest for multi-label), trained on the rows labelled for each task.
+    The features are the sparse path's (``model.ngrams.sparse_vectorizers``)."""
 
     def __init__(self, taxonomy: Taxonomy) -> None:
         self.taxonomy = taxonomy
@@ -185,23 +187,14 @@ class TfidfBaseline:
 
     def fit(self, examples: list[Example]) -> TfidfBaseline:
         from scipy.sparse import hstack
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        self._word = TfidfVectorizer(
-            analyzer="word", ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000
-        )
-        self._char = TfidfVectorizer(
-            analyzer="char_wb",
-            ngram_range=(1, 4),
-            min_df=2,
-            sublinear_tf=True,
-            max_features=300_000,
-        )
-        texts = [e.text for e in examples]
-        self._word.fit(texts)
+        self._cfg = SparseConfig(enabled=True)
+        self._char, self._word = sparse_vectorizers(self._cfg)
+        texts = [e.text[: self._cfg.max_chars] for e in examples]
         self._char.fit(texts)
+        self._word.fit(texts)
         self._hstack = hstack
         x = self._features(texts)
         y = targets(examples, self.taxonomy)
@@ -225,7 +218,8 @@ class TfidfBaseline:
         return self
 
     def _features(self, texts: list[str]):
-        return self._hstack([self._word.transform(texts), self._char.transform(texts)]).tocsr()
+        texts = [t[: self._cfg.max_chars] for t in texts]
+        return self._hstack([self._char.transform(texts), self._word.transform(texts)]).tocsr()
 
     def predict_proba(self, texts: list[str]) -> dict[str, np.ndarray]:
         x = self._features(texts)

@@ -126,7 +126,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         ModelConfig(
             max_length=cfg.max_length,
             ngram=NgramConfig(enabled=cfg.ngram),
-            sparse=SparseConfig(enabled=cfg.sparse, buckets=cfg.sparse_buckets),
+            sparse=SparseConfig(enabled=cfg.sparse),
         ),
         cjk_texts=cjk_texts or None,
         cjk_min_count=cfg.cjk_min_count,

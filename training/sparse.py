@@ -1,13 +1,13 @@
 """Fitting the sparse linear path (``model.classifier``'s TF-IDF n-gram map).
 
-The model's own hashed featuriser (``model.ngrams``) turns the rows into a sparse
-TF-IDF matrix (sublinear term frequency, smoothed idf, L2-normalised rows, as
-scikit-learn's ``TfidfVectorizer`` does, for the character and the word n-grams
-separately, like two vectorisers stacked side by side); one scikit-learn logistic regression per task
-(multinomial for multiclass and ordinal tasks, one binary regression per label for
-multi-label ones) is fitted on the rows labelled for that task, and its coefficients
-are copied into the model. At prediction time the model computes exactly these
-logistic regressions' logits in torch.
+scikit-learn's ``TfidfVectorizer``s of the evaluation floor (``model.ngrams.
+sparse_vectorizers``: ``char_wb`` 1-4-grams and word 1-2-grams, sublinear TF, smoothed
+idf, each block L2-normalised) are fitted on the rows; their vocabularies and idf go
+into the model. One scikit-learn logistic regression per task (multinomial for
+multiclass and ordinal tasks, one binary regression per label for multi-label ones)
+is fitted on the rows labelled for that task, and its coefficients are copied into
+the model. At prediction time the model computes exactly these logistic regressions'
+logits in torch: fitted on the floor's training rows, the path alone is the floor.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, hstack
 from tqdm.auto import tqdm
 
-from model.ngrams import sparse_counts
+from model.ngrams import SparseVocab, sparse_vectorizers
 from model.pretrained import CarelensModel
 from training.data import Example, targets
 
@@ -31,31 +31,16 @@ ABSENT_LOGIT = -4.0
 
 
 def tfidf_matrix(
-    texts: list[str], model: CarelensModel, idf: np.ndarray | None = None, progress: bool = False
-) -> tuple[csr_matrix, np.ndarray]:
-    """(rows x buckets TF-IDF matrix, idf). ``idf=None`` fits the idf on ``texts``."""
+    texts: list[str], model: CarelensModel
+) -> tuple[csr_matrix, SparseVocab, np.ndarray]:
+    """(rows x n-grams TF-IDF matrix, vocabulary, idf with a 0 for the padding row):
+    the vectorizers fitted on ``texts``; column ``j`` is the model's table row ``j + 1``."""
     cfg = model.config.sparse
-    indptr, indices, tf = [0], [], []
-    for text in tqdm(texts, desc="n-gram features", disable=not progress, unit="text"):
-        counts = sparse_counts(text, cfg)
-        indices.extend(counts.keys())
-        tf.extend(counts.values())
-        indptr.append(len(indices))
-    ind = np.asarray(indices, dtype=np.int64)
-    if idf is None:
-        df = np.bincount(ind, minlength=cfg.buckets).astype(np.float64)
-        idf = np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0
-        idf[df < cfg.min_df] = 0.0  # mostly n-grams of one text: memorised, never general
-        idf[0] = 0.0
-    data = (1.0 + np.log(np.asarray(tf, dtype=np.float64))) * idf[ind]
-    row = np.repeat(np.arange(len(texts)), np.diff(np.asarray(indptr)))
-    words = ind >= cfg.buckets // 2  # model.ngrams.sparse_block: each block has norm 1
-    cell = row * 2 + words
-    norms = np.sqrt(np.bincount(cell, weights=data**2, minlength=2 * len(texts)))
-    norms[norms == 0] = 1.0
-    data = data / norms[cell]
-    x = csr_matrix((data, ind, np.asarray(indptr)), shape=(len(texts), cfg.buckets))
-    return x, idf
+    char_vec, word_vec = sparse_vectorizers(cfg)
+    clipped = [t[: cfg.max_chars] for t in texts]
+    x = hstack([char_vec.fit_transform(clipped), word_vec.fit_transform(clipped)]).tocsr()
+    idf = np.concatenate([[0.0], char_vec.idf_, word_vec.idf_])
+    return x, SparseVocab.from_vectorizers(cfg, char_vec, word_vec), idf
 
 
 def fit_sparse(
@@ -68,9 +53,10 @@ def fit_sparse(
     if clf.sparse_table is None:
         raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
     t0 = time.perf_counter()
-    x, idf = tfidf_matrix([e.text for e in examples], model, progress=progress)
+    x, vocab, idf = tfidf_matrix([e.text for e in examples], model)
+    clf.set_sparse_vocab(vocab)
     y = targets(examples, model.taxonomy)
-    weight = np.zeros((clf.sparse_table.weight.shape[1], x.shape[1]), dtype=np.float32)
+    weight = np.zeros((clf.sparse_table.weight.shape[1], len(vocab)), dtype=np.float32)
     # a label the rows never show (or a task they do not label) gets a low constant
     # logit: unlikely on its own, still within reach of the encoder's head
     bias = np.full(weight.shape[0], ABSENT_LOGIT, dtype=np.float32)
@@ -91,7 +77,7 @@ def fit_sparse(
             if len(set(target.tolist())) < 2:
                 continue
             lr = LogisticRegression(C=c, max_iter=1000).fit(x[mask], target)
-            weight[lo + j] = lr.coef_[0]
+            weight[lo + j, 1:] = lr.coef_[0]
             bias[lo + j] = lr.intercept_[0]
             summary["tasks"].setdefault(name, {"rows": int(mask.sum()), "labels_fitted": 0})
             summary["tasks"][name]["labels_fitted"] += 1
@@ -103,11 +89,11 @@ def fit_sparse(
         lr = LogisticRegression(C=c, max_iter=1000).fit(x[mask], t[mask])
         if len(lr.classes_) == 2:  # one score: logits (0, z) give the same softmax
             bias[lo + int(lr.classes_[0])] = 0.0
-            weight[lo + int(lr.classes_[1])] = lr.coef_[0]
+            weight[lo + int(lr.classes_[1]), 1:] = lr.coef_[0]
             bias[lo + int(lr.classes_[1])] = lr.intercept_[0]
         else:
             for k, cls in enumerate(lr.classes_):
-                weight[lo + int(cls)] = lr.coef_[k]
+                weight[lo + int(cls), 1:] = lr.coef_[k]
                 bias[lo + int(cls)] = lr.intercept_[k]
         summary["tasks"][name] = {"rows": int(mask.sum()), "classes": len(classes)}
     with torch.no_grad():
@@ -115,6 +101,6 @@ def fit_sparse(
         clf.sparse_bias.copy_(torch.from_numpy(bias))
         clf.sparse_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    summary["nonzero_buckets"] = int((np.abs(weight).sum(0) > 0).sum())
+    summary["ngrams"] = len(vocab) - 1
     log.info("sparse path fitted: %s", summary)
     return summary

@@ -90,9 +90,6 @@ class TrainConfig(DictConfig):
     # left out of fine-tuning (all training rows if none were left out)
     sparse: bool = False
     sparse_c: float = 4.0
-    # hash buckets of the sparse path; its table holds buckets x (labels over all tasks)
-    # floats: 2^20 x 20 labels = 80 MB, so many-label taxonomies want fewer buckets
-    sparse_buckets: int = 1 << 20
     # after fine-tuning, fit the sparse path again on all training rows (fine-tuned ones
     # included): the encoder learned its corrections against the out-of-sample fit
     sparse_refit: bool = True

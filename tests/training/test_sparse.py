@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from model.classifier import combine_sparse, ordinal_probs, task_probs
 from model.pretrained import CarelensModel
@@ -38,39 +37,65 @@ def _rows(n: int = 240, seed: int = 0) -> list[Example]:
     return rows
 
 
-def test_sparse_logits_are_the_fitted_logistic_regressions():
+def test_sparse_path_alone_is_the_floor():
+    """Fitted on the floor's rows, the path computes the floor's regressions' logits."""
+    from training.evaluate import TfidfBaseline
+
     model = tiny_model(ngram=False, sparse=True)
     rows = _rows()
-    fit_sparse(model, rows, c=2.0, progress=False)
+    fit_sparse(model, rows, progress=False)
     clf = model.classifier
-    texts = ["arrived broken, the box", "great product 这个很好", "never arrived!!"]
+    texts = ["arrived broken, the box", "great product 这个很好", "never arrived!!", "x"]
     batch = model.encode(texts)
     with torch.no_grad():
         got = clf.sparse_logits(batch.sparse_ids, batch.sparse_tf).numpy()
 
-    # the same regressions fitted here from the same features, independently
-    x, _ = tfidf_matrix([e.text for e in rows], model)
-    xq, _ = tfidf_matrix(texts, model, idf=clf.sparse_idf.numpy().astype(np.float64))
+    floor = TfidfBaseline(model.taxonomy).fit(rows)
+    xq = floor._features(texts)
     tax = model.taxonomy
+    lr, _ = floor.models["sentiment"]
     lo, _ = clf.sparse_slices["sentiment"]
-    y = np.array([tax["sentiment"].label_names.index(e.labels["sentiment"][0]) for e in rows])
-    lr = LogisticRegression(C=2.0, max_iter=1000).fit(x, y)
     want = lr.decision_function(xq)
     for k, cls in enumerate(lr.classes_):
         np.testing.assert_allclose(got[:, lo + cls], want[:, k], atol=1e-3)
-    absent = set(range(tax["sentiment"].num_labels)) - set(lr.classes_.tolist())
-    assert all(got[0, lo + a] == ABSENT_LOGIT for a in absent)
+    lr_u, _ = floor.models["urgency"]
+    absent = set(range(tax["urgency"].num_labels)) - set(lr_u.classes_.tolist())
+    lo_u, _ = clf.sparse_slices["urgency"]
+    assert absent and all(got[0, lo_u + a] == ABSENT_LOGIT for a in absent)
 
+    ovr, cols = floor.models["issue_type"]
     lo, _ = clf.sparse_slices["issue_type"]
-    j = tax["issue_type"].label_names.index("shipping_delivery")
-    yb = np.array([int("shipping_delivery" in e.labels["issue_type"]) for e in rows])
-    lrb = LogisticRegression(C=2.0, max_iter=1000).fit(x, yb)
-    np.testing.assert_allclose(got[:, lo + j], lrb.decision_function(xq), atol=1e-3)
+    for est, j in zip(ovr.estimators_, np.flatnonzero(cols), strict=True):
+        np.testing.assert_allclose(got[:, lo + j], est.decision_function(xq), atol=1e-3)
     # a label no row shows stays unlikely
     never = tax["issue_type"].label_names.index("safety_hazard")
     assert torch.sigmoid(torch.tensor(got[:, lo + never])).max() < 0.05
     # urgency was fitted only on the rows that label it: its figures say so
     assert got[2, clf.sparse_slices["urgency"][0] + tax["urgency"].label_names.index("low")] < 0
+    # the same probabilities as the floor's, for every task
+    probs = clf.sparse_task_probs(batch.sparse_ids, batch.sparse_tf)
+    fp = floor.predict_proba(texts)
+    np.testing.assert_allclose(
+        probs["issue_type"][:, cols].numpy(), fp["issue_type"][:, cols], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        probs["sentiment"].numpy()[:, lr.classes_], fp["sentiment"][:, lr.classes_], atol=1e-3
+    )
+
+
+def test_sparse_features_match_scikit_learn():
+    model = tiny_model(ngram=False, sparse=True)
+    rows = _rows()
+    texts = [e.text for e in rows]
+    x, vocab, idf = tfidf_matrix(texts, model)
+    model.classifier.set_sparse_vocab(vocab)
+    model.classifier.sparse_idf.copy_(torch.from_numpy(idf).float())
+    ids, tf = model.classifier.sparse_inputs(texts[:20] + ["unseen words only", ""])
+    w = model.classifier.sparse_weights(ids, tf)
+    dense = torch.zeros(ids.shape[0], len(vocab)).scatter_add_(1, ids, w)[:, 1:]
+    np.testing.assert_allclose(dense[:20].numpy(), x[:20].toarray(), atol=1e-5)
+    assert dense[21].abs().sum() == 0  # nothing known, nothing weighed
+    assert vocab.chars and vocab.words and len(vocab) == 1 + x.shape[1]
 
 
 def test_combined_ordinal_is_the_normalised_product():
@@ -93,7 +118,9 @@ def test_sparse_model_saves_loads_and_needs_its_inputs(tmp_path):
     fit_sparse(model, _rows(), progress=False)
     model.save_pretrained(tmp_path / "m")
     again = CarelensModel.from_pretrained(tmp_path / "m")
-    assert again.config.sparse.enabled and again.config.sparse.buckets == 4096
+    assert again.config.sparse.enabled and again.config.sparse.size == len(
+        model.classifier.sparse_vocab
+    )
     texts = ["arrived broken", "很好 great product"]
     a, _ = model.batched_logits(texts)
     b, _ = again.batched_logits(texts)

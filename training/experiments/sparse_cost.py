@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from model.bench import load_texts
-from model.ngrams import batch_sparse_inputs
 from model.pretrained import CarelensModel
 
 
@@ -32,7 +31,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(texts), args.batch_size):
-            ids, tf = batch_sparse_inputs(texts[i : i + args.batch_size], model.config.sparse)
+            ids, tf = model.classifier.sparse_inputs(texts[i : i + args.batch_size])
             model.classifier.sparse_logits(ids, tf)
     ms = 1000 * (time.perf_counter() - t0) / len(texts)
     chars = sum(map(len, texts)) / len(texts)

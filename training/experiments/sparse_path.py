@@ -3,7 +3,7 @@
     python -m training.experiments.sparse_path [--config data/configs/starter.yaml] [--fit rest|all]
     python -m training.experiments.sparse_path --model var/models/starter [--source NAME ...]
 
-Without ``--model``: fits the sparse path (hashed n-grams, logistic regression) of a
+Without ``--model``: fits the sparse path (the floor's n-grams, logistic regression) of a
 fresh model on the config's rows that fine-tuning leaves out (``rest``) or on all
 training rows (``all``), and scores it beside ``training.evaluate.TfidfBaseline``
 (fitted on all training rows) on each source's validation rows (up to
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.classifier import ModelConfig
-from model.ngrams import NgramConfig, SparseConfig, batch_sparse_inputs
+from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from training.evaluate import TfidfBaseline
 from training.pipeline import build_sets, held_out_sets, load_taxonomy
@@ -34,7 +34,7 @@ def sparse_probs(model: CarelensModel, texts: list[str]) -> dict[str, np.ndarray
     """Each task's probabilities from the sparse path alone."""
     out: dict[str, list[np.ndarray]] = {t.name: [] for t in model.taxonomy}
     for i in range(0, len(texts), 256):
-        ids, tf = batch_sparse_inputs(texts[i : i + 256], model.config.sparse)
+        ids, tf = model.classifier.sparse_inputs(texts[i : i + 256])
         for name, p in model.classifier.sparse_task_probs(ids, tf).items():
             out[name].append(p.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -62,7 +62,6 @@ def main() -> None:
     ap.add_argument("--config", default="data/configs/starter.yaml")
     ap.add_argument("--fit", choices=["rest", "all"], default="rest")
     ap.add_argument("--c", type=float, default=4.0)
-    ap.add_argument("--buckets", type=int, default=1 << 20)
     ap.add_argument("--model", help="score this model's sparse path against the whole model")
     ap.add_argument("--source", action="append", default=[], help="with --model: only these")
     args = ap.parse_args()
@@ -80,7 +79,7 @@ def main() -> None:
         taxonomy,
         ModelConfig(
             ngram=NgramConfig(enabled=False),
-            sparse=SparseConfig(enabled=True, buckets=args.buckets),
+            sparse=SparseConfig(enabled=True),
         ),
     )
     summary = fit_sparse(model, fit_rows, c=args.c)
