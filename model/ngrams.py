@@ -12,9 +12,9 @@ TF-IDF n-grams, the same as the evaluation floor's.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,23 +40,20 @@ def _bucket(gram: str, buckets: int) -> int:
     return zlib.crc32(gram.encode("utf-8", "replace")) % (buckets - 1) + 1  # 0 is padding
 
 
-def _grams(text: str, cfg: NgramConfig) -> Iterator[str]:
-    """The text's character n-grams (prefixed ``c``), then its word n-grams (``w``)."""
+def ngram_ids(text: str, cfg: NgramConfig) -> list[int]:
+    """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
     text = _SPACE_RE.sub(" ", text[: cfg.max_chars].lower()).strip()
+    ids: list[int] = []
     for n in range(cfg.char_min_n, cfg.char_max_n + 1):
         for i in range(len(text) - n + 1):
             gram = text[i : i + n]
             if not gram.isspace():
-                yield "c" + gram
+                ids.append(_bucket("c" + gram, cfg.buckets))
     words = _WORD_RE.findall(text)
     for n in range(1, cfg.word_max_n + 1):
         for i in range(len(words) - n + 1):
-            yield "w" + " ".join(words[i : i + n])
-
-
-def ngram_ids(text: str, cfg: NgramConfig) -> list[int]:
-    """Bucket ids (1..buckets-1) of the text's character and word n-grams."""
-    return [_bucket(g, cfg.buckets) for g in _grams(text, cfg)]
+            ids.append(_bucket("w" + " ".join(words[i : i + n]), cfg.buckets))
+    return ids
 
 
 def batch_ngram_ids(texts: list[str], cfg: NgramConfig) -> torch.Tensor:
@@ -91,12 +88,21 @@ class SparseConfig:
     char_size: int = 0
 
 
+def _clip_lower(text: str, max_chars: int) -> str:
+    return text[:max_chars].lower()
+
+
 def sparse_vectorizers(cfg: SparseConfig) -> tuple[Any, Any]:
     """Unfitted scikit-learn (character, word) ``TfidfVectorizer``s: one definition for
     the sparse path and the floor, so the path alone computes the floor's features."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    common = {"min_df": cfg.min_df, "sublinear_tf": True, "dtype": np.float64}
+    common = {
+        "min_df": cfg.min_df,
+        "sublinear_tf": True,
+        "dtype": np.float64,
+        "preprocessor": functools.partial(_clip_lower, max_chars=cfg.max_chars),
+    }
     char = TfidfVectorizer(
         analyzer="char_wb",
         ngram_range=(1, cfg.char_max_n),
@@ -138,7 +144,6 @@ class SparseVocab:
 
     def counts(self, text: str) -> dict[int, int]:
         """Row id -> count of the text's n-grams that are in the vocabularies."""
-        text = text[: self.cfg.max_chars]
         out: dict[int, int] = {}
         for grams, ids in ((self._char_an(text), self._ids), (self._word_an(text), self._word_ids)):
             for g in grams:

@@ -190,9 +190,8 @@ class TfidfBaseline:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        self._cfg = SparseConfig(enabled=True)
-        self._char, self._word = sparse_vectorizers(self._cfg)
-        texts = [e.text[: self._cfg.max_chars] for e in examples]
+        self._char, self._word = sparse_vectorizers(SparseConfig(enabled=True))
+        texts = [e.text for e in examples]
         self._char.fit(texts)
         self._word.fit(texts)
         self._hstack = hstack
@@ -218,7 +217,6 @@ class TfidfBaseline:
         return self
 
     def _features(self, texts: list[str]):
-        texts = [t[: self._cfg.max_chars] for t in texts]
         return self._hstack([self._char.transform(texts), self._word.transform(texts)]).tocsr()
 
     def predict_proba(self, texts: list[str]) -> dict[str, np.ndarray]:

@@ -37,8 +37,7 @@ def tfidf_matrix(
     the vectorizers fitted on ``texts``; column ``j`` is the model's table row ``j + 1``."""
     cfg = model.config.sparse
     char_vec, word_vec = sparse_vectorizers(cfg)
-    clipped = [t[: cfg.max_chars] for t in texts]
-    x = hstack([char_vec.fit_transform(clipped), word_vec.fit_transform(clipped)]).tocsr()
+    x = hstack([char_vec.fit_transform(texts), word_vec.fit_transform(texts)]).tocsr()
     idf = np.concatenate([[0.0], char_vec.idf_, word_vec.idf_])
     return x, SparseVocab.from_vectorizers(cfg, char_vec, word_vec), idf
 
