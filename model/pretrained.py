@@ -34,7 +34,7 @@ from model.backbone import default_backbone, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
 from model.ngrams import SparseVocab, batch_ngram_ids
 from model.taxonomy import Taxonomy, TaxonomyError
-from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer
+from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer, special_ids
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,7 @@ class CarelensModel:
         """Tokenize with dynamic padding (to the longest text of the batch)."""
         max_length = max_length or self.config.max_length
         max_chars = max_length * 16
-        pad_id = self.tokenizer.token_to_id("[PAD]") or 0
-        sep_id = self.tokenizer.token_to_id("[SEP]")
+        pad_id, sep_id = special_ids(self.tokenizer)
         cut = [t[:max_chars] for t in texts]
         encodings = self.tokenizer.encode_batch(cut)
         rows, truncated = [], []

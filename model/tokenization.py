@@ -53,6 +53,15 @@ def build_wordpiece_tokenizer(vocab: Iterable[str], lowercase: bool = True) -> T
     return tok
 
 
+def special_ids(tok: Tokenizer) -> tuple[int, int | None]:
+    """(padding id, end-of-sequence id) of a BERT ([PAD]/[SEP]) or SentencePiece
+    (<pad>/</s>) vocabulary; 0 and None when it has neither."""
+    for pad, sep in (("[PAD]", "[SEP]"), ("<pad>", "</s>")):
+        if tok.token_to_id(pad) is not None:
+            return tok.token_to_id(pad), tok.token_to_id(sep)
+    return 0, None
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load ``tokenizer.json`` from a file or a directory, with padding/truncation off."""
     path = Path(path)
@@ -73,17 +82,22 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
     vocab = tok.get_vocab()
     ordered = sorted(vocab.items(), key=lambda kv: kv[1])
     (directory / "vocab.txt").write_text("\n".join(t for t, _ in ordered) + "\n", encoding="utf-8")
-    config = {
-        "tokenizer_class": "BertTokenizer",
-        "do_lower_case": True,
-        "tokenize_chinese_chars": True,
-        "unk_token": "[UNK]",
-        "sep_token": "[SEP]",
-        "pad_token": "[PAD]",
-        "cls_token": "[CLS]",
-        "mask_token": "[MASK]",
-        "model_max_length": 512,
-    }
+    if json.loads(tok.to_str())["model"]["type"] == "Unigram":  # SentencePiece (XLM-R)
+        specials = {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>"}
+        specials |= {"sep_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials}
+    else:
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": True,
+            "tokenize_chinese_chars": True,
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        }
+    config["model_max_length"] = 512
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
@@ -107,10 +121,20 @@ def extend_cjk_vocab(
     if not new:
         return tok, []
     data = json.loads(tok.to_str())
-    wp_vocab: dict[str, int] = data["model"]["vocab"]
-    next_id = max(max(wp_vocab.values()), max(vocab.values())) + 1
-    for i, ch in enumerate(new):
-        wp_vocab[ch] = next_id + i
+    if data["model"]["type"] == "Unigram":
+        # a SentencePiece vocabulary: (piece, log-probability) rows, ids by position;
+        # a new character gets the lowest score, so it only wins where it is the sole
+        # piece that covers the character (before, the character was <unk>)
+        pieces: list[list] = data["model"]["vocab"]
+        if len(pieces) != len(vocab):
+            raise ValueError("a Unigram tokenizer with added tokens cannot be extended")
+        low = min(score for _, score in pieces)
+        pieces += [[ch, low] for ch in new]
+    else:
+        wp_vocab: dict[str, int] = data["model"]["vocab"]
+        next_id = max(max(wp_vocab.values()), max(vocab.values())) + 1
+        for i, ch in enumerate(new):
+            wp_vocab[ch] = next_id + i
     extended = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
     extended.no_padding()
     extended.no_truncation()

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from model.calibration import calibrate
-from model.classifier import ModelConfig
+from model.classifier import ModelConfig, task_probs
 from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
@@ -18,7 +20,7 @@ from model.tokenization import is_cjk
 from training.data import DataError, Example, hash_split, read_labelled, targets
 from training.sources import data_dir, load_source
 from training.sparse import fit_sparse
-from training.trainer import TrainConfig, predict_probs, pretrain_ngrams, quick_scores, train
+from training.trainer import TrainConfig, pretrain_ngrams, quick_scores, train
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +101,20 @@ def build_sets(
     return train_rows, val, rest
 
 
-def calibrate_model(model: CarelensModel, val_rows: list[Example], target_precision: float) -> None:
-    """Fit temperature and review thresholds per task on validation rows."""
+def calibrate_model(
+    model: CarelensModel, val_rows: list[Example], target_precision: float
+) -> dict[str, torch.Tensor]:
+    """Fit temperature and review thresholds per task on validation rows; returns
+    their uncalibrated logits (divide by the temperatures for the calibrated ones)."""
     if not val_rows:
-        return
+        return {}
     logits, _ = model.batched_logits([e.text for e in val_rows], 64, calibrated=False)
     y = targets(val_rows, model.taxonomy)
     for task in model.taxonomy:
         cal, th = calibrate(task, logits[task.name], y[task.name], target_precision)
         model.calibration[task.name] = cal
         model.thresholds[task.name] = th
+    return logits
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -153,12 +159,21 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     if cfg.sparse and cfg.sparse_refit and rest:
         sparse = fit_sparse(model, unique_train + rest, c=cfg.sparse_c, progress=progress)
         result["history"].append({"sparse_refit": sparse})
-    calibrate_model(model, val_rows, cfg.target_precision)
+    val_logits = calibrate_model(model, val_rows, cfg.target_precision)
     # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds
     per_source = {}
+    start = 0
     for name, rows in val.items():
         if rows:
-            probs = predict_probs(model, rows, calibrated=True)
+            probs = {
+                t.name: task_probs(
+                    t,
+                    val_logits[t.name][start : start + len(rows)]
+                    / float(model.calibration[t.name]["temperature"]),
+                ).numpy()
+                for t in model.taxonomy
+            }
+            start += len(rows)
             per_source[name] = {
                 "rows": len(rows),
                 **quick_scores(model, probs, rows, model.thresholds),

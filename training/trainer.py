@@ -93,6 +93,10 @@ class TrainConfig(DictConfig):
     # after fine-tuning, fit the sparse path again on all training rows (fine-tuned ones
     # included): the encoder learned its corrections against the out-of-sample fit
     sparse_refit: bool = True
+    # keep the encoder's word embeddings as pretrained (a multilingual backbone's 250,000
+    # rows would otherwise get a dense Adam update every step, most for tokens no batch
+    # holds); rows added for CJK characters are frozen too
+    freeze_word_embeddings: bool = False
     target_precision: float = 0.9
 
 
@@ -244,6 +248,7 @@ def train(
     model.train_config = cfg.to_dict()
     clf = model.classifier
     clf.train()
+    clf.encoder.get_input_embeddings().weight.requires_grad_(not cfg.freeze_word_embeddings)
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
