@@ -413,6 +413,9 @@ def retrain(
         data_dir=data_dir,
         val_fraction=val_fraction,
         target_precision=cfg.target_precision,
+        # as the active model was trained (a multilingual backbone's 250,000 word
+        # embeddings stay as pretrained)
+        freeze_word_embeddings=bool(tc.get("freeze_word_embeddings", False)),
     )
 
     def on_step(step: int, total: int) -> None:

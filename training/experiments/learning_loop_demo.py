@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--out", default="var/reports/learning_loop_demo")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-rows", type=int, default=1000, help="cap on the rows evaluated")
+    ap.add_argument("--retrain-config", help="a retrain config YAML (default settings without)")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -131,6 +132,8 @@ def main() -> None:
         "--registry", str(reg.root), "--base", args.model, "--result", str(out / "result.json"),
         "--quiet",
     ]  # fmt: skip
+    if args.retrain_config:
+        cmd += ["--config", args.retrain_config]
     print("$", " ".join(cmd[2:]))
     t1 = time.perf_counter()
     subprocess.run(cmd, check=True)
