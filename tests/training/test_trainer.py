@@ -83,3 +83,23 @@ def test_ngram_pretraining_leaves_the_encoder_alone():
     )
     assert not torch.equal(ngram_before, model.classifier.ngram_embedding.weight)
     assert after > max(before, 0.9)
+
+
+def test_freeze_word_embeddings_keeps_them_and_trains_the_rest():
+    model = tiny_model()
+    enc = model.classifier.encoder
+    emb0 = enc.get_input_embeddings().weight.detach().clone()
+    layer0 = next(p for n, p in enc.named_parameters() if "layer.0" in n).detach().clone()
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, freeze_word_embeddings=True)
+    train(model, _data(32), [], cfg, progress=False)
+    assert enc.get_input_embeddings().weight.equal(emb0)
+    assert not next(p for n, p in enc.named_parameters() if "layer.0" in n).equal(layer0)
+    # and without the flag the embeddings of the batch's tokens move
+    train(
+        model,
+        _data(32),
+        [],
+        TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3),
+        progress=False,
+    )
+    assert not enc.get_input_embeddings().weight.equal(emb0)
