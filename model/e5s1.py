@@ -98,7 +98,10 @@ class _Reader:
         self.data, self.pos = data, 0
 
     def take(self, fmt: str):
-        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        try:
+            values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        except struct.error as exc:
+            raise E5S1Error("the file is truncated") from exc
         self.pos += struct.calcsize("<" + fmt)
         return values if len(values) > 1 else values[0]
 
@@ -142,9 +145,9 @@ def read_e5s1(path: str | Path) -> E5S1:
         name = r.raw(r.take("H")).decode("ascii")
         dtype = r.take("B")
         count, offset, nbytes = r.take("IQQ")
-        raw = memoryview(data)[offset : offset + nbytes]
         if offset + nbytes > len(data):
             raise E5S1Error(f"tensor {name} lies past the end of the file")
+        raw = memoryview(data)[offset : offset + nbytes]
         if dtype == F32:
             tensors[name] = np.frombuffer(raw, dtype=np.float32, count=count).copy()
         elif dtype == Q4_0:
@@ -161,6 +164,12 @@ def bert_state_dict(m: E5S1) -> dict[str, np.ndarray]:
     """The tensors under ``BertModel``'s names and shapes (no pooler)."""
     h = m.hidden
     t = m.tensors
+    needed = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"] + [
+        f"l{i}.{short}.{wb}" for i in range(m.layers) for short in LAYER_NAMES for wb in "wb"
+    ]
+    missing = [k for k in needed if k not in t]
+    if missing:
+        raise E5S1Error(f"the file lacks tensors {missing[:5]} ({len(missing)} in all)")
     sd = {
         "embeddings.word_embeddings.weight": t["emb.word"].reshape(m.vocab_rows, h),
         "embeddings.position_embeddings.weight": t["emb.pos"].reshape(m.max_positions, h),

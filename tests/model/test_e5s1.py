@@ -162,12 +162,17 @@ def test_tokenizer_follows_the_file_normalisation_and_pieces(tiny):
     assert tok.encode("zzz", add_special_tokens=False).ids[-1] == 3  # unknown -> <unk>
 
 
-def test_not_an_e5s1_file(tmp_path):
+def test_not_an_e5s1_file_or_a_broken_one(tiny, tmp_path):
     bad = tmp_path / "x.bin"
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(E5S1Error, match="not an E5S1"):
-        read_e5s1(bad)
-    assert not (tmp_path / "out").exists()
+        convert_e5s1(bad, tmp_path / "out")
+    path, _ = tiny
+    for cut in (20, 200, path.stat().st_size - 10):  # header, tokenizer, last tensor
+        bad.write_bytes(path.read_bytes()[:cut])
+        with pytest.raises(E5S1Error, match="truncated|past the end"):
+            convert_e5s1(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_unknown_package_backbone_says_what_to_install(monkeypatch):
