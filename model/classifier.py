@@ -325,6 +325,21 @@ class MultiTaskClassifier(nn.Module):
         self.encoder.set_input_embeddings(new_emb)
         self.encoder.config.vocab_size = old.shape[0] + num_new
 
+    def keep_embeddings(self, keep: list[int]) -> None:
+        """Keep only the encoder's word-embedding rows ``keep`` (old ids, ascending;
+        row i of the result is row keep[i]), for a trimmed vocabulary."""
+        emb = self.encoder.get_input_embeddings()
+        pad = emb.padding_idx
+        new_pad = keep.index(pad) if pad is not None and pad in keep else None
+        rows = emb.weight.data[torch.tensor(keep, dtype=torch.long)].clone()
+        new_emb = nn.Embedding(rows.shape[0], rows.shape[1], padding_idx=new_pad)
+        new_emb.weight.data.copy_(rows)
+        new_emb.weight.requires_grad_(emb.weight.requires_grad)
+        self.encoder.set_input_embeddings(new_emb)
+        self.encoder.config.vocab_size = rows.shape[0]
+        if getattr(self.encoder.config, "pad_token_id", None) is not None:
+            self.encoder.config.pad_token_id = new_pad if new_pad is not None else 0
+
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the encoder: heads, the n-gram table and the sparse path."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}

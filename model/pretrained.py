@@ -34,7 +34,14 @@ from model.backbone import default_backbone, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
 from model.ngrams import SparseVocab, batch_ngram_ids
 from model.taxonomy import Taxonomy, TaxonomyError
-from model.tokenization import extend_cjk_vocab, load_tokenizer, save_tokenizer, special_ids
+from model.tokenization import (
+    extend_cjk_vocab,
+    load_tokenizer,
+    save_tokenizer,
+    special_ids,
+    trim_unigram_vocab,
+    unigram_pieces_to_keep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +183,19 @@ class CarelensModel:
             classifier.extend_embeddings(max(needed, 0), seed=seed)
             log.info("vocabulary extended by %d CJK characters", len(added))
         return cls(classifier=classifier, tokenizer=tokenizer)
+
+    def trim_vocabulary(self, texts: list[str]) -> tuple[int, int]:
+        """Keep only the SentencePiece pieces ``texts`` use plus every one-character
+        piece (``model.tokenization.unigram_pieces_to_keep``), and their embedding rows.
+        ``texts`` are cut exactly as before; returns (pieces before, pieces after)."""
+        before = self.tokenizer.get_vocab_size()
+        keep = unigram_pieces_to_keep(self.tokenizer, texts)
+        rows = self.classifier.encoder.get_input_embeddings().weight.shape[0]
+        if keep[-1] >= rows:
+            raise ValueError(f"the tokenizer has ids up to {keep[-1]}, the encoder {rows} rows")
+        self.tokenizer = trim_unigram_vocab(self.tokenizer, keep)
+        self.classifier.keep_embeddings(keep)
+        return before, len(keep)
 
     # -- encoding -------------------------------------------------------------------
     def encode(self, texts: list[str], max_length: int | None = None) -> Batch:

@@ -1,10 +1,16 @@
-"""Fast (Rust) WordPiece tokenization and the CJK vocabulary extension.
+"""Fast (Rust) tokenization: WordPiece, the CJK vocabulary extension, and trimming a
+SentencePiece vocabulary to the pieces a model needs.
 
 The English backbone's vocabulary holds only 244 CJK characters, so most Chinese
 text becomes [UNK]. BERT's normaliser already isolates every CJK character as its
 own word, so adding characters straight to the WordPiece vocabulary (not as
 "added tokens") makes each one a single token; the encoder's embedding matrix is
-grown to match (see ``model.classifier.MultiTaskClassifier.extend_vocabulary``).
+grown to match (see ``model.classifier.MultiTaskClassifier.extend_embeddings``).
+
+A multilingual SentencePiece vocabulary (XLM-R's 250,002 pieces, 100 languages) is
+mostly rows a seller's messages never use: ``unigram_pieces_to_keep`` and
+``trim_unigram_vocab`` keep the pieces the training texts use plus every one-character
+piece, and ``MultiTaskClassifier.keep_embeddings`` keeps the matching rows.
 """
 
 from __future__ import annotations
@@ -139,3 +145,73 @@ def extend_cjk_vocab(
     extended.no_padding()
     extended.no_truncation()
     return extended, new
+
+
+def _latin_or_chinese(piece: str) -> bool:
+    """A piece written only in the scripts of English and Chinese messages: Latin
+    (up to Latin Extended-B, accents included), CJK ideographs, CJK punctuation and
+    full-width forms."""
+    text = piece.replace("\u2581", "")
+    return all(
+        ord(ch) < 0x250 or is_cjk(ch) or 0x3000 <= ord(ch) <= 0x303F or 0xFF00 <= ord(ch) <= 0xFFEF
+        for ch in text
+    )
+
+
+def unigram_pieces_to_keep(tok: Tokenizer, texts: Iterable[str], batch: int = 4096) -> list[int]:
+    """The ids a trimmed SentencePiece (Unigram) vocabulary keeps, ascending: the
+    special tokens, every piece the tokenizer uses on ``texts``, every piece written
+    only in Latin or Chinese script (so English and Chinese messages the texts do not
+    cover are still cut as the full vocabulary cuts them, nearly always), and every
+    piece of one character (with or without the word-start mark ``▁``), so a text in
+    another script still has a segmentation without ``<unk>`` wherever the full
+    vocabulary had one (into smaller pieces than before)."""
+    data = json.loads(tok.to_str())
+    if data["model"]["type"] != "Unigram":
+        raise ValueError(
+            f"only a SentencePiece (Unigram) vocabulary can be trimmed, not {data['model']['type']}"
+        )
+    pieces = data["model"]["vocab"]
+    keep = {int(t["id"]) for t in data.get("added_tokens", [])}
+    keep.add(int(data["model"]["unk_id"]))
+    keep.update(
+        i
+        for i, (p, _) in enumerate(pieces)
+        if len(p.replace("\u2581", "")) <= 1 or _latin_or_chinese(p)
+    )
+    texts = list(texts)
+    for start in range(0, len(texts), batch):
+        for enc in tok.encode_batch(texts[start : start + batch], add_special_tokens=False):
+            keep.update(enc.ids)
+    return sorted(keep)
+
+
+def trim_unigram_vocab(tok: Tokenizer, keep: list[int]) -> Tokenizer:
+    """The tokenizer with only the pieces ``keep`` (ascending old ids; the new id of a
+    piece is its position there). Scores stay, so a text made of kept pieces is cut
+    exactly as before; other texts are cut into the best kept pieces."""
+    data = json.loads(tok.to_str())
+    if data["model"]["type"] != "Unigram":
+        raise ValueError("only a SentencePiece (Unigram) vocabulary can be trimmed")
+    if any(b <= a for a, b in zip(keep, keep[1:], strict=False)):
+        raise ValueError("keep must be ascending ids without repeats")
+    new_id = {old: new for new, old in enumerate(keep)}
+    specials = [int(t["id"]) for t in data.get("added_tokens", [])] + [data["model"]["unk_id"]]
+    missing = [i for i in specials if i not in new_id]
+    if missing:
+        raise ValueError(f"a trimmed vocabulary must keep the special tokens (ids {missing})")
+    pieces = data["model"]["vocab"]
+    data["model"]["vocab"] = [pieces[i] for i in keep]
+    data["model"]["unk_id"] = new_id[data["model"]["unk_id"]]
+    for t in data.get("added_tokens", []):
+        t["id"] = new_id[int(t["id"])]
+    post = data.get("post_processor") or {}
+    for entry in (post.get("special_tokens") or {}).values():  # TemplateProcessing
+        entry["ids"] = [new_id[int(i)] for i in entry["ids"]]
+    for key in ("cls", "sep"):  # RobertaProcessing / BertProcessing: [token, id]
+        if isinstance(post.get(key), list):
+            post[key][1] = new_id[int(post[key][1])]
+    trimmed = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+    trimmed.no_padding()
+    trimmed.no_truncation()
+    return trimmed

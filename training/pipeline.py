@@ -138,6 +138,15 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     )
     pre_history: list[dict] = []
     unique_train = list({id(r): r for r in train_rows}.values())
+    if cfg.trim_vocab:
+        # every text it trains on (fine-tuning and the sparse path's rows), never the
+        # validation texts: those are cut as any new message would be
+        try:
+            before, after = model.trim_vocabulary([ex.text for ex in unique_train + rest])
+        except ValueError as exc:
+            raise ValueError(f"trim_vocab: {exc}") from exc
+        log.info("vocabulary trimmed from %d to %d pieces", before, after)
+        pre_history.append({"vocabulary_trimmed": {"before": before, "after": after}})
     if cfg.sparse:
         # fitted on rows fine-tuning will not see, so on the fine-tuning rows its logits
         # are out-of-sample and the encoder learns what it gets wrong
@@ -152,7 +161,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         # rows the fine-tuning will not see, so the encoder learns what the n-grams miss
         # (on rows they have memorised, the joint loss would start near zero)
         pre_rows = rest or unique_train
-        pre_history = pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
+        pre_history += pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
     result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
     if cfg.sparse and cfg.sparse_refit and rest:
         sparse = fit_sparse(model, unique_train + rest, c=cfg.sparse_c, progress=progress)

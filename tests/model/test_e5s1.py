@@ -229,3 +229,44 @@ def test_a_converted_backbone_builds_a_model_with_its_specials(tiny, tmp_path):
     assert batch.input_ids[0, -1] == 1  # <pad>
     assert batch.input_ids[1, -1] == 2 and batch.truncated[1]  # </s> kept at the cut
     assert model.classifier.encoder.get_input_embeddings().weight.shape[0] >= len(PIECES) + 1
+
+
+def test_training_with_trim_vocab_keeps_the_pieces_its_texts_use(tmp_path, tiny_backbone_dir):
+    """`trim_vocab: true` on a converted (Unigram) backbone: the saved model holds
+    fewer pieces and rows, cuts its training texts as the full vocabulary does, and
+    loads; on a WordPiece backbone the option is refused with the reason."""
+    from transformers import BertConfig, BertModel
+
+    from model.predictor import Predictor
+    from model.tokenization import load_tokenizer
+    from tests.training.test_pipeline import _write_data
+    from training.pipeline import run
+    from training.trainer import TrainConfig
+
+    pieces = PIECES + [("\u2581привет", -3.0), ("при", -4.0), ("п", -6.0)]
+    cfg = BertConfig(
+        vocab_size=len(pieces), hidden_size=64, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=128, max_position_embeddings=32,
+    )  # fmt: skip
+    write_e5s1(
+        tmp_path / "f.bin", BertModel(cfg, add_pooling_layer=False).state_dict(), cfg, pieces
+    )
+    folder = convert_e5s1(tmp_path / "f.bin", tmp_path / "hf")
+    en, _ = _write_data(tmp_path, n=24)
+    raw = {
+        "backbone": str(folder), "data": [{"path": str(en), "name": "en"}],
+        "epochs": 1, "batch_size": 8, "max_length": 16, "ngram": False, "sparse": True,
+        "val_fraction": 0.25, "trim_vocab": True,
+    }  # fmt: skip
+    metrics = run(TrainConfig.from_dict(raw), tmp_path / "m", progress=False)
+    trimmed = metrics["history"][0]["vocabulary_trimmed"]
+    assert trimmed == {"before": len(pieces), "after": len(pieces) - 2}  # the Cyrillic words
+    model = Predictor.load(tmp_path / "m").model
+    assert model.classifier.encoder.get_input_embeddings().weight.shape[0] == len(pieces) - 2
+    full = load_tokenizer(folder)
+    vocab = sorted(model.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    keep = [full.token_to_id(t) for t, _ in vocab]
+    text = "the box arrived broken 3"
+    assert [keep[i] for i in model.tokenizer.encode(text).ids] == full.encode(text).ids
+    with pytest.raises(ValueError, match="Unigram"):
+        run(TrainConfig.from_dict({**raw, "backbone": str(tiny_backbone_dir)}), tmp_path / "x")
