@@ -2,13 +2,16 @@
 
     python -m training.experiments.sparse_path [--config data/configs/starter.yaml] [--fit rest|all]
     python -m training.experiments.sparse_path --model var/models/starter [--source NAME ...]
+        [--changes TASK]
 
 Without ``--model``: fits the sparse path (the floor's n-grams, logistic regression) of a
 fresh model on the config's rows that fine-tuning leaves out (``rest``) or on all
 training rows (``all``), and scores it beside ``training.evaluate.TfidfBaseline``
 (fitted on all training rows) on each source's validation rows (up to
 max_val_rows_per_source). With ``--model``: scores that model's sparse path alone and
-the whole model on each source's whole held-out split (what the encoder adds).
+the whole model on each source's whole held-out split (what the encoder adds); with
+``--changes TASK`` (a single-label task) it also lists the rows where the encoder
+changes the sparse path's label, with the gold one.
 """
 
 from __future__ import annotations
@@ -44,17 +47,34 @@ def r3(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in scores.items()}
 
 
-def against_model(model_dir: str, sources: list[str]) -> None:
+def against_model(model_dir: str, sources: list[str], changes: str | None = None) -> None:
     model = CarelensModel.from_pretrained(model_dir)
     cfg = TrainConfig.from_dict(model.train_config)
+    task = model.taxonomy[changes] if changes else None
+    if task is not None and task.kind == "multilabel":
+        raise SystemExit(f"--changes needs a single-label task, not {changes}")
     for name, rows in held_out_sets(cfg, model.taxonomy).items():
         if sources and name not in sources:
             continue
-        alone = quick_scores(model, sparse_probs(model, [e.text for e in rows]), rows)
-        whole = quick_scores(
-            model, predict_probs(model, rows, calibrated=True), rows, model.thresholds
-        )
+        sparse = sparse_probs(model, [e.text for e in rows])
+        whole_p = predict_probs(model, rows, calibrated=True)
+        alone = quick_scores(model, sparse, rows)
+        whole = quick_scores(model, whole_p, rows, model.thresholds)
         print(f"{name} n={len(rows)} sparse path alone {r3(alone)}  whole model {r3(whole)}")
+        if task is None:
+            continue
+        names = task.label_names
+        for i, ex in enumerate(rows):
+            gold = ex.labels.get(task.name)
+            a, w = (
+                names[int(sparse[task.name][i].argmax())],
+                names[int(whole_p[task.name][i].argmax())],
+            )
+            if gold and a != w:
+                verdict = "fixed" if w == gold[0] else "broken" if a == gold[0] else "still wrong"
+                print(
+                    f"  {verdict:11s} gold {gold[0]:10s} sparse {a:10s} model {w:10s} {ex.text[:90]!r}"
+                )
 
 
 def main() -> None:
@@ -64,9 +84,10 @@ def main() -> None:
     ap.add_argument("--c", type=float, default=4.0)
     ap.add_argument("--model", help="score this model's sparse path against the whole model")
     ap.add_argument("--source", action="append", default=[], help="with --model: only these")
+    ap.add_argument("--changes", help="with --model: list rows where the encoder changes TASK")
     args = ap.parse_args()
     if args.model:
-        against_model(args.model, args.source)
+        against_model(args.model, args.source, args.changes)
         return
     cfg = TrainConfig.from_file(args.config)
     taxonomy = load_taxonomy(cfg)
