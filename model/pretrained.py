@@ -185,9 +185,10 @@ class CarelensModel:
         return cls(classifier=classifier, tokenizer=tokenizer)
 
     def trim_vocabulary(self, texts: list[str]) -> tuple[int, int]:
-        """Keep only the SentencePiece pieces ``texts`` use plus every one-character
-        piece (``model.tokenization.unigram_pieces_to_keep``), and their embedding rows.
-        ``texts`` are cut exactly as before; returns (pieces before, pieces after)."""
+        """Keep only the SentencePiece pieces ``model.tokenization.unigram_pieces_to_keep``
+        keeps (Latin or Chinese script, used by ``texts``, or one character) and their
+        embedding rows. ``texts`` are cut exactly as before; returns (pieces before,
+        pieces after)."""
         before = self.tokenizer.get_vocab_size()
         keep = unigram_pieces_to_keep(self.tokenizer, texts)
         rows = self.classifier.encoder.get_input_embeddings().weight.shape[0]
