@@ -9,8 +9,9 @@ grown to match (see ``model.classifier.MultiTaskClassifier.extend_embeddings``).
 
 A multilingual SentencePiece vocabulary (XLM-R's 250,002 pieces, 100 languages) is
 mostly rows a seller's messages never use: ``unigram_pieces_to_keep`` and
-``trim_unigram_vocab`` keep the pieces the training texts use plus every one-character
-piece, and ``MultiTaskClassifier.keep_embeddings`` keeps the matching rows.
+``trim_unigram_vocab`` keep the pieces written in Latin or Chinese script, those the
+training texts use and every one-character piece, and
+``MultiTaskClassifier.keep_embeddings`` keeps the matching rows.
 """
 
 from __future__ import annotations
