@@ -119,15 +119,18 @@ def evaluate_cmd(
     source: Annotated[
         list[str] | None,
         typer.Option(
-            "--source", "-s", help="Public source(s): their validation split (never trained on)."
+            "--source",
+            "-s",
+            help="Public source(s): their test rows (the text-hash split the model's "
+            "training config names: never trained or calibrated on).",
         ),
     ] = None,
     held_out: Annotated[
         bool,
         typer.Option(
             "--held-out",
-            help="The validation split of every data entry of the model's own training "
-            "config (train_config.json): the same text-hash split, never trained on.",
+            help="The test rows of every data entry of the model's own training config "
+            "(train_config.json): the same text-hash split, never trained or calibrated on.",
         ),
     ] = False,
     baseline: Annotated[
@@ -142,7 +145,7 @@ def evaluate_cmd(
     """Score a model per task and per source, with plots and the TF-IDF floor."""
     from model.predictor import Predictor
     from model.pretrained import ModelLoadError
-    from training.data import DataError, hash_split, read_labelled
+    from training.data import DataError, read_labelled, three_way_split
     from training.evaluate import comparison, evaluate
     from training.pipeline import build_sets, held_out_sets
     from training.sources import SourceError, load_source
@@ -157,13 +160,15 @@ def evaluate_cmd(
     tax = predictor.taxonomy
     tc = predictor.model.train_config
     val_fraction = float(tc.get("val_fraction", 0.1))
+    dev_fraction = float(tc.get("dev_fraction", 0.5))
     examples = []
     try:
         for f in data or []:
             examples += read_labelled(f, tax, source=f.stem)
         for name in source or []:
             rows = load_source(name, tax, str(data_dir) if data_dir else tc.get("data_dir"))
-            examples += hash_split(rows, val_fraction)[1]
+            # the test rows: neither trained nor calibrated on
+            examples += three_way_split(rows, val_fraction, dev_fraction)[2]
         cfg = None
         if tc.get("data"):
             cfg = TrainConfig.from_dict({**tc, **({"data_dir": str(data_dir)} if data_dir else {})})

@@ -140,6 +140,23 @@ def hash_split(
     return train, val
 
 
+def three_way_split(
+    examples: list[Example], val_fraction: float = 0.1, dev_fraction: float = 0.5
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, dev, test) by the same text hash as ``hash_split``: the training rows are
+    the same; of the held-out rows, the lowest ``dev_fraction`` of the hash range are
+    dev rows (a model calibrates, sets thresholds and picks its epoch on them) and the
+    rest test rows, which only ever score it."""
+    train, dev, test = [], [], []
+    for ex in examples:
+        b = split_bucket(ex.text)
+        if b >= val_fraction:
+            train.append(ex)
+        else:
+            (dev if b < val_fraction * dev_fraction else test).append(ex)
+    return train, dev, test
+
+
 def targets(examples: list[Example], taxonomy: Taxonomy) -> dict[str, torch.Tensor]:
     """Loss targets per task, with missing labels masked (see model.classifier)."""
     out: dict[str, torch.Tensor] = {}

@@ -15,7 +15,7 @@ from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
-from training.data import DataError, Example, hash_split, read_labelled, targets
+from training.data import DataError, Example, read_labelled, targets, three_way_split
 from training.sources import data_dir, load_source
 from training.sparse import fit_sparse
 from training.trainer import TrainConfig, pretrain_ngrams, quick_scores, train
@@ -45,25 +45,25 @@ def load_spec(
 
 def split_sources(
     cfg: TrainConfig, taxonomy: Taxonomy
-) -> Iterator[tuple[dict[str, Any], str, list[Example], list[Example]]]:
-    """(spec, name, train rows, validation rows) per data entry, split by text hash."""
+) -> Iterator[tuple[dict[str, Any], str, list[Example], list[Example], list[Example]]]:
+    """(spec, name, train rows, dev rows, test rows) per data entry, split by text hash
+    (``three_way_split``)."""
     if not cfg.data:
         raise DataError("the training config lists no data")
     for spec in cfg.data:
         name, examples = load_spec(spec, taxonomy, cfg.data_dir)
         for ex in examples:
             ex.meta.setdefault("source", name)
-        tr, va = hash_split(examples, cfg.val_fraction)
-        yield spec, name, tr, va
+        yield spec, name, *three_way_split(examples, cfg.val_fraction, cfg.dev_fraction)
 
 
 def held_out_sets(cfg: TrainConfig, taxonomy: Taxonomy) -> dict[str, list[Example]]:
-    """Each data entry's whole validation split: rows neither fine-tuned nor n-gram
-    pre-trained on (``build_sets`` calibrates and picks the best epoch on up to
-    ``max_val_rows_per_source`` of them). What ``carelens evaluate --held-out`` scores."""
+    """Each data entry's test rows: held out of training and never used to calibrate,
+    set thresholds or pick an epoch (``build_sets`` takes those validation rows from
+    the dev part of the held-out split). What ``carelens evaluate --held-out`` scores."""
     out: dict[str, list[Example]] = {}
-    for _, name, _, va in split_sources(cfg, taxonomy):
-        out.setdefault(name, []).extend(va)
+    for _, name, _, _, test in split_sources(cfg, taxonomy):
+        out.setdefault(name, []).extend(test)
     return out
 
 
@@ -71,14 +71,19 @@ def build_sets(
     cfg: TrainConfig, taxonomy: Taxonomy
 ) -> tuple[list[Example], dict[str, list[Example]], list[Example]]:
     """Fine-tuning rows (weighted by repetition/sub-sampling), validation rows per
-    source, and the training rows that ``max_rows`` kept out of fine-tuning."""
+    source (up to ``max_val_rows_per_source`` of its dev rows, never its test rows),
+    and the training rows that ``max_rows`` kept out of fine-tuning."""
     rng = random.Random(cfg.seed)
     train_rows: list[Example] = []
     val: dict[str, list[Example]] = {}
     rest: list[Example] = []
-    for spec, name, tr, va in split_sources(cfg, taxonomy):
+    for spec, name, tr, dev, test in split_sources(cfg, taxonomy):
         rng.shuffle(tr)
-        rng.shuffle(va)
+        # one shuffle of the whole held-out split, so the random draws (and with them
+        # the fine-tuning rows of the sources after this one) do not depend on dev_fraction
+        held, dev_ids = dev + test, {id(e) for e in dev}
+        rng.shuffle(held)
+        va = [e for e in held if id(e) in dev_ids]
         if spec.get("max_rows"):
             extra = tr[int(spec["max_rows"]) :]
             if cfg.ngram_pretrain_max_rows is not None:

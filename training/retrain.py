@@ -11,11 +11,12 @@
    reported, and masked out only with ``exclude_flagged``;
 4. the frozen evaluation set is read from the registry, or chosen now (first
    retrain): up to ``frozen_rows_per_source`` rows of each public source's text-hash
-   validation split (never trained on), or the held-out tickets if there is no public
-   data. It never changes afterwards;
+   test rows (never trained or calibrated on), or the held-out tickets if there is no
+   public data. It never changes afterwards;
 5. the candidate is fine-tuned from the active model (or the backbone) on the training
    tickets (weight ``ticket_weight``) plus a replay sample of the public sources'
-   training rows, then re-calibrated on public validation rows outside the frozen set;
+   training rows, then re-calibrated on the public sources' dev rows (the rows the
+   active model calibrated on), outside the frozen set;
 6. the candidate and the active model are scored on the same rows: the frozen set and
    the held-out tickets (headline per task: accuracy, micro-F1 for multi-label tasks;
    the frozen figure is the mean over (source, task) cells);
@@ -53,10 +54,10 @@ from training.data import (
     DataError,
     Example,
     _rows,
-    hash_split,
     normalise_for_hash,
     read_labelled,
     targets,
+    three_way_split,
 )
 from training.pipeline import load_spec
 from training.sources import SourceError
@@ -177,14 +178,19 @@ def summarise(examples: list[Example], taxonomy) -> dict[str, Any]:
 
 
 def _public_splits(
-    specs: list[dict[str, Any]], taxonomy, data_dir: str | None, val_fraction: float
-) -> dict[str, tuple[list[Example], list[Example]]]:
+    specs: list[dict[str, Any]],
+    taxonomy,
+    data_dir: str | None,
+    val_fraction: float,
+    dev_fraction: float,
+) -> dict[str, tuple[list[Example], list[Example], list[Example]]]:
+    """(train, dev, test) rows per public source, split as the active model's were."""
     out = {}
     for spec in specs:
         name, rows = load_spec(spec, taxonomy, data_dir)
         for ex in rows:
             ex.meta.setdefault("source", name)
-        out[name] = hash_split(rows, val_fraction)
+        out[name] = three_way_split(rows, val_fraction, dev_fraction)
     return out
 
 
@@ -348,8 +354,11 @@ def retrain(
     specs = cfg.public_data if cfg.public_data is not None else list(tc.get("data") or [])
     data_dir = cfg.data_dir or tc.get("data_dir")
     val_fraction = float(tc.get("val_fraction", 0.1))
+    dev_fraction = float(tc.get("dev_fraction", 0.5))
     try:
-        public = _public_splits(specs, taxonomy, data_dir, val_fraction) if specs else {}
+        public = (
+            _public_splits(specs, taxonomy, data_dir, val_fraction, dev_fraction) if specs else {}
+        )
     except (DataError, SourceError) as exc:
         if cfg.public_data is not None:
             raise RetrainError(f"public data: {exc}") from exc
@@ -361,7 +370,7 @@ def retrain(
     held = {_key(e) for e in sets.frozen} | {_key(e) for e in holdout}
     train_tickets = [e for e in train_tickets if _key(e) not in held]
     replay, calib = [], []
-    for _name, (tr, va) in sorted(public.items()):
+    for _name, (tr, va, _) in sorted(public.items()):
         tr = [e for e in tr if _key(e) not in held and _key(e) not in ticket_keys]
         va = [e for e in va if _key(e) not in held and _key(e) not in ticket_keys]
         replay += rng.sample(tr, min(cfg.public_rows_per_source, len(tr)))
@@ -412,6 +421,7 @@ def retrain(
         taxonomy=tc.get("taxonomy"),
         data_dir=data_dir,
         val_fraction=val_fraction,
+        dev_fraction=dev_fraction,
         target_precision=cfg.target_precision,
         # as the active model was trained (a multilingual backbone's 250,000 word
         # embeddings stay as pretrained)
@@ -533,7 +543,7 @@ def retrain(
 def _frozen_set(
     registry: Registry,
     taxonomy,
-    public: dict[str, tuple[list[Example], list[Example]]],
+    public: dict[str, tuple[list[Example], list[Example], list[Example]]],
     holdout: list[Example],
     ticket_keys: set[str],
     cfg: RetrainConfig,
@@ -543,9 +553,10 @@ def _frozen_set(
     path = registry.frozen_eval_file
     if not path.is_file():
         rows: list[Example] = []
-        for _, (_, va) in sorted(public.items()):
-            va = [e for e in va if _key(e) not in ticket_keys]
-            rows += rng.sample(va, min(cfg.frozen_rows_per_source, len(va)))
+        # test rows: the active model neither trained nor calibrated on them
+        for _, (_, _, test) in sorted(public.items()):
+            test = [e for e in test if _key(e) not in ticket_keys]
+            rows += rng.sample(test, min(cfg.frozen_rows_per_source, len(test)))
         origin = "public validation splits" if rows else "held-out tickets of the first retrain"
         if not rows:
             rows = list(holdout)

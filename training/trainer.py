@@ -81,7 +81,12 @@ class TrainConfig(DictConfig):
     backbone: str | None = None  # None: $CARELENS_BACKBONE or the default package
     taxonomy: str | None = None  # None: data/taxonomy.yaml
     data_dir: str | None = None  # None: $CARELENS_DATA or ../shared/data
+    # held out of training: the text hash's lowest val_fraction; the lowest dev_fraction
+    # of those are dev rows (up to max_val_rows_per_source per source calibrate, set the
+    # review thresholds and pick the epoch), the others test rows that only
+    # `carelens evaluate` scores
     val_fraction: float = 0.1
+    dev_fraction: float = 0.5
     max_val_rows_per_source: int = 500
     cjk_min_count: int = 3
     ngram: bool = True
@@ -103,6 +108,12 @@ class TrainConfig(DictConfig):
     # 470, to 134,626, 207 MB)
     trim_vocab: bool = False
     target_precision: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "dev_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
 
 
 def set_seed(seed: int) -> None:

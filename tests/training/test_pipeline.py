@@ -93,6 +93,7 @@ def test_train_refuses_bad_configs(tmp_path):
 
 def test_build_sets_weights_caps_and_rest(tmp_path):
     from model.taxonomy import Taxonomy
+    from training.data import three_way_split
     from training.pipeline import build_sets
     from training.trainer import TrainConfig
 
@@ -107,9 +108,9 @@ def test_build_sets_weights_caps_and_rest(tmp_path):
     train_rows, val, rest = build_sets(cfg, Taxonomy.default())
     en_rows = [r for r in train_rows if r.source == "en"]
     assert len(en_rows) == 100 and len({id(r) for r in en_rows}) == 50  # weight 2: each row twice
-    zh_train = 200 - len(val["zh"])
+    en_train, zh_train = (len(three_way_split(rows, 0.2)[0]) for rows in _sources(cfg))
     assert len([r for r in train_rows if r.source == "zh"]) == round(zh_train * 0.5)
-    assert len(rest) == 200 - len(val["en"]) - 50 and all(r.source == "en" for r in rest)
+    assert len(rest) == en_train - 50 and all(r.source == "en" for r in rest)
     held = {r.text for rows in val.values() for r in rows}
     assert not held & {r.text for r in train_rows + rest}  # validation never trained on
 
@@ -131,7 +132,7 @@ def _held_out_config(tmp_path, n=200):
 
 def test_held_out_rows_never_overlap_training_rows(tmp_path):
     from model.taxonomy import Taxonomy
-    from training.data import normalise_for_hash
+    from training.data import normalise_for_hash, three_way_split
     from training.pipeline import build_sets, held_out_sets
     from training.trainer import TrainConfig
 
@@ -142,14 +143,59 @@ def test_held_out_rows_never_overlap_training_rows(tmp_path):
     seen = {normalise_for_hash(r.text) for r in train_rows + rest}
     for rows in held.values():
         assert not seen & {normalise_for_hash(r.text) for r in rows}
-    # the calibration rows are part of the held-out split, the rest all trained on
+    # the calibration (dev) rows are never test rows
     for source, rows in held.items():
-        assert {r.text for r in val[source]} <= {r.text for r in rows}
+        assert val[source] and not {r.text for r in val[source]} & {r.text for r in rows}
+    # every row is trained on, a dev row or a test row
     trained = len({id(r) for r in train_rows + rest})
-    assert sum(len(r) for r in held.values()) + trained == 2 * 200 + 2  # nothing else lost
+    _, dev, test = zip(*[three_way_split(rows, 0.2, 0.5) for rows in _sources(cfg)], strict=True)
+    assert sum(len(r) for r in held.values()) == sum(map(len, test))
+    assert sum(map(len, dev)) + sum(map(len, test)) + trained == 2 * 200 + 2
 
 
-def test_evaluate_held_out_scores_the_models_own_validation_split(tmp_path, tiny_model_dir):
+def _sources(cfg):
+    from model.taxonomy import Taxonomy
+    from training.pipeline import load_spec
+
+    return [load_spec(spec, Taxonomy.default(), None)[1] for spec in cfg.data]
+
+
+def test_three_way_split_keeps_training_rows_and_duplicates_together():
+    from training.data import Example, hash_split, three_way_split
+
+    texts = [f"message number {i}" for i in range(400)] + ["Message number 7!!"]
+    exs = [Example(text=t, labels={}) for t in texts]
+    train2, held = hash_split(exs, 0.2)
+    train3, dev, test = three_way_split(exs, 0.2, 0.5)
+    assert [e.text for e in train3] == [e.text for e in train2]  # the same training rows
+    assert sorted(e.text for e in dev + test) == sorted(e.text for e in held)
+    assert 20 < len(dev) < 60 and 20 < len(test) < 60  # about half each of about 80
+    both = {"message number 7", "Message number 7!!"}  # one normalised text: one side
+    assert (
+        both <= {e.text for e in train3}
+        or both <= {e.text for e in dev}
+        or both <= {e.text for e in test}
+    )
+    assert three_way_split(exs, 0.2, 1.0)[2] == [] and three_way_split(exs, 0.2, 0.0)[1] == []
+
+
+def test_dev_fraction_does_not_change_the_training_rows(tmp_path):
+    from model.taxonomy import Taxonomy
+    from training.pipeline import build_sets
+    from training.trainer import TrainConfig
+
+    raw = _held_out_config(tmp_path)
+    runs = [
+        build_sets(TrainConfig.from_dict({**raw, "dev_fraction": f}), Taxonomy.default())
+        for f in (0.3, 0.7)
+    ]
+    assert [r.text for r in runs[0][0]] == [r.text for r in runs[1][0]]  # fine-tuning rows
+    assert [r.text for r in runs[0][2]] == [r.text for r in runs[1][2]]  # the sparse rows
+    with pytest.raises(ValueError, match="dev_fraction must be between 0 and 1"):
+        TrainConfig.from_dict({**raw, "dev_fraction": 1.5})
+
+
+def test_evaluate_held_out_scores_the_models_own_test_rows(tmp_path, tiny_model_dir):
     import shutil
 
     from model.pretrained import CarelensModel

@@ -141,3 +141,29 @@ def test_gate_refuses_a_hidden_regression_in_one_frozen_cell():
     worse = figures({"a": {"rows": 100, "x": 0.6, "y": 0.6}, "b": {"rows": 100, "x": 0.6}}, 0.9)
     ok, why = gate(active, worse, tolerance=0.01, min_gain=0.0)
     assert not ok and why.startswith("worse on the frozen set")
+
+
+@pytest.mark.slow
+def test_retrain_freezes_test_rows_and_calibrates_on_dev_rows(tiny_model_dir, tmp_path):
+    """With public data, the frozen set is drawn from the rows the active model neither
+    trained nor calibrated on (test rows), and the candidate calibrates on dev rows."""
+    from training.data import normalise_for_hash, read_labelled, three_way_split
+
+    tax = Taxonomy.default()
+    public = write_tickets(tmp_path / "public.jsonl", 400, seed=3)
+    rows = read_labelled(public, tax)
+    _, dev, test = three_way_split(rows, 0.1, 0.5)
+    reg = Registry(tmp_path / "reg")
+    labels = write_tickets(tmp_path / "tickets.jsonl", 60)
+    cfg = RetrainConfig(
+        **{**FAST, "epochs": 1},
+        public_data=[{"path": str(public), "name": "pub"}],
+        frozen_rows_per_source=1000,
+        calibration_rows_per_source=1000,
+        public_rows_per_source=20,
+    )
+    out = retrain(labels, reg, cfg, base_model_dir=tiny_model_dir, show_bars=False)
+    frozen = read_labelled(reg.frozen_eval_file, tax)
+    key = lambda e: normalise_for_hash(e.text)  # noqa: E731
+    assert dev and {key(e) for e in frozen} == {key(e) for e in test}
+    assert reg.get(out["version"]).info["data_summary"]["calibration_rows"] == len(dev)

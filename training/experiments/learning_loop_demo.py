@@ -34,7 +34,7 @@ import numpy as np
 
 from model.pretrained import CarelensModel
 from model.registry import Registry
-from training.data import hash_split
+from training.data import three_way_split
 from training.retrain import score
 from training.sources import load_source
 from training.trainer import predict_probs
@@ -82,7 +82,10 @@ def main() -> None:
     starter = CarelensModel.from_pretrained(args.model)
     tc = starter.train_config
     rows = load_source(args.source, starter.taxonomy, tc.get("data_dir"))
-    _, held = hash_split(rows, float(tc.get("val_fraction", 0.1)))
+    # the source's test rows: the starter neither trained nor calibrated on them
+    _, _, held = three_way_split(
+        rows, float(tc.get("val_fraction", 0.1)), float(tc.get("dev_fraction", 0.5))
+    )
     # two random parts: the agents' inbox (where corrections come from) and an
     # evaluation part that is never a ticket, with the starter's right and wrong rows
     # alike (scoring the rows left over after taking the wrong ones would score the
