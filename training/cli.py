@@ -191,6 +191,9 @@ def evaluate_cmd(
     report = evaluate(predictor, examples, out, baseline_train=baseline_rows)
     for row in comparison(tax, report):
         b = "" if row["baseline"] is None else f"  baseline {row['baseline']:.3f}"
+        if row["paired"] is not None:
+            pr = row["paired"]
+            b += f"  (+{pr['model_only']}/-{pr['floor_only']} rows, p={pr['p_value']:.2g})"
         typer.echo(
             f"{row['source']:28s} {row['task']:12s} n={row['n']:<6d} model {row['model']:.3f}{b}"
         )

@@ -9,7 +9,13 @@ from carelens.cli import app
 from model.predictor import Predictor
 from model.taxonomy import Taxonomy
 from training.data import Example, read_labelled
-from training.evaluate import TfidfBaseline, evaluate, expected_calibration_error, task_metrics
+from training.evaluate import (
+    TfidfBaseline,
+    evaluate,
+    expected_calibration_error,
+    paired_counts,
+    task_metrics,
+)
 
 TAX = Taxonomy.default()
 
@@ -59,6 +65,30 @@ def _rows(n=60):
     return out
 
 
+def test_paired_counts_split_the_discordant_rows():
+    # sentiment: 12 rows, the model right on all, the floor wrong on the first 10;
+    # urgency: model and floor each wrong on a different row
+    rows = [Example(text=f"t{i}", labels={"sentiment": ["negative"]}) for i in range(12)]
+    rows += [
+        Example(text=f"u{i}", labels={"urgency": ["low"]}, meta={"source": "b"}) for i in range(4)
+    ]
+    tax_len = {t.name: t.num_labels for t in TAX}
+    model = {n: np.zeros((16, k), dtype=np.float32) for n, k in tax_len.items()}
+    floor = {n: np.zeros((16, k), dtype=np.float32) for n, k in tax_len.items()}
+    model["sentiment"][:12, 0] = 1.0
+    floor["sentiment"][:12, 0] = 1.0
+    floor["sentiment"][:10] = [0.0, 0.0, 1.0]
+    model["urgency"][12:, 0] = floor["urgency"][12:, 0] = 1.0
+    model["urgency"][12] = floor["urgency"][13] = [0.0, 0.0, 0.0, 1.0]
+    out = paired_counts(TAX, {}, model, floor, rows)
+    s = out["unknown"]["sentiment"]  # rows without a source
+    assert (s["model_only"], s["floor_only"]) == (10, 0)
+    assert abs(s["p_value"] - 2 * 0.5**10) < 1e-12  # exact two-sided binomial
+    u = out["b"]["urgency"]
+    assert (u["model_only"], u["floor_only"], u["p_value"]) == (1, 1, 1.0)
+    assert "issue_type" not in out["b"]  # no row labelled for it
+
+
 def test_baseline_learns_a_separable_task():
     base = TfidfBaseline(TAX).fit(_rows())
     p = base.predict_proba(["great product thanks", "box arrived broken"])["sentiment"]
@@ -95,7 +125,9 @@ def test_report_files_and_per_source_split(tiny_model_dir, tmp_path):
     } <= names
     assert (tmp_path / "rep" / "confusion_sentiment.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
-    assert "TF-IDF baseline" in md and "shop_b" in md
+    assert "TF-IDF baseline" in md and "shop_b" in md and "McNemar" in md
+    paired = report["baseline"]["paired"]["shop_a"]["sentiment"]
+    assert paired["model_only"] + paired["floor_only"] <= 2 and 0 <= paired["p_value"] <= 1
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == 3
 
 
