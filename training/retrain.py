@@ -448,7 +448,7 @@ def retrain(
     )
     t = lap("train", t)
     if calib:
-        stage("calibrate", 0.82, f"calibrating on {len(calib)} public validation rows")
+        stage("calibrate", 0.82, f"calibrating on {len(calib)} public dev rows")
         logits, _ = model.batched_logits([e.text for e in calib], 64, calibrated=False)
         y = targets(calib, taxonomy)
         for task in taxonomy:
@@ -557,7 +557,7 @@ def _frozen_set(
         for _, (_, _, test) in sorted(public.items()):
             test = [e for e in test if _key(e) not in ticket_keys]
             rows += rng.sample(test, min(cfg.frozen_rows_per_source, len(test)))
-        origin = "public validation splits" if rows else "held-out tickets of the first retrain"
+        origin = "public test rows" if rows else "held-out tickets of the first retrain"
         if not rows:
             rows = list(holdout)
         write_labelled(path, rows, taxonomy)
