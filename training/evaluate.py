@@ -148,6 +148,14 @@ def headline(task: Task, m: dict[str, Any]) -> float:
     return m["micro_f1"] if task.kind == "multilabel" else m["accuracy"]
 
 
+def _by_source(examples: list[Example]) -> list[tuple[str, list[int]]]:
+    """(source, row indices) per source, sorted by source name."""
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_source[ex.source].append(i)
+    return sorted(by_source.items())
+
+
 def score_sets(
     taxonomy: Taxonomy,
     thresholds: dict[str, Any],
@@ -155,11 +163,8 @@ def score_sets(
     examples: list[Example],
 ) -> dict[str, dict[str, Any]]:
     """{source: {task: metrics}} for probabilities aligned with ``examples``."""
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        by_source[ex.source].append(i)
     out: dict[str, dict[str, Any]] = {}
-    for source, idx in sorted(by_source.items()):
+    for source, idx in _by_source(examples):
         rows = [examples[i] for i in idx]
         y = targets(rows, taxonomy)
         out[source] = {}
@@ -186,11 +191,8 @@ def paired_counts(
     small cell has p = 1.0: it says nothing about which is better."""
     from scipy.stats import binomtest
 
-    by_source: dict[str, list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        by_source[ex.source].append(i)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for source, idx in sorted(by_source.items()):
+    for source, idx in _by_source(examples):
         y = targets([examples[i] for i in idx], taxonomy)
         for task in taxonomy:
             target = y[task.name].numpy()

@@ -1,7 +1,7 @@
 """The learning loop on the real starter model, scripted.
 
-Simulates agents correcting the starter model: the held-out (text-hash validation)
-slice of one public source is cut at random into an evaluation part (``--eval-rows``,
+Simulates agents correcting the starter model: the test rows (text hash: held out of
+training and never calibrated on) of one public source are cut at random into an evaluation part (``--eval-rows``,
 at most half) and an "inbox"; ``--n`` inbox rows the starter gets wrong become
 labelled tickets (with the source's labels, labelled one minute apart, in the
 ``GET /v1/labels/export`` format). ``carelens retrain`` then runs with its default
@@ -14,8 +14,7 @@ settings on a fresh registry (the starter imported as v0001), and the script rep
     python -m training.experiments.learning_loop_demo --source twitter_airline \
         --model var/models/starter --out var/reports/learning_loop_demo
 
-Note: retraining calibrates on up to 50 validation rows per public source; rows of
-the evaluated slice can be among them (temperature and thresholds only).
+Retraining calibrates on up to 50 dev rows per public source, never on these test rows.
 """
 
 from __future__ import annotations

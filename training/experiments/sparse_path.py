@@ -7,9 +7,9 @@
 Without ``--model``: fits the sparse path (the floor's n-grams, logistic regression) of a
 fresh model on the config's rows that fine-tuning leaves out (``rest``) or on all
 training rows (``all``), and scores it beside ``training.evaluate.TfidfBaseline``
-(fitted on all training rows) on each source's validation rows (up to
+(fitted on all training rows) on each source's validation (dev) rows (up to
 max_val_rows_per_source). With ``--model``: scores that model's sparse path alone and
-the whole model on each source's whole held-out split (what the encoder adds); with
+the whole model on each source's test rows (what the encoder adds); with
 ``--changes TASK`` (a single-label task) it also lists the rows where the encoder
 changes the sparse path's label, with the gold one.
 """
