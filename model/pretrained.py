@@ -11,7 +11,8 @@ Layout written by ``save_pretrained`` (loading needs nothing else, never unpickl
     calibration.json      temperature per task
     thresholds.json       per task: review threshold; per label decision thresholds (multi-label)
     train_config.json     the resolved training config (empty for an untrained model)
-    metrics.json          evaluation figures (empty until evaluated)
+    metrics.json          training history, validation (dev) figures and, once
+                          ``carelens evaluate --held-out`` ran, the test rows' ("test")
     README.md             generated model card
 """
 
@@ -299,6 +300,16 @@ class CarelensModel:
         self.path = directory
         return directory
 
+    def record_test_figures(self, test: dict[str, Any]) -> None:
+        """Store figures on the model's own test rows (``carelens evaluate --held-out``)
+        as ``metrics["test"]`` and rewrite ``metrics.json`` and the model card; the
+        weights and everything else in the directory stay as they are."""
+        if self.path is None:
+            raise ValueError("the model has no directory: save it first")
+        self.metrics = {**self.metrics, "test": test}
+        _write_json(self.path / "metrics.json", self.metrics)
+        (self.path / "README.md").write_text(render_model_card(self), encoding="utf-8")
+
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> CarelensModel:
         directory = Path(directory)
@@ -478,11 +489,38 @@ def render_model_card(model: CarelensModel) -> str:
             lines += ["Hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hp.items()), ""]
     else:
         lines += ["None recorded.", ""]
-    lines += ["## Metrics", ""]
-    if model.metrics:
+    test = model.metrics.get("test")
+    if test:
         lines += [
+            "## Test rows",
+            "",
+            f"Held out of training and never calibrated on; `{test['command']}` on "
+            f"{test['date']} ({test['backend']} backend, {test['rows']} rows). Accuracy "
+            "(micro-F1 for multi-label tasks) beside the TF-IDF floor fitted on the same "
+            "training rows; +/−: rows only the model / only the floor gets right, with the "
+            "exact McNemar p-value.",
+            "",
+            "| source | task | rows | model | TF-IDF floor | +/− rows | p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in test["cells"]:
+            floor = "–" if c["baseline"] is None else f"{c['baseline']:.3f}"
+            pr = c.get("paired")
+            split = "–" if pr is None else f"{pr['model_only']}/{pr['floor_only']}"
+            pv = "–" if pr is None else f"{pr['p_value']:.2g}"
+            lines.append(
+                f"| {c['source']} | {c['task']} | {c['n']} | {c['model']:.3f} | {floor} "
+                f"| {split} | {pv} |"
+            )
+        lines.append("")
+    lines += ["## Metrics", ""]
+    rest = {k: v for k, v in model.metrics.items() if k != "test"}
+    if rest:
+        lines += [
+            "Training history and the validation (dev) rows' figures:",
+            "",
             "```json",
-            json.dumps(model.metrics, indent=2, ensure_ascii=False)[:20000],
+            json.dumps(rest, indent=2, ensure_ascii=False)[:20000],
             "```",
             "",
         ]

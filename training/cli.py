@@ -141,8 +141,17 @@ def evaluate_cmd(
     backend: Annotated[
         str, typer.Option(help="torch, onnx or onnx-int8 (after `carelens export`).")
     ] = "torch",
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="With --held-out alone (and the floor): write the test figures into the "
+            "model directory's metrics.json and model card."
+        ),
+    ] = True,
 ) -> None:
     """Score a model per task and per source, with plots and the TF-IDF floor."""
+    from datetime import UTC, datetime
+
     from model.predictor import Predictor
     from model.pretrained import ModelLoadError
     from training.data import DataError, read_labelled, three_way_split
@@ -198,6 +207,17 @@ def evaluate_cmd(
             f"{row['source']:28s} {row['task']:12s} n={row['n']:<6d} model {row['model']:.3f}{b}"
         )
     typer.echo(f"report: {out / 'report.md'}")
+    if record and held_out and not data and not source and baseline_rows is not None:
+        predictor.model.record_test_figures(
+            {
+                "command": "carelens evaluate --held-out",
+                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                "backend": backend,
+                "rows": report["n"],
+                "cells": comparison(tax, report),
+            }
+        )
+        typer.echo(f"test figures recorded in {model / 'metrics.json'} and the model card")
 
 
 @app.command("export")

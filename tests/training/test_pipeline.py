@@ -221,6 +221,20 @@ def test_evaluate_held_out_scores_the_models_own_test_rows(tmp_path, tiny_model_
     assert report["sources"]["en"]["sentiment"]["n"] == len(held["en"])
     assert report["baseline"]["train_rows"] == len({id(x) for x in train_rows + rest})
     assert "en" in r.output and "baseline" in r.output
+    # --held-out alone records the test figures in the model directory and its card
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    cells = {(c["source"], c["task"]): c for c in metrics["test"]["cells"]}
+    assert cells[("en", "sentiment")]["n"] == len(held["en"])
+    assert metrics["test"]["rows"] == report["n"]
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert "## Test rows" in card and "| en | sentiment |" in card
+    # not with --no-record, nor when other rows are mixed in
+    (model_dir / "metrics.json").write_text("{}", encoding="utf-8")
+    for extra in (["--no-record"], ["--data", raw["data"][0]["path"]]):
+        args = ["evaluate", "-m", str(model_dir), "--held-out", "-o", str(tmp_path / "r2")]
+        r = runner.invoke(app, args + extra)
+        assert r.exit_code == 0, r.output
+        assert "test" not in json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
 def test_same_config_and_seed_same_model_metrics(tmp_path, tiny_backbone_dir):
