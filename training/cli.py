@@ -208,16 +208,20 @@ def evaluate_cmd(
         )
     typer.echo(f"report: {out / 'report.md'}")
     if record and held_out and not data and not source and baseline_rows is not None:
-        predictor.model.record_test_figures(
-            {
-                "command": "carelens evaluate --held-out",
-                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-                "backend": backend,
-                "rows": report["n"],
-                "cells": comparison(tax, report),
-            }
-        )
-        typer.echo(f"test figures recorded in {model / 'metrics.json'} and the model card")
+        try:
+            predictor.model.record_test_figures(
+                {
+                    "command": "carelens evaluate --held-out",
+                    "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                    "backend": backend,
+                    "rows": report["n"],
+                    "cells": comparison(tax, report),
+                }
+            )
+        except OSError as exc:  # e.g. a read-only model directory: the report stands
+            typer.echo(f"test figures not recorded in {model}: {exc}", err=True)
+        else:
+            typer.echo(f"test figures recorded in {model / 'metrics.json'} and the model card")
 
 
 @app.command("export")
