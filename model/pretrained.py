@@ -447,6 +447,26 @@ def _read_json_optional(path: Path) -> dict[str, Any]:
     return _read_json(path) if path.is_file() else {}
 
 
+def comparison_table(cells: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of model vs floor per (source, task): the rows of
+    ``training.evaluate.comparison``. Shared by the model card and evaluation reports."""
+    lines = [
+        "| source | task | rows | model | TF-IDF floor | beats it | +/− rows | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        floor = "–" if c["baseline"] is None else f"{c['baseline']:.3f}"
+        beats = "–" if c["beats_baseline"] is None else ("yes" if c["beats_baseline"] else "**no**")
+        pr = c.get("paired")
+        split = "–" if pr is None else f"{pr['model_only']}/{pr['floor_only']}"
+        pv = "–" if pr is None else f"{pr['p_value']:.2g}"
+        lines.append(
+            f"| {c['source']} | {c['task']} | {c['n']} | {c['model']:.3f} | {floor} | {beats} "
+            f"| {split} | {pv} |"
+        )
+    return lines
+
+
 def render_model_card(model: CarelensModel) -> str:
     cfg = model.config
     tc = model.train_config
@@ -500,19 +520,9 @@ def render_model_card(model: CarelensModel) -> str:
             "training rows; +/−: rows only the model / only the floor gets right, with the "
             "exact McNemar p-value.",
             "",
-            "| source | task | rows | model | TF-IDF floor | +/− rows | p |",
-            "|---|---|---|---|---|---|---|",
+            *comparison_table(test["cells"]),
+            "",
         ]
-        for c in test["cells"]:
-            floor = "–" if c["baseline"] is None else f"{c['baseline']:.3f}"
-            pr = c.get("paired")
-            split = "–" if pr is None else f"{pr['model_only']}/{pr['floor_only']}"
-            pv = "–" if pr is None else f"{pr['p_value']:.2g}"
-            lines.append(
-                f"| {c['source']} | {c['task']} | {c['n']} | {c['model']:.3f} | {floor} "
-                f"| {split} | {pv} |"
-            )
-        lines.append("")
     lines += ["## Metrics", ""]
     rest = {k: v for k, v in model.metrics.items() if k != "test"}
     if rest:

@@ -20,6 +20,7 @@ import numpy as np
 from model.calibration import confidence_and_correct
 from model.ngrams import SparseConfig, sparse_vectorizers
 from model.predictor import Predictor
+from model.pretrained import comparison_table
 from model.taxonomy import Task, Taxonomy
 from training.data import Example, targets
 
@@ -433,24 +434,13 @@ def render_report(taxonomy: Taxonomy, report: dict[str, Any], plots: dict[str, l
     lines += [
         "## Model vs the TF-IDF floor (accuracy; micro-F1 for multi-label tasks)",
         "",
-        "Paired on the same rows: rows only the model gets right / only the floor (the "
-        "exact label set for multi-label tasks), and the exact McNemar p-value of that "
+        "+/− rows: rows only the model / only the floor gets right on the same rows (the "
+        "exact label set for multi-label tasks); p: the exact McNemar p-value of that "
         "split (small: the gap is unlikely to be chance).",
         "",
-        "| source | task | rows | model | TF-IDF baseline | beats it | only model / only floor | p |",
-        "|---|---|---|---|---|---|---|---|",
+        *comparison_table(rows),
+        "",
     ]
-    for r in rows:
-        b = "–" if r["baseline"] is None else f"{r['baseline']:.3f}"
-        beats = "–" if r["beats_baseline"] is None else ("yes" if r["beats_baseline"] else "**no**")
-        pr = r["paired"]
-        split = "–" if pr is None else f"{pr['model_only']} / {pr['floor_only']}"
-        pv = "–" if pr is None else f"{pr['p_value']:.3g}"
-        lines.append(
-            f"| {r['source']} | {r['task']} | {r['n']} | {r['model']:.3f} | {b} | {beats} "
-            f"| {split} | {pv} |"
-        )
-    lines.append("")
     for source, tasks in report["sources"].items():
         lines += [f"## {source}", ""]
         for name, m in tasks.items():

@@ -125,7 +125,7 @@ def test_report_files_and_per_source_split(tiny_model_dir, tmp_path):
     } <= names
     assert (tmp_path / "rep" / "confusion_sentiment.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
-    assert "TF-IDF baseline" in md and "shop_b" in md and "McNemar" in md
+    assert "TF-IDF floor" in md and "shop_b" in md and "McNemar" in md
     paired = report["baseline"]["paired"]["shop_a"]["sentiment"]
     assert paired["model_only"] + paired["floor_only"] <= 2 and 0 <= paired["p_value"] <= 1
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == 3
