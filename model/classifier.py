@@ -180,10 +180,17 @@ class MultiTaskClassifier(nn.Module):
             else:
                 self.heads[task.name] = nn.Linear(features, task.num_labels)
 
+    #: a lower precision (torch.bfloat16) the encoder runs in under CPU autocast; set
+    #: by the training loop while it fine-tunes (``TrainConfig.bf16``), never saved.
+    #: The pooling, heads and sparse path stay in float32.
+    encoder_autocast: torch.dtype | None = None
+
     # -- forward ------------------------------------------------------------------
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        hidden = out.last_hidden_state
+        low = self.encoder_autocast
+        with torch.autocast("cpu", dtype=low or torch.bfloat16, enabled=low is not None):
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state.float()
         if self.config.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)

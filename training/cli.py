@@ -32,6 +32,12 @@ def train_cmd(
     max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per text.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     threads: Annotated[int | None, typer.Option(min=1)] = None,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--fp32", help="Run the encoder in bfloat16 while fine-tuning (config: bf16)."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(help="Public data folder (default $CARELENS_DATA or ../shared/data)."),
@@ -50,6 +56,7 @@ def train_cmd(
         "max_length": max_length,
         "seed": seed,
         "threads": threads,
+        "bf16": bf16,
         "data_dir": str(data_dir) if data_dir else None,
     }
     if not config.is_file():
@@ -133,6 +140,14 @@ def evaluate_cmd(
             "(train_config.json): the same text-hash split, never trained or calibrated on.",
         ),
     ] = False,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="With --source/--held-out: 'test' rows (the figures to report) or 'dev' "
+            "rows (those the model calibrated and set thresholds on: for choosing "
+            "settings between builds, never for reporting quality).",
+        ),
+    ] = "test",
     baseline: Annotated[
         bool,
         typer.Option(help="Also fit and score the TF-IDF baseline on the model's training rows."),
@@ -162,6 +177,8 @@ def evaluate_cmd(
 
     if not data and not source and not held_out:
         raise _fail("give --data FILE, --source NAME and/or --held-out")
+    if split not in ("test", "dev"):
+        raise _fail(f"--split must be test or dev, not {split!r}")
     try:
         predictor = Predictor.load(model, backend=backend, evidence=False)
     except ModelLoadError as exc:
@@ -176,15 +193,17 @@ def evaluate_cmd(
             examples += read_labelled(f, tax, source=f.stem)
         for name in source or []:
             rows = load_source(name, tax, str(data_dir) if data_dir else tc.get("data_dir"))
-            # the test rows: neither trained nor calibrated on
-            examples += three_way_split(rows, val_fraction, dev_fraction)[2]
+            # the test rows: neither trained nor calibrated on (or the dev rows)
+            examples += three_way_split(rows, val_fraction, dev_fraction)[
+                2 if split == "test" else 1
+            ]
         cfg = None
         if tc.get("data"):
             cfg = TrainConfig.from_dict({**tc, **({"data_dir": str(data_dir)} if data_dir else {})})
         if held_out:
             if cfg is None:
                 raise _fail(f"{model}: its training config lists no data, so nothing is held out")
-            for rows in held_out_sets(cfg, tax).values():
+            for rows in held_out_sets(cfg, tax, split).values():
                 examples += rows
         baseline_rows = None
         if baseline and cfg is not None:
@@ -207,7 +226,9 @@ def evaluate_cmd(
             f"{row['source']:28s} {row['task']:12s} n={row['n']:<6d} model {row['model']:.3f}{b}"
         )
     typer.echo(f"report: {out / 'report.md'}")
-    if record and held_out and not data and not source and baseline_rows is not None:
+    if split == "dev":
+        typer.echo("dev rows: the model calibrated on these; report the test rows' figures")
+    elif record and held_out and not data and not source and baseline_rows is not None:
         try:
             predictor.model.record_test_figures(
                 {

@@ -57,13 +57,18 @@ def split_sources(
         yield spec, name, *three_way_split(examples, cfg.val_fraction, cfg.dev_fraction)
 
 
-def held_out_sets(cfg: TrainConfig, taxonomy: Taxonomy) -> dict[str, list[Example]]:
+def held_out_sets(
+    cfg: TrainConfig, taxonomy: Taxonomy, split: str = "test"
+) -> dict[str, list[Example]]:
     """Each data entry's test rows: held out of training and never used to calibrate,
     set thresholds or pick an epoch (``build_sets`` takes those validation rows from
-    the dev part of the held-out split). What ``carelens evaluate --held-out`` scores."""
+    the dev part of the held-out split). What ``carelens evaluate --held-out`` scores.
+    ``split="dev"``: the dev rows instead (for comparing settings between builds)."""
+    if split not in ("test", "dev"):
+        raise ValueError(f"split must be 'test' or 'dev', got {split!r}")
     out: dict[str, list[Example]] = {}
-    for _, name, _, _, test in split_sources(cfg, taxonomy):
-        out.setdefault(name, []).extend(test)
+    for _, name, _, dev, test in split_sources(cfg, taxonomy):
+        out.setdefault(name, []).extend(test if split == "test" else dev)
     return out
 
 

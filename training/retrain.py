@@ -426,6 +426,7 @@ def retrain(
         # as the active model was trained (a multilingual backbone's 250,000 word
         # embeddings stay as pretrained)
         freeze_word_embeddings=bool(tc.get("freeze_word_embeddings", False)),
+        bf16=bool(tc.get("bf16", False)),
     )
 
     def on_step(step: int, total: int) -> None:

@@ -108,6 +108,10 @@ class TrainConfig(DictConfig):
     # 470, to 134,626, 207 MB)
     trim_vocab: bool = False
     target_precision: float = 0.9
+    # fine-tune with the encoder in bfloat16 (CPU autocast; weights, heads, sparse path
+    # and optimiser stay float32): about twice the rows/s on a CPU with AVX-512 BF16
+    # (the starter's machine); where PyTorch reports no bf16 support it trains in float32
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "dev_fraction"):
@@ -120,6 +124,16 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def bf16_supported() -> bool:
+    """Whether PyTorch's CPU kernels (oneDNN) run bfloat16 matrix products here."""
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def make_batches(
@@ -276,6 +290,9 @@ def train(
         return max(0.0, (total - step) / max(1, total - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    low = torch.bfloat16 if cfg.bf16 and bf16_supported() else None
+    if cfg.bf16 and low is None:
+        log.warning("bf16: PyTorch reports no bfloat16 support on this CPU; training in float32")
     history: list[dict[str, Any]] = []
     best_score, best_state = -1.0, None
     step = 0
@@ -291,7 +308,11 @@ def train(
                 exs = [train_examples[i] for i in idx]
                 batch = model.encode([e.text for e in exs], max_length=cfg.max_length)
                 labels = targets(exs, model.taxonomy)
-                out = clf(**batch.model_inputs(), labels=labels)
+                clf.encoder_autocast = low
+                try:
+                    out = clf(**batch.model_inputs(), labels=labels)
+                finally:
+                    clf.encoder_autocast = None
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
@@ -311,6 +332,7 @@ def train(
                 "epoch": epoch + 1,
                 "train_loss": running,
                 "examples_per_s": seen / elapsed,
+                "precision": "bf16" if low is not None else "fp32",
             }
             if val_examples:
                 scores = quick_scores(

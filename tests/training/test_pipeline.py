@@ -228,13 +228,21 @@ def test_evaluate_held_out_scores_the_models_own_test_rows(tmp_path, tiny_model_
     assert metrics["test"]["rows"] == report["n"]
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert "## Test rows" in card and "| en | sentiment |" in card
-    # not with --no-record, nor when other rows are mixed in
+    # not with --no-record, nor when other rows are mixed in, nor on the dev rows
     (model_dir / "metrics.json").write_text("{}", encoding="utf-8")
-    for extra in (["--no-record"], ["--data", raw["data"][0]["path"]]):
+    for extra in (["--no-record"], ["--data", raw["data"][0]["path"]], ["--split", "dev"]):
         args = ["evaluate", "-m", str(model_dir), "--held-out", "-o", str(tmp_path / "r2")]
         r = runner.invoke(app, args + extra)
         assert r.exit_code == 0, r.output
         assert "test" not in json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    # --split dev scores the dev rows (all of them, not only the calibration ones)
+    dev = held_out_sets(cfg, Taxonomy.default(), "dev")
+    report = json.loads((tmp_path / "r2" / "metrics.json").read_text(encoding="utf-8"))
+    assert report["sources"]["en"]["sentiment"]["n"] == len(dev["en"]) >= 10
+    assert not {r.text for r in dev["en"]} & {r.text for r in held["en"]}
+    assert "dev rows: the model calibrated on these" in r.output
+    r = runner.invoke(app, args + ["--split", "val"])
+    assert r.exit_code == 2 and "--split must be test or dev" in r.output
 
 
 def test_same_config_and_seed_same_model_metrics(tmp_path, tiny_backbone_dir):

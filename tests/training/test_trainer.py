@@ -103,3 +103,31 @@ def test_freeze_word_embeddings_keeps_them_and_trains_the_rest():
         progress=False,
     )
     assert not enc.get_input_embeddings().weight.equal(emb0)
+
+
+def test_bf16_runs_the_encoder_in_bfloat16_only_while_fine_tuning():
+    import torch
+
+    from training.trainer import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("PyTorch reports no bfloat16 support on this CPU")
+    model = tiny_model()
+    seen: list[torch.dtype] = []
+    # the encoder's matrix products (its LayerNorms give float32 under autocast)
+    linear = next(m for m in model.classifier.encoder.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    data = _data(64)
+    cfg = TrainConfig(
+        epochs=3, batch_size=8, learning_rate=1e-3, head_learning_rate=1e-2, bf16=True
+    )
+    result = train(model, data, [], cfg, progress=False)
+    assert seen and set(seen) == {torch.bfloat16}  # every training step
+    assert [h["precision"] for h in result["history"]] == ["bf16"] * 3
+    assert all(p.dtype == torch.float32 for p in model.classifier.parameters())
+    seen.clear()
+    after = quick_scores(model, predict_probs(model, data), data)["sentiment"]
+    assert seen and set(seen) == {torch.float32}  # predictions after training: float32
+    assert after >= 0.9
+    fp32 = train(tiny_model(), data, [], TrainConfig(epochs=1, batch_size=8), progress=False)
+    assert fp32["history"][0]["precision"] == "fp32"
