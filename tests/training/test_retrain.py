@@ -167,3 +167,29 @@ def test_retrain_freezes_test_rows_and_calibrates_on_dev_rows(tiny_model_dir, tm
     key = lambda e: normalise_for_hash(e.text)  # noqa: E731
     assert dev and {key(e) for e in frozen} == {key(e) for e in test}
     assert reg.get(out["version"]).info["data_summary"]["calibration_rows"] == len(dev)
+
+
+def test_retrain_trains_as_the_active_model_was_trained(tiny_model_dir, tmp_path):
+    """The candidate inherits the active model's frozen word embeddings and bf16."""
+    import shutil
+
+    from model.pretrained import CarelensModel
+    from training.trainer import bf16_supported
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    m = CarelensModel.from_pretrained(base)
+    m.train_config = {**m.train_config, "freeze_word_embeddings": True, "bf16": True}
+    m.save_pretrained(base)
+    reg = Registry(tmp_path / "reg")
+    labels = write_tickets(tmp_path / "tickets.jsonl", 60)
+    out = retrain(
+        labels, reg, RetrainConfig(**{**FAST, "epochs": 1}), base_model_dir=base, show_bars=False
+    )
+    cand = CarelensModel.from_pretrained(reg.get(out["version"]).path)
+    assert cand.train_config["freeze_word_embeddings"] is True
+    assert cand.train_config["bf16"] is True
+    epochs = [h for h in cand.metrics["history"] if "epoch" in h]
+    assert [h["precision"] for h in epochs] == ["bf16" if bf16_supported() else "fp32"]
+    emb = lambda model: model.classifier.encoder.get_input_embeddings().weight  # noqa: E731
+    assert emb(cand).equal(emb(m))
