@@ -55,15 +55,29 @@ def test_training_learns_and_saves_best(tmp_path):
     assert saved.predict(["box arrived broken"])[0]["sentiment"].label == "negative"
 
 
-def test_same_seed_same_metrics():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_same_seed_same_metrics(bf16):
+    import torch
+
+    from training.trainer import bf16_supported
+
+    if bf16 and not bf16_supported():
+        pytest.skip("PyTorch reports no bfloat16 support on this CPU")
     runs = []
     for _ in range(2):
         model = tiny_model()
-        cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, max_length=32, seed=3)
-        runs.append(
-            train(model, _data(48), _data(16, seed=1), cfg, progress=False)["history"][0]["val"]
+        cfg = TrainConfig(
+            epochs=1, batch_size=8, learning_rate=1e-3, max_length=32, seed=3, bf16=bf16
         )
-    assert runs[0] == runs[1]
+        epoch = train(model, _data(48), _data(16, seed=1), cfg, progress=False)["history"][0]
+        weights = torch.cat([p.detach().flatten() for p in model.classifier.parameters()])
+        runs.append((epoch["train_loss"], epoch["val"], weights))
+    assert runs[0][:2] == runs[1][:2]
+    # the same weights bit for bit, not only the same rounded figures
+    assert torch.equal(runs[0][2], runs[1][2])
+    assert not torch.equal(
+        runs[0][2], torch.cat([p.detach().flatten() for p in tiny_model().classifier.parameters()])
+    )
 
 
 def test_ngram_pretraining_leaves_the_encoder_alone():
