@@ -1,15 +1,16 @@
 """Experiment: should the sparse path's logits and the heads' be weighed, per task?
 
-    python -m training.experiments.sparse_weight --model var/models/starter [--split dev]
+    python -m training.experiments.sparse_weight --model var/models/starter
 
 The model adds the sparse path's logits to each head's (``combine_sparse``) with weight
 1. The encoder learned its correction against a sparse path fitted on other rows, and
 the path is then refitted on all training rows, so the two may be better weighed as
 ``a * head (+) b * sparse`` per task. This fits (a, b) per task by negative
-log-likelihood on one half of the dev rows (split by text hash), calibrates as the
-pipeline does (temperature, thresholds) on that half, scores the other half, and swaps:
-every figure is out-of-fold. Printed per source and task: the weights-1 model against
-the weighed one (n-weighted mean of the two folds' headline figures).
+log-likelihood on one half of the dev rows (split by text hash; never the test rows),
+calibrates as the pipeline does (temperature, thresholds) on that half, scores the other
+half, and swaps: every figure is out-of-fold. Printed per source and task: the
+weights-1 model against the weighed one (mean of the two folds' headline figures,
+weighted by the source's rows in each fold).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fit_weights(task, head, sparse, target) -> tuple[float, float]:
     def closure():
         opt.zero_grad()
         a, b = log_ab.exp()
-        loss, n = task_loss(task, combine_sparse(task, a * head, b * sparse), target)
+        loss, _ = task_loss(task, combine_sparse(task, a * head, b * sparse), target)
         loss.backward()
         return loss
 
@@ -68,11 +69,10 @@ def fit_weights(task, head, sparse, target) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="var/models/starter")
-    ap.add_argument("--split", choices=["dev", "test"], default="dev")
     args = ap.parse_args()
     model = CarelensModel.from_pretrained(args.model)
     cfg = TrainConfig.from_dict(model.train_config)
-    sets = held_out_sets(cfg, model.taxonomy, args.split)
+    sets = held_out_sets(cfg, model.taxonomy, "dev")
     rows = [ex for part in sets.values() for ex in part]
     heads, sparse = head_and_sparse(model, [e.text for e in rows])
     y = targets(rows, model.taxonomy)
