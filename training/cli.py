@@ -297,6 +297,7 @@ def export(
 ) -> None:
     """Write one public source in the labelled-data format."""
     from model.taxonomy import Taxonomy
+    from training.data import write_jsonl
     from training.sources import load_source
 
     tax = Taxonomy.load(taxonomy) if taxonomy else Taxonomy.default()
@@ -304,13 +305,7 @@ def export(
         rows = load_source(source, tax)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    with out.open("w", encoding="utf-8") as fh:
-        for ex in rows:
-            record = {"text": ex.text, **ex.meta}
-            for task, labels in ex.labels.items():
-                if labels is not None:
-                    record[task] = labels if tax[task].kind == "multilabel" else labels[0]
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_jsonl(rows, out, tax)
     typer.echo(f"wrote {len(rows)} rows to {out}")
 
 

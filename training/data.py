@@ -119,6 +119,17 @@ def read_labelled(path: str | Path, taxonomy: Taxonomy, source: str | None = Non
     return examples
 
 
+def write_jsonl(examples: list[Example], path: str | Path, taxonomy: Taxonomy) -> None:
+    """Write examples in the labelled-data format (JSONL), as ``read_labelled`` reads it."""
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for ex in examples:
+            record = {"text": ex.text, **ex.meta}
+            for task, labels in ex.labels.items():
+                if labels is not None:
+                    record[task] = labels if taxonomy[task].kind == "multilabel" else labels[0]
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def normalise_for_hash(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     return re.sub(r"\W+", " ", text).strip()

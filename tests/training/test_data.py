@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from model.taxonomy import Taxonomy
-from training.data import DataError, Example, hash_split, read_labelled, split_bucket, targets
+from training.data import (
+    DataError,
+    Example,
+    hash_split,
+    read_labelled,
+    split_bucket,
+    targets,
+    write_jsonl,
+)
 
 TAX = Taxonomy.default()
 
@@ -47,6 +55,26 @@ def test_jsonl_lists(tmp_path):
     x, y = read_labelled(f, TAX, source="mine")
     assert x.labels["issue_type"] == [] and y.labels["issue_type"] == ["praise"]
     assert x.source == "mine"
+
+
+def test_written_jsonl_reads_back_the_same(tmp_path):
+    # what `carelens data export` writes: labels, labelled-empty, missing and meta survive
+    rows = [
+        Example(
+            "Box broken and late",
+            {"issue_type": ["damaged_defective", "shipping_delivery"], "urgency": ["high"]},
+            {"id": "a1", "source": "amazon_reviews", "rating": "1", "product_id": "B0X"},
+        ),
+        Example("ok", {"issue_type": [], "sentiment": ["neutral"], "urgency": None}, {"id": "2"}),
+        Example("物流太慢了", {"sentiment": ["negative"]}, {"lang": "zh"}),
+    ]
+    write_jsonl(rows, tmp_path / "out.jsonl", TAX)
+    back = read_labelled(tmp_path / "out.jsonl", TAX)
+    assert [(e.text, e.meta) for e in back] == [(e.text, e.meta) for e in rows]
+    assert [{k: v for k, v in e.labels.items() if v is not None} for e in back] == [
+        {k: v for k, v in e.labels.items() if v is not None} for e in rows
+    ]
+    assert back[1].labels["issue_type"] == [] and back[1].labels.get("urgency") is None
 
 
 @pytest.mark.parametrize(
