@@ -129,7 +129,8 @@ def evaluate_cmd(
             "--source",
             "-s",
             help="Public source(s): their test rows (the text-hash split the model's "
-            "training config names: never trained or calibrated on).",
+            "training config names: never trained or calibrated on). With --held-out: "
+            "only these data entries of the model's training config.",
         ),
     ] = None,
     held_out: Annotated[
@@ -191,7 +192,7 @@ def evaluate_cmd(
     try:
         for f in data or []:
             examples += read_labelled(f, tax, source=f.stem)
-        for name in source or []:
+        for name in [] if held_out else source or []:
             rows = load_source(name, tax, str(data_dir) if data_dir else tc.get("data_dir"))
             # the test rows: neither trained nor calibrated on (or the dev rows)
             examples += three_way_split(rows, val_fraction, dev_fraction)[
@@ -203,8 +204,16 @@ def evaluate_cmd(
         if held_out:
             if cfg is None:
                 raise _fail(f"{model}: its training config lists no data, so nothing is held out")
-            for rows in held_out_sets(cfg, tax, split).values():
-                examples += rows
+            held = held_out_sets(cfg, tax, split)
+            unknown = sorted(set(source or []) - set(held))
+            if unknown:
+                raise _fail(
+                    f"--source {', '.join(unknown)}: not a data entry of {model}'s training "
+                    f"config (its entries: {', '.join(held)})"
+                )
+            for name, rows in held.items():
+                if not source or name in source:
+                    examples += rows
         baseline_rows = None
         if baseline and cfg is not None:
             rows, _, rest = build_sets(cfg, tax)

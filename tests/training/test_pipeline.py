@@ -243,6 +243,13 @@ def test_evaluate_held_out_scores_the_models_own_test_rows(tmp_path, tiny_model_
     assert "dev rows: the model calibrated on these" in r.output
     r = runner.invoke(app, args + ["--split", "val"])
     assert r.exit_code == 2 and "--split must be test or dev" in r.output
+    # --source with --held-out: only those entries' test rows, each once
+    r = runner.invoke(app, args + ["--source", "en"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r2" / "metrics.json").read_text(encoding="utf-8"))
+    assert set(report["sources"]) == {"en"} and report["n"] == len(held["en"])
+    r = runner.invoke(app, args + ["--source", "en", "--source", "fr"])
+    assert r.exit_code == 2 and "--source fr: not a data entry" in r.output
 
 
 def test_same_config_and_seed_same_model_metrics(tmp_path, tiny_backbone_dir):
