@@ -10,15 +10,14 @@ likewise), so one build shows what the rating would add:
     carelens train --config var/exp/rating_prefix/starter.yaml --out var/exp/rating_prefix/model
     carelens evaluate --model var/exp/rating_prefix/model --data var/exp/rating_prefix/review_issue_types.csv \\
         --out var/reports/rated_hand
-    carelens evaluate --model var/exp/rating_prefix/model --data var/exp/rating_prefix/amazon_test.jsonl \\
-        --out var/reports/rated_amazon
+    carelens evaluate --model var/exp/rating_prefix/model --held-out --no-record \\
+        --out var/reports/rated_heldout
 
 Read the hand set's issue types (hand labels): its sentiment is the stars' own mapping,
 and so are the Amazon rows' sentiment and urgency, so with the rating as input those
 say little about the text. The prefix changes the texts and with them the hash split,
-so the Amazon test rows (``amazon_test.jsonl``, written here by the same split the
-build uses) are not the starter's. (``carelens evaluate --held-out --source
-amazon_reviews`` would add the public source's unprefixed test rows to these.)
+so the Amazon test rows are not the starter's (``--held-out --source amazon_reviews``
+scores only them).
 """
 
 from __future__ import annotations
@@ -32,9 +31,7 @@ import yaml
 
 from model.taxonomy import Taxonomy
 from training.data import write_jsonl
-from training.pipeline import split_sources
 from training.sources import REPO_DATA_DIR, load_source
-from training.trainer import TrainConfig
 
 
 def prefixed(text: str, rating: object) -> str:
@@ -67,21 +64,7 @@ def main() -> None:
             del spec["source"]
             spec.update(path=str(out / "amazon_reviews.jsonl"), name="amazon_reviews")
     (out / "starter.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    # the prefixed Amazon rows' test split, as the build will split them
-    amazon = TrainConfig.from_dict(cfg)
-    amazon.data = [s for s in cfg["data"] if s.get("name") == "amazon_reviews"]
-    ((_, _, _, _, test),) = split_sources(amazon, Taxonomy.default())
-    write_jsonl(test, out / "amazon_test.jsonl", Taxonomy.default())
-    print(
-        json.dumps(
-            {
-                "amazon_rows": len(rows),
-                "amazon_test_rows": len(test),
-                "hand_rows": len(hand),
-                "out": str(out),
-            }
-        )
-    )
+    print(json.dumps({"amazon_rows": len(rows), "hand_rows": len(hand), "out": str(out)}))
 
 
 if __name__ == "__main__":
