@@ -43,8 +43,10 @@ class HandledIn(BaseModel):
     note: str | None = Field(None, max_length=10_000)
 
 
-def _is_negative(labels: dict[str, Any]) -> bool:
-    return "negative" in labels.get("sentiment", [])
+def _is_negative(labels: dict[str, Any], rating: int | None) -> bool:
+    """Negative by its sentiment label, or by one or two stars whatever the text says
+    (the model reads text only, and many low-star reviews read mildly)."""
+    return "negative" in labels.get("sentiment", []) or (rating is not None and rating <= 2)
 
 
 @router.get("/v1/reviews", response_model=list[ReviewOut])
@@ -61,7 +63,8 @@ def list_reviews(
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[ReviewOut]:
-    """Reviews, unhandled negative ones first (then the rest), newest first within."""
+    """Reviews, unhandled negative ones (sentiment negative, or one or two stars) first,
+    then the rest; newest first within."""
     q = (
         select(Message)
         .where(Message.channel == "review")
@@ -98,7 +101,7 @@ def list_reviews(
     if issue_type:
         rows = [m for m in rows if issue_type in labels_of(m).get("issue_type", [])]
     rows.sort(key=lambda m: m.received_at, reverse=True)
-    rows.sort(key=lambda m: not (m.handled_at is None and _is_negative(labels_of(m))))
+    rows.sort(key=lambda m: not (m.handled_at is None and _is_negative(labels_of(m), m.rating)))
     return [
         ReviewOut(
             id=m.id,

@@ -462,7 +462,7 @@ def test_agent_labels_are_validated_kept_and_exported(desk, tmp_path):
 def test_reviews_unhandled_negatives_first_and_handled(desk, clock):
     made = []
     for i, (stars, sentiment) in enumerate(
-        [(5, "positive"), (1, "negative"), (2, "negative"), (4, "neutral")]
+        [(5, "positive"), (1, "negative"), (2, "negative"), (4, "neutral"), (2, "positive")]
     ):
         out = desk.service.post_message(
             channel="review",
@@ -476,7 +476,11 @@ def test_reviews_unhandled_negatives_first_and_handled(desk, clock):
         clock.advance(minutes=10)
     desk.service.post_message(channel="chat", text="about my review", customer_id="R1")
     reviews = desk.agent.reviews()
-    assert [r["id"] for r in reviews[:2]] == [made[2], made[1]]  # negatives, newest first
+    # negatives first, newest first: two stars count as negative whatever the label says
+    assert [r["id"] for r in reviews[:3]] == [made[4], made[2], made[1]]
+    desk.agent.mark_review_handled(made[4])
+    reviews = desk.agent.reviews()
+    assert [r["id"] for r in reviews[:2]] == [made[2], made[1]]
     assert reviews[0]["ticket_id"] and not reviews[0]["handled"]
     assert next(r for r in reviews if r["id"] == made[1])["other_messages_of_customer"] == 1
     desk.agent.mark_review_handled(made[2], note="replied publicly")
@@ -488,6 +492,7 @@ def test_reviews_unhandled_negatives_first_and_handled(desk, clock):
     assert {r["id"] for r in desk.agent.reviews(product_id="B0REV")} == set(made[:3])
     assert [r["id"] for r in desk.agent.reviews(stars=[1, 2], handled=False)] == [made[1]]
     assert [r["id"] for r in desk.agent.reviews(sentiment="neutral")] == [made[3]]
+    assert [r["id"] for r in desk.agent.reviews(sentiment="positive")] == [made[4], made[0]]
     assert _err(desk.agent.mark_review_handled, 999).status_code == 404
 
 
