@@ -58,6 +58,9 @@ class Route:
             if key == "needs_review":
                 if bool(facts.get("needs_review")) != bool(wanted):
                     return False
+            elif key == "stars":  # the message's star rating; none matches no list
+                if facts.get("stars") not in wanted:
+                    return False
             elif key in ("channel", "rule"):
                 have = facts.get(key) or []
                 have = [have] if isinstance(have, str) else have
@@ -130,6 +133,14 @@ class RoutingConfig:
                     if not isinstance(value, bool):
                         raise fail(f"{where}.when.needs_review must be true or false")
                     when[key] = value
+                elif key == "stars":
+                    values = value if isinstance(value, list) else [value]
+                    if not values or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5
+                        for v in values
+                    ):
+                        raise fail(f"{where}.when.stars: expected a list of ratings 1 to 5")
+                    when[key] = [int(v) for v in values]
                 else:
                     values = [value] if isinstance(value, str) else value
                     if not isinstance(values, list) or not values:
@@ -241,7 +252,7 @@ class RoutingConfig:
                     bad = [r for r in wanted if r not in rule_names]
                     if bad:
                         raise RoutingError(f"{self.source}: {where}: unknown rule {bad[0]!r}")
-                elif key != "needs_review":
+                elif key not in ("needs_review", "stars"):
                     check(where, key, wanted)
         for rule in self.rules:
             for task, labels in {**rule.set, **rule.add}.items():

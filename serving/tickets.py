@@ -181,6 +181,7 @@ def store_message(
         "channel": item.channel,
         "needs_review": prediction.needs_review and not hits,
         "rule": [h["rule"] for h in hits],
+        "stars": item.rating,
     }
     queue = routing.route(labels, facts)
     hours = sla_hours or routing.sla_hours(item.channel, item.marketplace)

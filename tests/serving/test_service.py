@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -385,6 +386,29 @@ def test_no_response_needed_stops_the_clock(desk, clock):
     q = next(q for q in desk.agent.queues() if q["queue"] == "escalations")
     assert q["breached"] == 0 and q["late_response_rate"]["7d"] == 0.0 and q["depth"] == 0
     assert _err(desk.agent.reply, t["ticket_id"], "hi").status_code == 409
+
+
+def test_no_response_needed_by_star_rating(make_app, db_url, tmp_path):
+    """The message's rating is the `stars` fact of the routing file's conditions."""
+    import yaml
+    from fastapi.testclient import TestClient
+
+    from serving.routing import DEFAULT_ROUTING_PATH
+    from tests.serving.conftest import Desk
+
+    routing = yaml.safe_load(Path(DEFAULT_ROUTING_PATH).read_text(encoding="utf-8"))
+    routing["no_response_needed"] = [{"when": {"channel": ["review"], "stars": [4, 5]}}]
+    path = tmp_path / "routing.yaml"
+    path.write_text(yaml.safe_dump(routing), encoding="utf-8")
+    with TestClient(make_app(db_url, routing_file=path)) as tc:
+        desk = Desk(tc)
+        states = {
+            stars: desk.agent.ticket(
+                desk.service.post_message(channel="review", text="fine", rating=stars)["ticket_id"]
+            )["state"]
+            for stars in (5, 2, None)
+        }
+    assert states == {5: "no_response_needed", 2: "open", None: "open"}
 
 
 @pytest.mark.slow

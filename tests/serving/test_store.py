@@ -39,6 +39,12 @@ def test_default_routing_file_fits_the_default_taxonomy():
     assert cfg.route(labels, {"channel": "review", "needs_review": True}) == "reviews"
     assert cfg.route(labels, {"channel": "chat", "needs_review": True}) == "triage"
     assert cfg.points(labels, earlier_contacts=9) == 24 + 6 + 6 * 4
+    # a review the model calls positive needs no answer only with three to five stars
+    happy = {"issue_type": ["praise"], "sentiment": ["positive"], "urgency": ["low"]}
+    facts = {"channel": "review", "needs_review": False}
+    assert cfg.no_response_needed(happy, {**facts, "stars": 4})
+    assert not cfg.no_response_needed(happy, {**facts, "stars": 2})
+    assert not cfg.no_response_needed(happy, {**facts, "stars": None})
 
 
 def _cfg(**patch):
@@ -70,6 +76,8 @@ def _cfg(**patch):
             "multi-label",
         ),
         ({"sla": {"default_hours": -1}}, "hours must be positive"),
+        ({"routes": [{"when": {"stars": [0, 1]}, "queue": "b"}]}, "ratings 1 to 5"),
+        ({"no_response_needed": [{"when": {"stars": ["5"]}}]}, "ratings 1 to 5"),
     ],
 )
 def test_bad_routing_files_are_refused_with_the_reason(patch, needle):
