@@ -49,21 +49,23 @@ def main() -> None:
     for ex in rows:
         ex.text = prefixed(ex.text, ex.meta["rating"])
     write_jsonl(rows, out / "amazon_reviews.jsonl", Taxonomy.default())
-    with open(REPO_DATA_DIR / "labels" / "review_issue_types.csv", newline="") as f:
+    with open(
+        REPO_DATA_DIR / "labels" / "review_issue_types.csv", newline="", encoding="utf-8"
+    ) as f:
         hand = list(csv.DictReader(f))
     for r in hand:
         if r["source"] == "amazon_reviews":
             r["text"] = prefixed(r["text"], r["rating"])
-    with open(out / "review_issue_types.csv", "w", newline="") as f:
+    with open(out / "review_issue_types.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(hand[0]))
         w.writeheader()
         w.writerows(hand)
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    cfg = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     for spec in cfg["data"]:
         if spec.get("source") == "amazon_reviews":
             del spec["source"]
             spec.update(path=str(out / "amazon_reviews.jsonl"), name="amazon_reviews")
-    (out / "starter.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (out / "starter.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     print(json.dumps({"amazon_rows": len(rows), "hand_rows": len(hand), "out": str(out)}))
 
 
