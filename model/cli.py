@@ -24,8 +24,14 @@ def _fail(message: str) -> typer.Exit:
 def read_input_texts(path: Path) -> list[str]:
     """Texts from a .jsonl file (a "text" field per line) or a plain file (one per line).
     Raises ValueError naming the line for invalid UTF-8, bad JSON or a missing text."""
+    return [item["text"] for item in read_input_items(path)]
+
+
+def read_input_items(path: Path) -> list[dict]:
+    """Objects with a "text" (and, from JSONL, every other field the line has, such as
+    ``id`` and ``rating``) from a .jsonl file or a plain file (one text per line)."""
     raw = path.read_bytes()
-    texts = []
+    texts: list[dict] = []
     for lineno, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -42,9 +48,20 @@ def read_input_texts(path: Path) -> list[str]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 raise ValueError(f"{path}:{lineno}: expected an object with a string field 'text'")
-            texts.append(obj["text"])
+            rating = obj.get("rating")
+            if rating is not None and (
+                isinstance(rating, bool)
+                or not isinstance(rating, (int, float))
+                or rating != int(rating)
+                or not 1 <= rating <= 5
+            ):
+                raise ValueError(
+                    f"{path}:{lineno}: 'rating' is {rating!r}: a star rating is a whole number "
+                    "from 1 to 5, or null"
+                )
+            texts.append(obj)
         else:
-            texts.append(decoded.rstrip("\r"))
+            texts.append({"text": decoded.rstrip("\r")})
     return texts
 
 
@@ -64,8 +81,14 @@ def predict(
         typer.Option(
             "--input",
             "-i",
-            help="A .jsonl file with a 'text' field per line, or a text file with one message per line.",
+            help="A .jsonl file with a 'text' field per line (and optionally 'rating', 1-5, and "
+            "any other fields, such as 'id', kept in the output), or a text file with one "
+            "message per line.",
         ),
+    ] = None,
+    rating: Annotated[
+        int | None,
+        typer.Option(min=1, max=5, help="Star rating of the texts given as arguments (reviews)."),
     ] = None,
     evidence: Annotated[bool, typer.Option(help="Attach the supporting span per label.")] = True,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -87,12 +110,12 @@ def predict(
     from model.predictor import Predictor
     from model.pretrained import ModelLoadError
 
-    items = list(texts or [])
+    items: list[dict] = [{"text": t, "rating": rating} for t in texts or []]
     if input is not None:
         if not input.is_file():
             raise _fail(f"input file not found: {input}")
         try:
-            items += read_input_texts(input)
+            items += read_input_items(input)
         except ValueError as exc:
             raise _fail(str(exc)) from exc
     if not items:
@@ -114,11 +137,21 @@ def predict(
         )
         raise _fail(f"{exc}{hint}") from exc
     try:
-        predictions = predictor.predict(items, evidence=evidence)
+        predictions = predictor.predict(
+            [it["text"] for it in items],
+            evidence=evidence,
+            ratings=[it.get("rating") for it in items],
+        )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    for text, pred in zip(items, predictions, strict=True):
-        record = {"text": text if len(text) <= 500 else text[:500] + "…", **pred.to_dict()}
+    for item, pred in zip(items, predictions, strict=True):
+        text = item["text"]
+        fields = {k: v for k, v in item.items() if k != "text" and v is not None}
+        record = {
+            **fields,
+            "text": text if len(text) <= 500 else text[:500] + "…",
+            **pred.to_dict(),
+        }
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

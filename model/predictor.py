@@ -5,6 +5,11 @@ into sentence-like segments (with character offsets into the original text); eac
 segment is scored (by the model's sparse n-gram path alone when it has one, else by
 the whole model), and for every predicted label the segment with the highest
 probability for that label is reported as its evidence.
+
+A review's star rating is an input: the model reads it as a short lead-in before the
+text (``rated_text``, the same in training and prediction); evidence offsets stay
+offsets into the caller's text. The critical rules (``model.rules``) are applied to
+every prediction: a rule's labels replace the model's, its phrase is their evidence.
 """
 
 from __future__ import annotations
@@ -22,11 +27,43 @@ import torch
 from model.classifier import task_probs
 from model.onnx_backend import BackendError, OnnxPooler, check_backend
 from model.pretrained import CarelensModel, ModelLoadError
+from model.rules import RuleHit, RulesError, RuleSet
 from model.taxonomy import Task
 
 # sentence-like segments: up to and including terminal punctuation (en + zh) or a newline
 _SEGMENT_RE = re.compile(r"[^.!?。！？;；\n]+(?:[.!?。！？;；]+|\n|$)")
 MAX_SEGMENTS = 24
+RATING_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def rated_text(text: str, rating: int | None) -> str:
+    """What the model reads for a text with an optional 1-5 star rating."""
+    if rating is None:
+        return text
+    return f"{RATING_WORDS[int(rating)]}-star review. {text}"
+
+
+def validate_ratings(ratings: Any, n: int) -> list[int | None]:
+    """``None`` (no ratings) or one rating per text: an integer 1-5 or ``None``."""
+    if ratings is None:
+        return [None] * n
+    if isinstance(ratings, (str, bytes)) or not isinstance(ratings, Sequence):
+        raise ValueError("ratings must be a list with one star rating (1-5 or None) per text")
+    if len(ratings) != n:
+        raise ValueError(
+            f"got {len(ratings)} ratings for {n} texts: give one per text (None for none)"
+        )
+    out: list[int | None] = []
+    for i, r in enumerate(ratings):
+        if r is None:
+            out.append(None)
+            continue
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r) or not 1 <= r <= 5:
+            raise ValueError(
+                f"ratings[{i}] is {r!r}: a star rating is a whole number from 1 to 5, or None"
+            )
+        out.append(int(r))
+    return out
 
 
 @dataclass
@@ -59,6 +96,9 @@ class Prediction:
     tasks: dict[str, TaskPrediction]
     truncated: bool = False
     model_version: str | None = None
+    rule_hits: list[RuleHit] = field(default_factory=list)
+    # the model's own labels, before the critical rules
+    model_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def __getitem__(self, task: str) -> TaskPrediction:
         return self.tasks[task]
@@ -73,7 +113,12 @@ class Prediction:
             "truncated": self.truncated,
             "needs_review": self.needs_review,
             "tasks": {name: asdict(tp) for name, tp in self.tasks.items()},
+            "rule_hits": [h.to_dict() for h in self.rule_hits],
         }
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return {name: list(tp.labels) for name, tp in self.tasks.items()}
 
 
 def clean_text(text: str) -> str:
@@ -137,6 +182,34 @@ def segments(
     return spans
 
 
+def apply_rules(rules: RuleSet, text: str, original: str, pred: Prediction, evidence: bool) -> None:
+    """The critical rules applied to ``pred`` (a prediction of ``text``) in place: a task
+    a rule sets takes the rule's labels with full confidence, and the matched phrase is
+    the evidence of every label a rule gave; ``pred.model_labels`` keeps the model's.
+    ``original`` is the caller's text (the same length as ``text``)."""
+    pred.model_labels = pred.model_labels or pred.labels
+    labels, hits = rules.apply(text, pred.labels)
+    if not hits:
+        return
+    pred.rule_hits = hits
+    by_name = {r.name: r for r in rules.rules}
+    for name, tp in pred.tasks.items():
+        fired = [h for h in hits if name in {**by_name[h.rule].set, **by_name[h.rule].add}]
+        if not fired:
+            continue
+        ruled = any(name in by_name[h.rule].set for h in fired)
+        new = [label for label in labels[name] if label not in tp.labels]
+        tp.labels = labels[name]
+        if ruled:  # the rule decides this task: certain, its phrase the evidence
+            tp.confidence, tp.needs_review, tp.evidence = 1.0, False, []
+        if evidence:
+            hit = fired[0]
+            for label in tp.labels if ruled else new:
+                tp.evidence.append(
+                    Evidence(label, hit.start, hit.end, original[hit.start : hit.end], 1.0)
+                )
+
+
 class Predictor:
     """Load once, predict many. ``Predictor.load(dir)`` then ``predict(texts)``."""
 
@@ -149,7 +222,10 @@ class Predictor:
         evidence: bool = True,
         model_version: str | None = None,
         backend: str = "torch",
+        rules: RuleSet | str | Path | None = None,
     ) -> None:
+        """``rules``: a ``RuleSet``, a rules file, or None for ``data/rules.yaml``
+        (``RuleSet(())`` for none)."""
         self.backend = check_backend(backend)
         if self.backend != "torch":
             # torch only runs the n-gram lookup and the heads here; a second OpenMP pool
@@ -163,6 +239,8 @@ class Predictor:
         self.max_tokens = int(max_tokens or model.config.max_length)
         self.evidence = evidence
         self.model_version = model_version or (model.path.name if model.path else None)
+        self.rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
+        self.rules.validate(model.taxonomy)
 
     @classmethod
     def load(cls, directory: str | Path, backend: str = "torch", **kwargs: Any) -> Predictor:
@@ -174,6 +252,13 @@ class Predictor:
         except BackendError as exc:
             raise ModelLoadError(str(exc)) from exc
         model = CarelensModel.from_pretrained(directory)
+        rules = kwargs.pop("rules", None)
+        try:
+            rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
+            rules.validate(model.taxonomy)
+        except RulesError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        kwargs["rules"] = rules
         if backend != "torch":
             try:
                 model.pooler = OnnxPooler(directory, backend, kwargs.get("num_threads"))
@@ -186,8 +271,12 @@ class Predictor:
         return self.model.taxonomy
 
     # -- core -------------------------------------------------------------------------
-    def _probs(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
+    def _probs(
+        self, texts: list[str], ratings: list[int | None] | None = None
+    ) -> tuple[dict[str, np.ndarray], list[bool]]:
         """Calibrated probabilities per task, in input order, plus truncation flags."""
+        if ratings is not None:
+            texts = [rated_text(t, r) for t, r in zip(texts, ratings, strict=True)]
         if not texts:
             return {
                 t.name: np.zeros((0, t.num_labels), dtype=np.float32) for t in self.taxonomy
@@ -196,16 +285,47 @@ class Predictor:
         probs = {t.name: task_probs(t, logits[t.name]).float().numpy() for t in self.taxonomy}
         return probs, truncated
 
-    def predict_proba(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Calibrated probabilities per task: {task: array [n, num_labels]}."""
-        probs, _ = self._probs(validate_texts(texts))
+    def predict_proba(
+        self,
+        texts: list[str],
+        ratings: list[int | None] | None = None,
+        rules: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per task: {task: array [n, num_labels]}: the model's
+        own, or with ``rules`` the critical rules' decisions as certainties (a task a
+        rule sets is one-hot on its labels, a label a rule adds has probability 1)."""
+        cleaned = validate_texts(texts)
+        probs, _ = self._probs(cleaned, validate_ratings(ratings, len(cleaned)))
+        if rules:
+            self.apply_rules_to_probs(cleaned, probs)
         return probs
 
-    def predict(self, texts: list[str], evidence: bool | None = None) -> list[Prediction]:
+    def apply_rules_to_probs(self, texts: list[str], probs: dict[str, np.ndarray]) -> None:
+        """Overwrite ``probs`` (aligned with ``texts``) with the critical rules' decisions."""
+        by_name = {r.name: r for r in self.rules.rules}
+        for i, text in enumerate(texts):
+            for hit in self.rules.hits(text):
+                rule = by_name[hit.rule]
+                for name, values in rule.set.items():
+                    probs[name][i] = 0.0
+                    for v in values:
+                        probs[name][i, self.taxonomy[name].label2id[v]] = 1.0
+                for name, values in rule.add.items():
+                    for v in values:
+                        probs[name][i, self.taxonomy[name].label2id[v]] = 1.0
+
+    def predict(
+        self,
+        texts: list[str],
+        evidence: bool | None = None,
+        ratings: list[int | None] | None = None,
+    ) -> list[Prediction]:
+        """Labels for ``texts``; ``ratings``: one star rating (1-5 or None) per text."""
         cleaned = validate_texts(texts)
+        stars = validate_ratings(ratings, len(cleaned))
         if not cleaned:
             return []
-        probs, truncated = self._probs(cleaned)
+        probs, truncated = self._probs(cleaned, stars)
         want_evidence = self.evidence if evidence is None else evidence
         results = []
         for i in range(len(cleaned)):
@@ -215,6 +335,8 @@ class Predictor:
             )
         if want_evidence:
             self._attach_evidence(cleaned, list(texts), results)
+        for text, original, pred in zip(cleaned, texts, results, strict=True):
+            apply_rules(self.rules, text, original, pred, want_evidence)
         return results
 
     def _decide(self, task: Task, p: np.ndarray) -> TaskPrediction:

@@ -85,6 +85,7 @@ def create_app(
                     max_tokens=settings.max_tokens,
                     num_threads=settings.threads,
                     evidence=settings.evidence,
+                    rules=settings.rules_file,
                 )
             except ModelLoadError as exc:
                 # refuse readiness with the reason; never serve made-up labels
@@ -92,7 +93,7 @@ def create_app(
                 log.error("model failed to load: %s", exc)
         if svc.predictor is not None:
             try:
-                routing.validate(svc.predictor.taxonomy, CHANNELS)
+                routing.validate(svc.predictor.taxonomy, CHANNELS, svc.predictor.rules.names)
             except RoutingError as exc:
                 svc.model_error = f"routing file does not fit the model: {exc}"
                 log.error("%s", svc.model_error)

@@ -48,6 +48,7 @@ class Unavailable(RuntimeError):
 class _Job:
     texts: list[str]
     evidence: bool | None
+    ratings: list[int | None]
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -103,10 +104,17 @@ class MicroBatcher:
         return self._queued_texts
 
     # -- callers ----------------------------------------------------------------------
-    def submit(self, texts: list[str], evidence: bool | None = None) -> Future:
-        """Queue ``texts``; the future's result is their predictions, in order.
-        Raises ``Overloaded`` at once when the queue has no room for them."""
-        job = _Job(list(texts), evidence)
+    def submit(
+        self,
+        texts: list[str],
+        evidence: bool | None = None,
+        ratings: list[int | None] | None = None,
+    ) -> Future:
+        """Queue ``texts`` (with their star ratings, None for none); the future's result
+        is their predictions, in order. Raises ``Overloaded`` at once when the queue has
+        no room for them."""
+        texts = list(texts)
+        job = _Job(texts, evidence, list(ratings) if ratings is not None else [None] * len(texts))
         if not job.texts:
             job.future.set_result([])
             return job.future
@@ -125,9 +133,14 @@ class MicroBatcher:
             self._cond.notify_all()
         return job.future
 
-    def predict(self, texts: list[str], evidence: bool | None = None) -> list[Prediction]:
+    def predict(
+        self,
+        texts: list[str],
+        evidence: bool | None = None,
+        ratings: list[int | None] | None = None,
+    ) -> list[Prediction]:
         """Blocking form of ``submit`` (for sync routes running in the thread pool)."""
-        return self.submit(texts, evidence).result()
+        return self.submit(texts, evidence, ratings).result()
 
     # -- worker -----------------------------------------------------------------------
     def _take_batch(self) -> list[_Job] | None:
@@ -178,14 +191,17 @@ class MicroBatcher:
             by_evidence.setdefault(job.evidence, []).append(job)
         for evidence, jobs in by_evidence.items():
             texts = [t for job in jobs for t in job.texts]
+            ratings = [r for job in jobs for r in job.ratings]
             start = time.perf_counter()
             try:
-                preds = predictor.predict(texts, evidence=evidence)
+                preds = predictor.predict(texts, evidence=evidence, ratings=ratings)
             except Exception:
                 # one bad text must not fail its neighbours: run each job alone
                 for job in jobs:
                     try:
-                        job.future.set_result(predictor.predict(job.texts, evidence=evidence))
+                        job.future.set_result(
+                            predictor.predict(job.texts, evidence=evidence, ratings=job.ratings)
+                        )
                     except Exception as exc:
                         job.future.set_exception(exc)
                 continue

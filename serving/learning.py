@@ -94,6 +94,7 @@ class ModelManager:
             max_tokens=s.max_tokens,
             num_threads=s.threads,
             evidence=s.evidence,
+            rules=s.rules_file,
         )
         try:
             try:
@@ -105,7 +106,7 @@ class ModelManager:
                 pred = Predictor.load(path, backend="torch", **kwargs)
                 note = f"{path.name}: {exc}; serving it with the torch backend meanwhile"
                 log.warning("%s", note)
-            self.svc.routing.validate(pred.taxonomy, CHANNELS)
+            self.svc.routing.validate(pred.taxonomy, CHANNELS, pred.rules.names)
         except (ModelLoadError, RoutingError, OSError, ValueError) as exc:
             raise LoadFailed(f"{path.name} failed to load: {exc}") from exc
         self.backend_note = note

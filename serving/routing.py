@@ -1,4 +1,4 @@
-"""Routing rules, critical-case overrides, SLA deadlines and the priority score,
+"""Routing rules, SLA deadlines and the priority score,
 all read from one validated config file (``data/routing.yaml`` by default).
 
 Priority (documented in the README):
@@ -15,7 +15,6 @@ go to the older message.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,26 +25,10 @@ import yaml
 from model.taxonomy import Taxonomy
 
 DEFAULT_ROUTING_PATH = Path(__file__).resolve().parent.parent / "data" / "routing.yaml"
-CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class RoutingError(ValueError):
     """The routing file is wrong; the message names the file and the entry."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    patterns: tuple[re.Pattern[str], ...]
-    set: dict[str, list[str]]
-    add: dict[str, list[str]]
-
-    def match(self, text: str) -> re.Match[str] | None:
-        for pattern in self.patterns:
-            m = pattern.search(text)
-            if m:
-                return m
-        return None
 
 
 @dataclass(frozen=True)
@@ -85,7 +68,6 @@ class RoutingConfig:
     routes: list[Route]
     sla_default_hours: float
     sla_overrides: list[SlaOverride]
-    rules: list[Rule]
     no_response: list[Route] = field(default_factory=list)
     urgency_points: dict[str, float] = field(default_factory=dict)
     sentiment_points: dict[str, float] = field(default_factory=dict)
@@ -175,31 +157,11 @@ class RoutingConfig:
         if default_hours <= 0 or any(o.hours <= 0 for o in overrides):
             raise fail("sla: hours must be positive")
 
-        rules = []
-        for i, raw in enumerate(data.get("rules") or []):
-            name = raw.get("name") if isinstance(raw, dict) else None
-            if not name:
-                raise fail(f"rules[{i}]: needs a name")
-            compiled = []
-            pats = raw.get("patterns") or {}
-            if not isinstance(pats, dict) or not pats:
-                raise fail(f"rules[{i}] ({name}): `patterns` must map languages to lists")
-            for lang, items in pats.items():
-                for p in items or []:
-                    try:
-                        bounded = p if CJK.search(p) or lang == "zh" else rf"\b(?:{p})\b"
-                        compiled.append(re.compile(bounded, re.IGNORECASE))
-                    except re.error as exc:
-                        raise fail(f"rules[{i}] ({name}): bad pattern {p!r}: {exc}") from exc
-            rules.append(
-                Rule(
-                    name=str(name),
-                    patterns=tuple(compiled),
-                    set={k: list(v) for k, v in (raw.get("set") or {}).items()},
-                    add={k: list(v) for k, v in (raw.get("add") or {}).items()},
-                )
+        if "rules" in data:
+            raise fail(
+                "`rules` is not a routing key: the critical rules live in the rules file "
+                "(CARELENS_RULES_FILE, default data/rules.yaml)"
             )
-
         prio = data.get("priority") or {}
         try:
             reopen_days = int((data.get("reopen") or {}).get("days", 7))
@@ -213,7 +175,6 @@ class RoutingConfig:
             routes=routes,
             sla_default_hours=default_hours,
             sla_overrides=overrides,
-            rules=rules,
             no_response=no_response,
             urgency_points={str(k): float(v) for k, v in (prio.get("urgency") or {}).items()},
             sentiment_points={str(k): float(v) for k, v in (prio.get("sentiment") or {}).items()},
@@ -224,8 +185,11 @@ class RoutingConfig:
             source=source,
         )
 
-    def validate(self, taxonomy: Taxonomy, channels: tuple[str, ...]) -> None:
-        """Every task and label named here exists in the model's taxonomy."""
+    def validate(
+        self, taxonomy: Taxonomy, channels: tuple[str, ...], rule_names: list[str] | None = None
+    ) -> None:
+        """Every task and label named here exists in the model's taxonomy; every `rule`
+        condition names a critical rule of the rules file (``rule_names``)."""
 
         def check(where: str, task: str, labels: list[str]) -> None:
             if task not in taxonomy:
@@ -239,7 +203,6 @@ class RoutingConfig:
                     f"{self.source}: {where}: unknown {task} label(s) {', '.join(unknown)}"
                 )
 
-        rule_names = {r.name for r in self.rules}
         named = [(f"routes[{i}]", r) for i, r in enumerate(self.routes)]
         named += [(f"no_response_needed[{i}]", r) for i, r in enumerate(self.no_response)]
         for where, route in named:
@@ -249,20 +212,11 @@ class RoutingConfig:
                     if bad:
                         raise RoutingError(f"{self.source}: {where}: unknown channel {bad[0]!r}")
                 elif key == "rule":
-                    bad = [r for r in wanted if r not in rule_names]
+                    bad = [r for r in wanted if rule_names is not None and r not in rule_names]
                     if bad:
                         raise RoutingError(f"{self.source}: {where}: unknown rule {bad[0]!r}")
                 elif key not in ("needs_review", "stars"):
                     check(where, key, wanted)
-        for rule in self.rules:
-            for task, labels in {**rule.set, **rule.add}.items():
-                check(f"rule {rule.name}", task, labels)
-            for task in rule.add:
-                if not taxonomy[task].is_multilabel:
-                    raise RoutingError(
-                        f"{self.source}: rule {rule.name}: `add` needs a multi-label task, "
-                        f"{task} is {taxonomy[task].kind}"
-                    )
         for name, table in (("urgency", self.urgency_points), ("sentiment", self.sentiment_points)):
             if table and name in taxonomy:
                 check(f"priority.{name}", name, list(table))
@@ -271,25 +225,6 @@ class RoutingConfig:
                 raise RoutingError(f"{self.source}: sla override: unknown channel {o.channel!r}")
 
     # -- use -------------------------------------------------------------------
-    def apply_rules(
-        self, text: str, labels: dict[str, list[str]]
-    ) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-        """The model's labels with the critical rules applied, and what fired."""
-        out = {k: list(v) for k, v in labels.items()}
-        hits = []
-        for rule in self.rules:
-            m = rule.match(text)
-            if not m:
-                continue
-            hits.append(
-                {"rule": rule.name, "phrase": m.group(0), "start": m.start(), "end": m.end()}
-            )
-            for task, values in rule.set.items():
-                out[task] = list(values)
-            for task, values in rule.add.items():
-                out[task] = out.get(task, []) + [v for v in values if v not in out.get(task, [])]
-        return out, hits
-
     def route(self, labels: dict[str, list[str]], facts: dict[str, Any]) -> str:
         for route in self.routes:
             if route.matches(labels, facts):

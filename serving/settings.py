@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.paths import carelens_home, default_model_dir, default_registry_dir
+from model.rules import DEFAULT_RULES_PATH
 from serving.routing import DEFAULT_ROUTING_PATH
 
 
@@ -31,7 +32,12 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(True, description="Run `carelens db upgrade` at start.")
     routing_file: Path = Field(
-        DEFAULT_ROUTING_PATH, description="Queues, routes, SLA hours, priority, critical rules."
+        DEFAULT_ROUTING_PATH, description="Queues, routes, SLA hours, priority."
+    )
+    rules_file: Path = Field(
+        DEFAULT_RULES_PATH,
+        description="Critical rules (safety, legal, regulator, chargeback, fraud) applied to "
+        "every prediction.",
     )
     bootstrap_admin_key: SecretStr | None = Field(
         None, description="If set, this key is created as an admin key at start (first login)."

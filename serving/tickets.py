@@ -165,7 +165,7 @@ def store_message(
         created_at=now,
     )
     session.add(message)
-    model_labels = {name: list(tp.labels) for name, tp in prediction.tasks.items()}
+    model_labels = prediction.model_labels or prediction.labels
     session.add(
         Prediction(
             message=message,
@@ -176,7 +176,8 @@ def store_message(
             created_at=now,
         )
     )
-    labels, hits = routing.apply_rules(item.model_text, model_labels)
+    labels = prediction.labels  # the critical rules applied (model.rules)
+    hits = [h.to_dict() for h in prediction.rule_hits]
     facts = {
         "channel": item.channel,
         "needs_review": prediction.needs_review and not hits,

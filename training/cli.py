@@ -164,6 +164,20 @@ def evaluate_cmd(
             "model directory's metrics.json and model card."
         ),
     ] = True,
+    ratings: Annotated[
+        bool,
+        typer.Option(
+            help="Read rated rows with their star rating (--no-ratings: as texts that come "
+            "without one, e.g. e-mails)."
+        ),
+    ] = True,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            help="Apply the critical rules, as every prediction does (--no-rules: the model "
+            "alone, for the model's own safety_hazard recall)."
+        ),
+    ] = True,
 ) -> None:
     """Score a model per task and per source, with plots and the TF-IDF floor."""
     from datetime import UTC, datetime
@@ -225,7 +239,9 @@ def evaluate_cmd(
         raise _fail(str(exc)) from exc
     if not examples:
         raise _fail("no evaluation rows")
-    report = evaluate(predictor, examples, out, baseline_train=baseline_rows)
+    report = evaluate(
+        predictor, examples, out, baseline_train=baseline_rows, ratings=ratings, rules=rules
+    )
     for row in comparison(tax, report):
         b = "" if row["baseline"] is None else f"  baseline {row['baseline']:.3f}"
         if row["paired"] is not None:
@@ -237,7 +253,15 @@ def evaluate_cmd(
     typer.echo(f"report: {out / 'report.md'}")
     if split == "dev":
         typer.echo("dev rows: the model calibrated on these; report the test rows' figures")
-    elif record and held_out and not data and not source and baseline_rows is not None:
+    elif (
+        record
+        and held_out
+        and ratings
+        and rules
+        and not data
+        and not source
+        and baseline_rows is not None
+    ):
         try:
             predictor.model.record_test_figures(
                 {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from model.classifier import IGNORE_INDEX
+from model.predictor import rated_text
 from model.taxonomy import Taxonomy
 
 META_COLUMNS = ("id", "lang", "source", "rating", "product_id", "customer_id")
@@ -128,6 +130,32 @@ def write_jsonl(examples: list[Example], path: str | Path, taxonomy: Taxonomy) -
                 if labels is not None:
                     record[task] = labels if taxonomy[task].kind == "multilabel" else labels[0]
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def example_rating(ex: Example) -> int | None:
+    """The row's star rating (1-5), or None when it has none."""
+    try:
+        r = int(float(ex.meta.get("rating")))
+    except (TypeError, ValueError):
+        return None
+    return r if 1 <= r <= 5 else None
+
+
+def with_ratings(
+    examples: list[Example], hide_fraction: float = 0.0, rng: random.Random | None = None
+) -> list[Example]:
+    """Copies whose text is what the model reads: a rated row's star rating as its
+    lead-in (``model.predictor.rated_text``), hidden on about ``hide_fraction`` of the
+    rated rows so the model also learns to read reviews that come without one."""
+    rng = rng or random.Random(0)
+    out = []
+    for ex in examples:
+        r = example_rating(ex)
+        if r is None or (hide_fraction and rng.random() < hide_fraction):
+            out.append(ex)
+        else:
+            out.append(Example(rated_text(ex.text, r), ex.labels, {**ex.meta, "rated": True}))
+    return out
 
 
 def normalise_for_hash(text: str) -> str:

@@ -19,10 +19,10 @@ import numpy as np
 
 from model.calibration import confidence_and_correct
 from model.ngrams import SparseConfig, sparse_vectorizers
-from model.predictor import Predictor
+from model.predictor import Predictor, rated_text
 from model.pretrained import comparison_table
 from model.taxonomy import Task, Taxonomy
-from training.data import Example, targets
+from training.data import Example, example_rating, targets
 
 N_BINS = 15
 
@@ -150,10 +150,14 @@ def headline(task: Task, m: dict[str, Any]) -> float:
 
 
 def _by_source(examples: list[Example]) -> list[tuple[str, list[int]]]:
-    """(source, row indices) per source, sorted by source name."""
+    """(source, row indices) per source, sorted by source name; the rows of a labelled
+    file reported per source (``NAME/SOURCE``) are also pooled per language, as
+    ``NAME (en)``, ``NAME (zh)``."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
         by_source[ex.source].append(i)
+        if "/" in ex.source and ex.meta.get("lang"):
+            by_source[f"{ex.source.split('/')[0]} ({ex.meta['lang']})"].append(i)
     return sorted(by_source.items())
 
 
@@ -284,21 +288,32 @@ def evaluate(
     examples: list[Example],
     out_dir: str | Path,
     baseline_train: list[Example] | None = None,
+    ratings: bool = True,
+    rules: bool = True,
 ) -> dict[str, Any]:
-    """Score ``predictor`` (and the TF-IDF floor) on ``examples``; write the report."""
+    """Score ``predictor`` (and the TF-IDF floor) on ``examples``; write the report.
+    ``ratings``: rated rows are read with their star rating (the floor reads the same
+    lead-in, ``model.predictor.rated_text``); ``rules``: the critical rules decide where
+    they fire, for the model and the floor alike (as every prediction does)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     taxonomy = predictor.taxonomy
     thresholds = predictor.model.thresholds
-    probs = predictor.predict_proba([e.text for e in examples])
+    texts = [e.text for e in examples]
+    stars = [example_rating(e) if ratings else None for e in examples]
+    probs = predictor.predict_proba(texts, ratings=stars, rules=rules)
     report: dict[str, Any] = {
         "model": str(predictor.model.path),
         "n": len(examples),
+        "ratings": ratings,
+        "rules": rules,
         "sources": score_sets(taxonomy, thresholds, probs, examples),
     }
     if baseline_train:
         base = TfidfBaseline(taxonomy).fit(baseline_train)
-        bprobs = base.predict_proba([e.text for e in examples])
+        bprobs = base.predict_proba([rated_text(t, r) for t, r in zip(texts, stars, strict=True)])
+        if rules:
+            predictor.apply_rules_to_probs(texts, bprobs)
         default_th = {t.name: {"review_threshold": 0.5} for t in taxonomy}
         report["baseline"] = {
             "name": "tfidf_word12_char14_logreg",

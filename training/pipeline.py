@@ -15,8 +15,15 @@ from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
-from training.data import DataError, Example, read_labelled, targets, three_way_split
-from training.sources import data_dir, load_source
+from training.data import (
+    DataError,
+    Example,
+    read_labelled,
+    targets,
+    three_way_split,
+    with_ratings,
+)
+from training.sources import REPO_DATA_DIR, data_dir, load_source
 from training.sparse import fit_sparse
 from training.trainer import TrainConfig, pretrain_ngrams, quick_scores, train
 
@@ -27,20 +34,65 @@ def load_taxonomy(cfg: TrainConfig) -> Taxonomy:
     return Taxonomy.load(cfg.taxonomy) if cfg.taxonomy else Taxonomy.default()
 
 
+SPEC_KEYS = {
+    "source",
+    "path",
+    "name",
+    "weight",
+    "max_rows",
+    "tasks",
+    "val_fraction",
+    "dev_fraction",
+    "per_source",
+    "max_val_rows",
+}
+
+
+def _resolve_path(raw: str, data_dir_setting: str | None) -> Path:
+    """A labelled file: absolute, else relative to the working directory, to the
+    repository's ``data/`` folder, or to the public data folder (first that exists)."""
+    path = Path(raw)
+    if path.is_absolute() or path.exists():
+        return path
+    for base in (REPO_DATA_DIR, REPO_DATA_DIR.parent):
+        if (base / path).exists():
+            return base / path
+    return data_dir(data_dir_setting) / path
+
+
 def load_spec(
     spec: dict[str, Any], taxonomy: Taxonomy, data_dir_setting: str | None
 ) -> tuple[str, list[Example]]:
+    """One data entry's examples. Keys: ``source`` (a public source) or ``path`` (a
+    labelled file; ``name`` names it, ``per_source: true`` reports its rows per their own
+    ``source`` column as NAME/SOURCE); ``tasks``: only these tasks' labels are kept (the
+    others are missing, not negative); ``weight``, ``max_rows``, ``val_fraction``,
+    ``dev_fraction``: see ``build_sets`` and ``three_way_split``."""
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise DataError(f"data entry {spec}: unknown keys {unknown}; known: {sorted(SPEC_KEYS)}")
     if "source" in spec:
-        return spec["source"], load_source(spec["source"], taxonomy, data_dir_setting)
-    if "path" in spec:
-        path = Path(spec["path"])
-        if not path.exists() and not path.is_absolute():
-            path = data_dir(data_dir_setting) / path  # relative to the public data folder
+        name, examples = spec["source"], load_source(spec["source"], taxonomy, data_dir_setting)
+    elif "path" in spec:
+        path = _resolve_path(str(spec["path"]), data_dir_setting)
         name = spec.get("name") or path.stem
-        return name, read_labelled(path, taxonomy, source=name)
-    raise DataError(
-        f"data entry {spec} needs 'source' (a public source) or 'path' (a labelled file)"
-    )
+        examples = read_labelled(path, taxonomy, source=name)
+        if spec.get("per_source"):
+            for ex in examples:
+                own = ex.meta.get("source")
+                ex.meta["source"] = f"{name}/{own}" if own and own != name else name
+    else:
+        raise DataError(
+            f"data entry {spec} needs 'source' (a public source) or 'path' (a labelled file)"
+        )
+    if spec.get("tasks") is not None:
+        keep = set(spec["tasks"])
+        bad = sorted(keep - set(taxonomy.task_names))
+        if bad:
+            raise DataError(f"data entry {name}: tasks {bad} are not in the taxonomy")
+        for ex in examples:
+            ex.labels = {t: (v if t in keep else None) for t, v in ex.labels.items()}
+    return name, examples
 
 
 def split_sources(
@@ -54,7 +106,9 @@ def split_sources(
         name, examples = load_spec(spec, taxonomy, cfg.data_dir)
         for ex in examples:
             ex.meta.setdefault("source", name)
-        yield spec, name, *three_way_split(examples, cfg.val_fraction, cfg.dev_fraction)
+        val_fraction = float(spec.get("val_fraction", cfg.val_fraction))
+        dev_fraction = float(spec.get("dev_fraction", cfg.dev_fraction))
+        yield spec, name, *three_way_split(examples, val_fraction, dev_fraction)
 
 
 def held_out_sets(
@@ -88,7 +142,8 @@ def build_sets(
         # the fine-tuning rows of the sources after this one) do not depend on dev_fraction
         held, dev_ids = dev + test, {id(e) for e in dev}
         rng.shuffle(held)
-        va = [e for e in held if id(e) in dev_ids]
+        va = with_ratings([e for e in held if id(e) in dev_ids])
+        tr = with_ratings(tr, cfg.rating_hide_fraction, rng)
         if spec.get("max_rows"):
             extra = tr[int(spec["max_rows"]) :]
             if cfg.ngram_pretrain_max_rows is not None:
@@ -98,7 +153,7 @@ def build_sets(
         weight = float(spec.get("weight", 1.0))
         whole, frac = int(weight), weight - int(weight)
         train_rows += tr * whole + tr[: int(round(frac * len(tr)))]
-        val[name] = va[: cfg.max_val_rows_per_source]
+        val[name] = va[: int(spec.get("max_val_rows", cfg.max_val_rows_per_source))]
         log.info(
             "%s: %d train rows (weight %.2f), %d validation rows",
             name,

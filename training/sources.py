@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from model.taxonomy import Taxonomy
-from training.data import Example
+from training.data import Example, normalise_for_hash
 from training.weak import WeakRules
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -168,15 +168,22 @@ def _apply(rules: list[dict[str, Any]], row: dict[str, str], where: str) -> list
     return None
 
 
-def _excluded_ids(mapping: SourceMapping) -> set[str]:
+def _excluded(mapping: SourceMapping) -> tuple[set[str], set[str]]:
+    """Ids and normalised texts of the rows of the ``exclude`` files: dropped from the
+    source (a text repeated under another id is dropped too)."""
     ids: set[str] = set()
+    texts: set[str] = set()
     for rel in mapping.exclude:
         path = REPO_DATA_DIR / rel
         if not path.is_file():
             raise SourceError(f"{mapping.file}: exclude file {path} is missing")
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            ids |= {row["id"] for row in csv.DictReader(fh) if row.get("id")}
-    return ids
+            for row in csv.DictReader(fh):
+                if row.get("id"):
+                    ids.add(row["id"])
+                if row.get("text"):
+                    texts.add(normalise_for_hash(row["text"]))
+    return ids, texts
 
 
 def load_source(
@@ -194,7 +201,7 @@ def load_source(
     path = data_dir(data_root) / mapping.path
     if not path.is_file():
         raise SourceError(f"{mapping.file}: data file {path} is missing")
-    excluded = _excluded_ids(mapping)
+    excluded, excluded_texts = _excluded(mapping)
     weak = {
         task: WeakRules.load(rules[0]["weak"])
         for task, rules in mapping.tasks.items()
@@ -214,7 +221,7 @@ def load_source(
                 meta["id"] = _render(mapping.id, row)
             else:
                 meta["id"] = f"{mapping.source}-{reader.line_num}"
-            if meta["id"] in excluded:
+            if meta["id"] in excluded or normalise_for_hash(text) in excluded_texts:
                 continue
             labels = {
                 task: _apply(rules, row, where)

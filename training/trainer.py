@@ -112,6 +112,10 @@ class TrainConfig(DictConfig):
     # and optimiser stay float32): the starter fine-tunes 1.6 times as many rows/s on a
     # CPU with AVX-512 BF16; where PyTorch reports no bf16 support it trains in float32
     bf16: bool = False
+    # rated rows (reviews with stars) read their rating as a lead-in of the text
+    # (model.predictor.rated_text); hidden on this fraction of the training rows so the
+    # model also reads texts that come without one (e-mails, chats)
+    rating_hide_fraction: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "dev_fraction"):

@@ -86,7 +86,8 @@ def show_config(
         "routes": [{"when": x.when, "queue": x.queue} for x in r.routes],
         "sla_default_hours": r.sla_default_hours,
         "sla_overrides": [o.__dict__ for o in r.sla_overrides],
-        "rules": [x.name for x in r.rules],
+        "rules_file": str(svc.settings.rules_file),
+        "rules": svc.predictor.rules.names if svc.predictor is not None else [],
         "lease_seconds": svc.settings.lease_seconds,
         "limits": {
             "max_text_chars": svc.settings.max_text_chars,

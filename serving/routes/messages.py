@@ -68,6 +68,11 @@ class StoredMessages(BaseModel):
 
 class ClassifyRequest(BaseModel):
     texts: list[str] = Field(..., min_length=1, description="Texts to classify (not stored).")
+    ratings: list[int | None] | None = Field(
+        None,
+        description="Optional star rating (1-5, or null) per text, in the same order: "
+        "a review's rating is read with its text.",
+    )
     evidence: bool | None = Field(
         None, description="Attach supporting spans (default: the service setting)."
     )
@@ -104,14 +109,17 @@ def _batcher_errors():
 
 
 def predict_texts(
-    svc: Services, texts: list[str], evidence: bool | None = None
+    svc: Services,
+    texts: list[str],
+    evidence: bool | None = None,
+    ratings: list[int | None] | None = None,
 ) -> list[Prediction]:
     """Predictions through the micro-batcher (blocking: call from the thread pool).
     A full queue is a 503 with Retry-After."""
     if svc.batcher is None:  # an app run without its lifespan
-        return svc.require_predictor().predict(texts, evidence=evidence)
+        return svc.require_predictor().predict(texts, evidence=evidence, ratings=ratings)
     with _batcher_errors():
-        return svc.batcher.predict(texts, evidence)
+        return svc.batcher.predict(texts, evidence, ratings)
 
 
 def _view(message, created: bool, now: datetime) -> StoredMessage:
@@ -151,7 +159,11 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
         with svc.sessions() as s:
             existing = find_existing(s, ids)
         new = [it for it in items if it.external_id not in existing]
-        preds = predict_texts(svc, [it.model_text for it in new]) if new else []
+        preds = (
+            predict_texts(svc, [it.model_text for it in new], ratings=[it.rating for it in new])
+            if new
+            else []
+        )
         try:
             with transaction(svc.sessions) as s:
                 existing = find_existing(s, ids)  # again, inside the transaction
@@ -280,12 +292,24 @@ async def classify(
     """Classify texts without storing them."""
     pred = svc.require_predictor()
     check_limits(svc, body.texts, "texts")
+    if body.ratings is not None:
+        if len(body.ratings) != len(body.texts):
+            raise HTTPException(
+                422,
+                detail=f"ratings has {len(body.ratings)} items for {len(body.texts)} texts: "
+                "give one per text (null for none), or leave ratings out",
+            )
+        bad = [i for i, r in enumerate(body.ratings) if r is not None and not 1 <= r <= 5]
+        if bad:
+            raise HTTPException(
+                422, detail=f"ratings[{bad[0]}] must be a star rating from 1 to 5, or null"
+            )
     try:
         if svc.batcher is None:
-            results = await run_in_threadpool(pred.predict, body.texts, body.evidence)
+            results = await run_in_threadpool(pred.predict, body.texts, body.evidence, body.ratings)
         else:
             with _batcher_errors():
-                future = svc.batcher.submit(body.texts, body.evidence)
+                future = svc.batcher.submit(body.texts, body.evidence, body.ratings)
                 results = await asyncio.wrap_future(future)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc

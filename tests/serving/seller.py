@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from model.predictor import Prediction, TaskPrediction
+from model.predictor import Prediction, TaskPrediction, apply_rules
+from model.rules import RuleSet
 from model.taxonomy import Taxonomy
 
 
@@ -22,6 +23,7 @@ class PlannedPredictor:
 
     def __init__(self) -> None:
         self.taxonomy = Taxonomy.default()
+        self.rules = RuleSet.load()
         self.model = SimpleNamespace(train_config=None)
         self.plans: dict[str, tuple[str, dict[str, float]]] = {}
 
@@ -29,7 +31,9 @@ class PlannedPredictor:
         self.plans[text] = (sentiment, issue_type)
         return text
 
-    def predict(self, texts: list[str], evidence: bool | None = None) -> list[Prediction]:
+    def predict(
+        self, texts: list[str], evidence: bool | None = None, ratings=None
+    ) -> list[Prediction]:
         out = []
         for text in texts:
             sentiment, issues = self.plans.get(text, ("neutral", {}))
@@ -51,6 +55,7 @@ class PlannedPredictor:
                     needs_review=False,
                 )
             out.append(Prediction(tasks=tasks, model_version=self.model_version))
+            apply_rules(self.rules, text, text, out[-1], False)
         return out
 
 

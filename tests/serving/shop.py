@@ -34,7 +34,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from model.predictor import Prediction, TaskPrediction
+from model.predictor import Prediction, TaskPrediction, apply_rules
+from model.rules import RuleSet
 from model.taxonomy import Taxonomy
 
 SHOP_NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
@@ -500,6 +501,7 @@ class ShopPredictor:
 
     def __init__(self, extra: dict[str, dict[str, list[str]]] | None = None) -> None:
         self._taxonomy = Taxonomy.default()
+        self.rules = RuleSet.load()
         self.model = SimpleNamespace(train_config=None)
         self.by_text: dict[str, dict[str, list[str]]] = {}
         for t in ALL_TEMPLATES:
@@ -521,7 +523,9 @@ class ShopPredictor:
         found = self.by_text.get(text) or self.by_text.get(text.split("\n", 1)[-1])
         return found or {"issue_type": [], "sentiment": ["neutral"], "urgency": ["low"]}
 
-    def predict(self, texts: list[str], evidence: bool | None = None) -> list[Prediction]:
+    def predict(
+        self, texts: list[str], evidence: bool | None = None, ratings=None
+    ) -> list[Prediction]:
         out = []
         for text in texts:
             labels = self.labels_for(text)
@@ -537,6 +541,7 @@ class ShopPredictor:
                     needs_review=False,
                 )
             out.append(Prediction(tasks=tasks, model_version=self.model_version))
+            apply_rules(self.rules, text, text, out[-1], False)
         return out
 
 

@@ -33,7 +33,7 @@ class EchoPredictor:
         self.calls: list[int] = []
         self.gate = gate
 
-    def predict(self, texts, evidence=None):
+    def predict(self, texts, evidence=None, ratings=None):
         if self.gate is not None:
             assert self.gate.wait(10)
         if any(not t.strip() for t in texts):
@@ -157,7 +157,7 @@ def test_service_answers_503_with_retry_after_when_the_queue_is_full(make_app, t
             taxonomy = real.taxonomy
             model = real.model
 
-            def predict(self, texts, evidence=None):
+            def predict(self, texts, evidence=None, ratings=None):
                 entered.set()
                 assert gate.wait(10)
                 return real.predict(texts, evidence=evidence)

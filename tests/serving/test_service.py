@@ -269,7 +269,7 @@ def test_email_parsed_cleaned_and_idempotent(desk):
     [
         ("My charger caught fire last night!", "safety", "caught fire"),
         ("这个充电器起火了，太危险", "safety", "起火"),
-        ("I will contact my lawyer about this", "legal", "lawyer"),
+        ("I will contact my lawyer about this", "legal", "my lawyer"),
         ("我要去12315投诉你们", "regulator", "12315"),
         ("I'll file a chargeback with my card", "chargeback", "chargeback"),
     ],
