@@ -178,8 +178,16 @@ def evaluate_cmd(
             "alone, for the model's own safety_hazard recall)."
         ),
     ] = True,
+    probes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also run a behaviour suite (data/probes/probes.jsonl): pass rate per "
+            "capability, failures in the report folder's probes.json."
+        ),
+    ] = None,
 ) -> None:
-    """Score a model per task and per source, with plots and the TF-IDF floor."""
+    """Score a model per task and per source, with plots and the TF-IDF floor; with
+    --probes, its behaviour suite too (--probes alone needs no labelled data)."""
     from datetime import UTC, datetime
 
     from model.predictor import Predictor
@@ -190,8 +198,8 @@ def evaluate_cmd(
     from training.sources import SourceError, load_source
     from training.trainer import TrainConfig
 
-    if not data and not source and not held_out:
-        raise _fail("give --data FILE, --source NAME and/or --held-out")
+    if not data and not source and not held_out and probes is None:
+        raise _fail("give --data FILE, --source NAME, --held-out and/or --probes FILE")
     if split not in ("test", "dev"):
         raise _fail(f"--split must be test or dev, not {split!r}")
     try:
@@ -199,6 +207,24 @@ def evaluate_cmd(
     except ModelLoadError as exc:
         raise _fail(str(exc)) from exc
     tax = predictor.taxonomy
+    if probes is not None:
+        from training.probes import load_probes, run_probes
+
+        try:
+            result = run_probes(predictor, load_probes(probes))
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from exc
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probes.json").write_text(
+            json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        for cap, r in result["per_capability"].items():
+            typer.echo(f"probes {cap:20s} {r['passed']:4d}/{r['probes']:<4d} {r['pass_rate']:.3f}")
+        typer.echo(
+            f"probes {'all':20s} {result['passed']:4d}/{result['probes']:<4d} {result['pass_rate']:.3f}"
+        )
+        if not data and not source and not held_out:
+            return
     tc = predictor.model.train_config
     val_fraction = float(tc.get("val_fraction", 0.1))
     dev_fraction = float(tc.get("dev_fraction", 0.5))
@@ -381,3 +407,126 @@ def weak_check(
             f"{name:20s} {s['support']:7d} {s['predicted']:9d} "
             f"{s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f}"
         )
+
+
+@data_app.command("rule-hits")
+def rule_hits(
+    out: Annotated[Path, typer.Option(help="JSONL of the sampled hits, to be judged.")],
+    per_rule: Annotated[int, typer.Option(min=1, help="Hits drawn per rule.")] = 40,
+    rules: Annotated[
+        Path | None, typer.Option(help="Rules file (default data/rules.yaml).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+) -> None:
+    """Every critical-rule hit over the public data, counted per rule, and a seeded sample
+    per rule written for people to judge (add "correct": true/false to each line, then
+    `carelens data rule-precision FILE`)."""
+    from model.rules import RulesError, RuleSet
+    from training.rule_check import sample, scan, write_jsonl
+
+    try:
+        rs = RuleSet.load(rules)
+        hits = scan(rs, data_dir)
+    except (RulesError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    picked = sample(hits, per_rule)
+    write_jsonl(picked, out)
+    for name in rs.names:
+        n = sum(h["rule"] == name for h in hits)
+        typer.echo(f"{name:12s} {n:6d} hits, {sum(h['rule'] == name for h in picked):3d} sampled")
+    typer.echo(f"wrote {len(picked)} hits to {out}")
+
+
+@data_app.command("rule-precision")
+def rule_precision(
+    judged: Annotated[
+        Path,
+        typer.Argument(help="Judged hits: JSONL of {rule, source, id, correct} (no texts)."),
+    ] = Path("data/labels/rule_hits_judged.jsonl"),
+    rules: Annotated[
+        Path | None, typer.Option(help="Rules file (default data/rules.yaml).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+) -> None:
+    """Precision per critical rule: of the judged hits that the current rules still make
+    (each text read from its source by id), how many a person judged right."""
+    from model.rules import RulesError, RuleSet
+    from training.rule_check import judged_precision
+
+    try:
+        result = judged_precision(judged, RuleSet.load(rules), data_dir)
+    except (RulesError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    for rule, p in result.items():
+        typer.echo(
+            f"{rule:12s} {p['correct']:3d}/{p['judged']:<3d} precision {p['precision']:.3f}"
+            f"  ({p['no_longer_hit']} judged hits no longer made)"
+        )
+
+
+@data_app.command("draw")
+def draw_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the annotation batches and key.json.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+) -> None:
+    """Draw the corpus's texts from the public data (seeded, documented in
+    data/labels/README.md) and write them as annotation batches: id, text and star
+    rating only (no source, no source label)."""
+    from collections import Counter
+
+    from training.corpus import draw, write_batches
+
+    try:
+        rows = draw(data_dir)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    key = write_batches(rows, out)
+    for source, n in sorted(Counter(r.source for r in rows).items()):
+        typer.echo(f"{source:28s} {n:5d}")
+    typer.echo(f"wrote {len(key)} texts in {len(list(out.glob('batch*.jsonl')))} batches to {out}")
+
+
+@data_app.command("corpus")
+def corpus_cmd(
+    annotation: Annotated[
+        Path, typer.Option(help="Folder with key.json, passA/, passB/, adjudicated/.")
+    ] = Path("data/labels/annotation"),
+    out: Annotated[Path, typer.Option(help="The corpus file to write.")] = Path(
+        "data/labels/corpus.csv"
+    ),
+    stats: Annotated[
+        Path | None, typer.Option(help="Also write the figures (agreement, counts) as JSON.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+    partial: Annotated[
+        bool, typer.Option(help="Leave out disputed rows not yet adjudicated (else an error).")
+    ] = False,
+) -> None:
+    """Make the labelled corpus from the two annotation passes and the adjudications:
+    agreed labels, the adjudicator's where the passes differ; print the agreement per
+    source and language (Cohen's kappa for sentiment, linearly weighted kappa for
+    urgency, mean Jaccard of the issue-type sets)."""
+    from model.taxonomy import Taxonomy
+    from training.corpus import build_corpus, write_corpus
+
+    try:
+        rows, figures = build_corpus(Taxonomy.default(), annotation, data_dir, partial)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    write_corpus(rows, out)
+    typer.echo(
+        f"{'group':26s} {'rows':>5s} {'sent κ':>7s} {'urg κw':>7s} {'issue J':>8s} {'issue =':>8s}"
+    )
+    for group, a in figures["agreement"].items():
+        typer.echo(
+            f"{group:26s} {a['rows']:5d} {a['sentiment']['kappa']:7.3f} "
+            f"{a['urgency']['kappa']:7.3f} {a['issue_type']['mean_jaccard']:8.3f} "
+            f"{a['issue_type']['agreement']:8.3f}"
+        )
+    typer.echo(f"splits: {figures['splits']}; wrote {figures['rows']} rows to {out}")
+    if figures["awaiting_adjudication"]:
+        typer.echo(
+            f"left out: {figures['awaiting_adjudication']} disputed rows not yet adjudicated"
+        )
+    if stats is not None:
+        stats.write_text(json.dumps(figures, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -9,12 +9,19 @@ says how). This module draws the texts to annotate and fixes each row's split:
   plan says so (Amazon by star rating, over-sampling one to three stars; Chinese
   online shopping per product category, over-sampling negatives); texts whose
   normalised form repeats are drawn once;
-- the **splits**: by the same text hash as every other split (``training.data``):
-  ``test`` below ``TEST_FRACTION`` (about 20%, never trained, calibrated or tuned on),
-  ``dev`` up to ``TEST_FRACTION + DEV_FRACTION`` (calibration and thresholds), the rest
-  ``train``. The public sources drop every corpus row (by id and by normalised text), so
-  their labels never compete with the corpus's on the same text and no corpus test text
-  reaches training through a source.
+- the **splits**: by the same text hash as every other split (``three_way_split`` with
+  ``VAL_FRACTION`` and ``DEV_FRACTION``): the lowest 10% of the hash range are dev rows
+  (calibration, thresholds), the next 20% test rows (never trained, calibrated or tuned
+  on), the rest training rows. The public sources drop every corpus row (by id, and by
+  normalised text within the source: ``exclude`` in the mapping files), so their labels
+  never compete with the corpus's on the same text and no corpus test text reaches
+  training through a source.
+
+The corpus file holds ids, provenance and labels, never the texts: they are read from
+the public data when the corpus is loaded (``load_corpus``), so nothing of
+``$CARELENS_DATA`` is copied into the repository. ``data/labels/annotation/`` keeps
+both annotation passes and the adjudications (``build_corpus`` makes the corpus from
+them and measures the agreement).
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from training.data import normalise_for_hash, split_bucket
 from training.sources import REPO_DATA_DIR, SourceMapping, _render, available_sources, data_dir
 
 CORPUS_FILE = REPO_DATA_DIR / "labels" / "corpus.csv"
+ANNOTATION_DIR = REPO_DATA_DIR / "labels" / "annotation"
 DRAW_SEED = 20261203
-TEST_FRACTION = 0.2
-DEV_FRACTION = 0.1
+# held out: the lowest 30% of the text-hash range; a third of those (10% of all) dev rows
+VAL_FRACTION = 0.3
+DEV_FRACTION = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -148,13 +157,12 @@ def draw(data_root: str | Path | None = None, plan: tuple[Stratum, ...] = PLAN) 
 
 
 def corpus_split(text: str) -> str:
-    """``train``, ``dev`` or ``test`` for a corpus text (fixed by the text's hash)."""
+    """``train``, ``dev`` or ``test`` for a corpus text (fixed by the text's hash, as
+    ``three_way_split(rows, VAL_FRACTION, DEV_FRACTION)`` splits)."""
     b = split_bucket(text)
-    if b < TEST_FRACTION:
-        return "test"
-    if b < TEST_FRACTION + DEV_FRACTION:
-        return "dev"
-    return "train"
+    if b >= VAL_FRACTION:
+        return "train"
+    return "dev" if b < VAL_FRACTION * DEV_FRACTION else "test"
 
 
 # -- annotation: batches out, passes in ------------------------------------------------
@@ -170,16 +178,16 @@ BATCH_GROUPS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-def write_batches(rows: list[DrawnRow], out_dir: str | Path) -> dict[str, str]:
+def write_batches(rows: list[DrawnRow], out_dir: str | Path) -> dict[str, dict[str, str]]:
     """``batchNN.jsonl`` files for annotators (short id, text, stars; nothing else: no
-    source, no source label) and the key from short ids to row ids (returned, and
-    written as ``key.json``)."""
+    source, no source label) and the key from short ids to each row's id, source,
+    language and rating (returned, and written as ``key.json``)."""
     import json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
-    key: dict[str, str] = {}
+    key: dict[str, dict[str, str]] = {}
     b = 0
     for sources, n_batches in BATCH_GROUPS:
         sel = [r for r in rows if r.source in sources]
@@ -189,7 +197,7 @@ def write_batches(rows: list[DrawnRow], out_dir: str | Path) -> dict[str, str]:
             with (out_dir / f"batch{b:02d}.jsonl").open("w", encoding="utf-8") as fh:
                 for i, r in enumerate(sel[k::n_batches], 1):
                     sid = f"{b:02d}-{i:03d}"
-                    key[sid] = r.id
+                    key[sid] = {"id": r.id, "source": r.source, "lang": r.lang, "rating": r.rating}
                     rec: dict[str, Any] = {"id": sid, "text": r.text}
                     if r.rating:
                         rec["stars"] = int(float(r.rating))
@@ -271,3 +279,134 @@ def agreement(pairs: list[tuple[Labels, Labels]], taxonomy) -> dict[str, Any]:
         ),
     }
     return out
+
+
+# -- the corpus file -----------------------------------------------------------------
+
+CORPUS_COLUMNS = ("id", "source", "lang", "rating", "issue_type", "sentiment", "urgency")
+
+
+def _final(a: Labels, b: Labels, adjudicated: Labels | None, where: str) -> Labels:
+    tasks = disputed(a, b)
+    if tasks and adjudicated is None:
+        raise ValueError(f"{where}: the passes disagree on {', '.join(tasks)} and no adjudication")
+    return {t: (adjudicated[t] if t in tasks else a[t]) for t in TASKS}
+
+
+def build_corpus(
+    taxonomy,
+    annotation_dir: str | Path = ANNOTATION_DIR,
+    data_root: str | Path | None = None,
+    partial: bool = False,
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The corpus rows (``CORPUS_COLUMNS``) from the two passes and the adjudications in
+    ``annotation_dir`` (``key.json``, ``passA/``, ``passB/``, ``adjudicated/``), and the
+    figures: agreement per source and task, disputed rows, label counts."""
+    import json
+    from collections import Counter, defaultdict
+
+    root = Path(annotation_dir)
+    key: dict[str, dict[str, str]] = json.loads((root / "key.json").read_text(encoding="utf-8"))
+    texts = _texts({k["source"] for k in key.values()}, data_root)
+    adjudicated: dict[str, Labels] = {}
+    for f in sorted((root / "adjudicated").glob("*.tsv")):
+        adjudicated.update(read_pass(f, taxonomy))
+    pass_a: dict[str, Labels] = {}
+    pass_b: dict[str, Labels] = {}
+    for f in sorted((root / "passA").glob("*.tsv")):
+        pass_a.update(read_pass(f, taxonomy))
+    for f in sorted((root / "passB").glob("*.tsv")):
+        pass_b.update(read_pass(f, taxonomy))
+    rows: list[dict[str, str]] = []
+    pairs: dict[str, list[tuple[Labels, Labels]]] = defaultdict(list)
+    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    n_disputed: Counter = Counter()
+    n_awaiting = 0
+    for sid, row in key.items():
+        if sid not in pass_a or sid not in pass_b:
+            continue  # not annotated (yet): left out of the corpus
+        rid = row["id"]
+        a, b = pass_a[sid], pass_b[sid]
+        pairs[row["source"]].append((a, b))
+        pairs[row["lang"]].append((a, b))
+        n_disputed[row["source"]] += bool(disputed(a, b))
+        if partial and disputed(a, b) and sid not in adjudicated:
+            n_awaiting += 1
+            continue
+        final = _final(a, b, adjudicated.get(sid), f"{sid} ({rid})")
+        for t in TASKS:
+            for v in final[t] if t == "issue_type" else [final[t]]:
+                counts[row["source"]][t][v] += 1
+            if t == "issue_type" and not final[t]:
+                counts[row["source"]][t]["-"] += 1
+        rows.append(
+            {
+                "id": rid,
+                "source": row["source"],
+                "lang": row["lang"],
+                "rating": str(int(float(row["rating"]))) if row["rating"] else "",
+                "issue_type": "|".join(final["issue_type"]) or "-",
+                "sentiment": final["sentiment"],
+                "urgency": final["urgency"],
+            }
+        )
+    stats = {
+        "rows": len(rows),
+        "awaiting_adjudication": n_awaiting,
+        "agreement": {k: agreement(v, taxonomy) for k, v in sorted(pairs.items())},
+        "disputed_rows": dict(sorted(n_disputed.items())),
+        "label_counts": {
+            s: {t: dict(c.most_common()) for t, c in tc.items()} for s, tc in sorted(counts.items())
+        },
+        "splits": dict(Counter(corpus_split(texts[r["source"], r["id"]]) for r in rows)),
+    }
+    return rows, stats
+
+
+def write_corpus(rows: list[dict[str, str]], path: str | Path = CORPUS_FILE) -> None:
+    with Path(path).open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(CORPUS_COLUMNS))
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["source"], r["id"])):
+            w.writerow(r)
+
+
+def _texts(sources, data_root) -> dict[tuple[str, str], str]:
+    """(source, id) -> text for every row of ``sources``."""
+    out: dict[tuple[str, str], str] = {}
+    for source in sorted(sources):
+        if source not in available_sources():
+            raise ValueError(f"unknown source {source!r}")
+        out.update({(source, d.id): d.text for _, d in _source_rows(source, data_root)})
+    return out
+
+
+def load_corpus(path: str | Path, taxonomy, data_root: str | Path | None = None):
+    """The corpus as labelled examples: each row's text read from its public source by
+    id (``source``, ``lang``, ``rating`` and ``id`` in the meta). A row whose text is
+    not in the data is an error naming it."""
+    from training.data import DataError, read_labelled
+
+    path = Path(path)
+    with path.open(encoding="utf-8", newline="") as fh:
+        raw = list(csv.DictReader(fh))
+    try:
+        texts = _texts({r["source"] for r in raw}, data_root)
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    import tempfile
+
+    missing = [r["id"] for r in raw if (r["source"], r["id"]) not in texts]
+    if missing:
+        raise DataError(
+            f"{path}: {len(missing)} rows have no text in the public data (first: {missing[0]}); "
+            "is CARELENS_DATA the right folder?"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        joined = Path(tmp) / "corpus.csv"
+        with joined.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["text", *CORPUS_COLUMNS])
+            w.writeheader()
+            for r in raw:
+                w.writerow({**r, "text": texts[r["source"], r["id"]]})
+        return read_labelled(joined, taxonomy)

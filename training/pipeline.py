@@ -15,6 +15,7 @@ from model.ngrams import NgramConfig, SparseConfig
 from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
+from training.corpus import load_corpus
 from training.data import (
     DataError,
     Example,
@@ -35,6 +36,7 @@ def load_taxonomy(cfg: TrainConfig) -> Taxonomy:
 
 
 SPEC_KEYS = {
+    "corpus",
     "source",
     "path",
     "name",
@@ -71,7 +73,15 @@ def load_spec(
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise DataError(f"data entry {spec}: unknown keys {unknown}; known: {sorted(SPEC_KEYS)}")
-    if "source" in spec:
+    if "corpus" in spec:
+        # the labelled corpus: texts read from the public data by id, rows reported per
+        # source as corpus/SOURCE (and pooled per language)
+        path = _resolve_path(str(spec["corpus"]), data_dir_setting)
+        name = spec.get("name") or "corpus"
+        examples = load_corpus(path, taxonomy, data_dir_setting)
+        for ex in examples:
+            ex.meta["source"] = f"{name}/{ex.meta.get('source')}"
+    elif "source" in spec:
         name, examples = spec["source"], load_source(spec["source"], taxonomy, data_dir_setting)
     elif "path" in spec:
         path = _resolve_path(str(spec["path"]), data_dir_setting)

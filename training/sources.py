@@ -210,29 +210,31 @@ def load_source(
     examples = []
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
+        rows = []
         for row in reader:
             # an empty leading field of the template (e.g. no summary) leaves ". " behind
             text = _render(mapping.text, row).strip().lstrip(". ").strip()
             if not text:
                 continue
-            where = f"{path}:{reader.line_num} ({mapping.file.name})"
-            meta: dict[str, Any] = {"source": mapping.source, "lang": mapping.lang}
-            if mapping.id:
-                meta["id"] = _render(mapping.id, row)
-            else:
-                meta["id"] = f"{mapping.source}-{reader.line_num}"
-            if meta["id"] in excluded or normalise_for_hash(text) in excluded_texts:
-                continue
-            labels = {
-                task: _apply(rules, row, where)
-                for task, rules in mapping.tasks.items()
-                if task not in weak
-            }
-            sentiment = (labels.get("sentiment") or [None])[0]
-            for task, rules in weak.items():
-                labels[task] = rules.labels(text, mapping.lang, sentiment)
-            for key, col in mapping.meta.items():
-                if row.get(col):
-                    meta[key] = row[col]
-            examples.append(Example(text=text, labels=labels, meta=meta))
+            rid = _render(mapping.id, row) if mapping.id else f"{mapping.source}-{reader.line_num}"
+            rows.append((reader.line_num, row, text, rid))
+    # an excluded row's text is excluded under any other id of the source too
+    excluded_texts |= {normalise_for_hash(t) for _, _, t, rid in rows if rid in excluded}
+    for line_num, row, text, rid in rows:
+        where = f"{path}:{line_num} ({mapping.file.name})"
+        meta: dict[str, Any] = {"source": mapping.source, "lang": mapping.lang, "id": rid}
+        if rid in excluded or normalise_for_hash(text) in excluded_texts:
+            continue
+        labels = {
+            task: _apply(rules, row, where)
+            for task, rules in mapping.tasks.items()
+            if task not in weak
+        }
+        sentiment = (labels.get("sentiment") or [None])[0]
+        for task, rules in weak.items():
+            labels[task] = rules.labels(text, mapping.lang, sentiment)
+        for key, col in mapping.meta.items():
+            if row.get(col):
+                meta[key] = row[col]
+        examples.append(Example(text=text, labels=labels, meta=meta))
     return examples

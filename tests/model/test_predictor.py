@@ -245,3 +245,34 @@ def test_saved_directory_is_self_describing(tiny_model_dir):
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)  # never pickles
     card = (tiny_model_dir / "README.md").read_text(encoding="utf-8")
     assert "safety_hazard" in card and "安全隐患" in card and "Untrained" in card
+
+
+def test_a_rating_is_read_with_the_text(tiny_predictor):
+    from model.predictor import rated_text
+
+    text = "it arrived"
+    plain = tiny_predictor.predict_proba([text])
+    rated = tiny_predictor.predict_proba([text], ratings=[1])
+    same = tiny_predictor.predict_proba([rated_text(text, 1)])
+    for task in plain:
+        np.testing.assert_allclose(rated[task], same[task], atol=1e-6)
+    assert any(not np.allclose(plain[t], rated[t]) for t in plain)
+    # evidence offsets stay offsets into the caller's text
+    pred = tiny_predictor.predict(["Box crushed. Lamp broken."], ratings=[2])[0]
+    for tp in pred.tasks.values():
+        for ev in tp.evidence:
+            assert "star review" not in ev.text
+
+
+@pytest.mark.parametrize(
+    "ratings,needle",
+    [
+        ([1], "one per text"),
+        ([0, None], "ratings[0]"),
+        ([2.5, None], "whole number"),
+        ("5", "list"),
+    ],
+)
+def test_bad_ratings_are_refused(tiny_predictor, ratings, needle):
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        tiny_predictor.predict(["a", "b"], ratings=ratings)

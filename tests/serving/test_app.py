@@ -55,3 +55,27 @@ def test_client_raises_with_detail(desk):
         assert exc.status_code == 403 and "role service" in exc.detail
     else:
         raise AssertionError("an agent key must not classify")
+
+
+def test_classify_reads_ratings_and_applies_the_rules(make_app, tmp_path):
+    from model.predictor import Predictor
+
+    app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with TestClient(app) as tc:
+        h = {"X-API-Key": ADMIN_KEY}
+        texts = ["it is ok i guess", "The charger caught fire!"]
+        out = tc.post("/v1/classify", json={"texts": texts, "ratings": [1, None]}, headers=h)
+        assert out.status_code == 200
+        preds = out.json()["predictions"]
+        # the same labels as the Predictor gives through any other door
+        local = Predictor.load(app.state.services.settings.model_dir).predict(
+            texts, ratings=[1, None]
+        )
+        for p, q in zip(preds, local, strict=True):
+            assert {k: v["labels"] for k, v in p["tasks"].items()} == q.labels
+        assert preds[1]["tasks"]["urgency"]["labels"] == ["critical"]
+        assert preds[1]["rule_hits"][0]["phrase"] == "caught fire"
+        r = tc.post("/v1/classify", json={"texts": texts, "ratings": [1]}, headers=h)
+        assert r.status_code == 422 and "one per text" in r.json()["detail"]
+        r = tc.post("/v1/classify", json={"texts": texts, "ratings": [9, None]}, headers=h)
+        assert r.status_code == 422 and "ratings[0]" in r.json()["detail"]
