@@ -427,6 +427,8 @@ def retrain(
         # embeddings stay as pretrained)
         freeze_word_embeddings=bool(tc.get("freeze_word_embeddings", False)),
         bf16=bool(tc.get("bf16", False)),
+        freeze_layers=int(tc.get("freeze_layers", 0)),
+        rating_hide_fraction=float(tc.get("rating_hide_fraction", 0.3)),
     )
 
     def on_step(step: int, total: int) -> None:

@@ -116,6 +116,9 @@ class TrainConfig(DictConfig):
     # (model.predictor.rated_text); hidden on this fraction of the training rows so the
     # model also reads texts that come without one (e-mails, chats)
     rating_hide_fraction: float = 0.3
+    # keep the embeddings and this many of the lowest encoder layers as pretrained
+    # (0: fine-tune every layer): the backward pass stops above them
+    freeze_layers: int = 0
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "dev_fraction"):
@@ -138,6 +141,23 @@ def bf16_supported() -> bool:
         )
     except (AttributeError, RuntimeError):
         return False
+
+
+def freeze_lower_layers(encoder: torch.nn.Module, n: int) -> None:
+    """Keep the embeddings and the lowest ``n`` transformer layers as pretrained: the
+    backward pass stops above them (fewer products per step)."""
+    if n <= 0:
+        return
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise ValueError("freeze_layers: this encoder has no `encoder.layer` list")
+    if n > len(layers):
+        raise ValueError(f"freeze_layers: {n} is more than the encoder's {len(layers)} layers")
+    for p in encoder.embeddings.parameters():
+        p.requires_grad_(False)
+    for layer in layers[:n]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
 
 
 def make_batches(
@@ -283,6 +303,7 @@ def train(
     clf = model.classifier
     clf.train()
     clf.encoder.get_input_embeddings().weight.requires_grad_(not cfg.freeze_word_embeddings)
+    freeze_lower_layers(clf.encoder, cfg.freeze_layers)
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)

@@ -145,3 +145,25 @@ def test_bf16_runs_the_encoder_in_bfloat16_only_while_fine_tuning():
     assert after >= 0.9
     fp32 = train(tiny_model(), data, [], TrainConfig(epochs=1, batch_size=8), progress=False)
     assert fp32["history"][0]["precision"] == "fp32"
+
+
+def test_freeze_layers_keeps_the_lower_layers_as_they_were():
+    import torch
+
+    from tests.conftest import tiny_bert
+    from training.trainer import freeze_lower_layers
+
+    enc = tiny_bert(50)
+    before = [p.detach().clone() for p in enc.encoder.layer[0].parameters()]
+    freeze_lower_layers(enc, 1)
+    assert not any(p.requires_grad for p in enc.encoder.layer[0].parameters())
+    assert not any(p.requires_grad for p in enc.embeddings.parameters())
+    assert all(p.requires_grad for p in enc.encoder.layer[1].parameters())
+    out = enc(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.sum()
+    out.backward()
+    assert all(p.grad is None for p in enc.encoder.layer[0].parameters())
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, enc.encoder.layer[0].parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="more than"):
+        freeze_lower_layers(tiny_bert(50), 5)
