@@ -20,6 +20,9 @@ from training.data import Example
 
 log = logging.getLogger(__name__)
 EPS = 1e-4
+# below this many labelled rows per task the cross-validated model is too weak for its
+# disagreements with the agents to say much: the audit still runs, and says so
+MEANINGFUL_ROWS = 100
 METHOD = (
     "cleanlab.filter.find_label_issues on {folds}-fold cross-validated TF-IDF "
     "(word 1-2 + char 2-4 grams) logistic-regression probabilities"
@@ -90,6 +93,12 @@ def audit_labels(
     )
 
     report: dict[str, Any] = {"method": METHOD.format(folds=folds), "tasks": {}, "flagged": []}
+    if len(examples) < MEANINGFUL_ROWS:
+        report["warning"] = (
+            f"{len(examples)} labelled rows: too few for the audit to mean much (its model "
+            f"learns from the same rows it judges; at least {MEANINGFUL_ROWS} per task are "
+            "needed); read its flags as hints, not findings"
+        )
     if len(examples) < 2 * folds:
         report["skipped"] = f"{len(examples)} labelled rows; the audit needs at least {2 * folds}"
         return report
@@ -171,6 +180,10 @@ def audit_labels(
             "rows": len(rows),
             "flagged": sum(1 for f in report["flagged"] if f["task"] == task.name),
         }
+        if len(rows) < MEANINGFUL_ROWS:
+            report["tasks"][task.name]["warning"] = (
+                f"{len(rows)} labelled rows: too few for these flags to mean much"
+            )
     return report
 
 

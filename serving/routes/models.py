@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from model.registry import RegistryError
 from serving.auth import Principal
@@ -34,7 +34,10 @@ def _registry(models: ModelManager):
 
 
 class RetrainIn(BaseModel):
-    """Settings for this run (the rest: the defaults of ``carelens retrain``)."""
+    """Settings for this run (the rest: the defaults of ``carelens retrain``). An
+    unknown key is refused (422), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     epochs: int | None = Field(None, ge=1, le=20)
     promote: bool | None = Field(None, description="Promote when the gate passes (default true).")

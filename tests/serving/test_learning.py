@@ -14,7 +14,7 @@ from sqlalchemy import select
 from model.registry import Registry
 from serving.client import CarelensError
 from serving.store import Prediction
-from tests.serving.conftest import Desk
+from tests.serving.conftest import ADMIN_KEY, Desk
 from tests.training.tickets import ticket_texts
 
 # large steps: a tiny random model must learn the pattern in a few epochs
@@ -85,6 +85,9 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
         models = desk.admin.models()
         assert models["active"] is None and models["serving"] == "model"  # the tiny dir
         assert _err_status(desk.admin.retrain) == 409  # nothing labelled yet
+        # an unknown setting is refused, naming it, not silently ignored
+        r = tc.post("/v1/models/retrain", json={"epocs": 2}, headers={"X-API-Key": ADMIN_KEY})
+        assert r.status_code == 422 and "epocs" in r.text
 
         # ingest 60 messages, agents label them (one minute apart)
         texts = ticket_texts(60, seed=1)
