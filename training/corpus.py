@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from training.data import normalise_for_hash, split_bucket
-from training.sources import REPO_DATA_DIR, SourceMapping, _render, available_sources, data_dir
+from training.sources import REPO_DATA_DIR, SourceMapping, available_sources, data_dir, source_rows
 
 CORPUS_FILE = REPO_DATA_DIR / "labels" / "corpus.csv"
 ANNOTATION_DIR = REPO_DATA_DIR / "labels" / "annotation"
@@ -99,27 +99,20 @@ def _source_rows(
     name: str, data_root: str | Path | None
 ) -> Iterator[tuple[dict[str, str], DrawnRow]]:
     mapping = SourceMapping.load(available_sources()[name])
-    path = data_dir(data_root) / mapping.path
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            text = _render(mapping.text, row).strip().lstrip(". ").strip()
-            if not text:
-                continue
-            rid = _render(mapping.id, row) if mapping.id else f"{mapping.source}-{reader.line_num}"
-            meta: dict[str, Any] = {k: row.get(col) or "" for k, col in mapping.meta.items()}
-            yield (
-                row,
-                DrawnRow(
-                    id=rid,
-                    source=mapping.source,
-                    lang=mapping.lang,
-                    text=text,
-                    rating=meta.get("rating", ""),
-                    product_id=meta.get("product_id", ""),
-                    customer_id=meta.get("customer_id", ""),
-                ),
-            )
+    for _, row, text, rid in source_rows(mapping, data_dir(data_root) / mapping.path):
+        meta = {k: row.get(col) or "" for k, col in mapping.meta.items()}
+        yield (
+            row,
+            DrawnRow(
+                id=rid,
+                source=mapping.source,
+                lang=mapping.lang,
+                text=text,
+                rating=meta.get("rating", ""),
+                product_id=meta.get("product_id", ""),
+                customer_id=meta.get("customer_id", ""),
+            ),
+        )
 
 
 def draw(data_root: str | Path | None = None, plan: tuple[Stratum, ...] = PLAN) -> list[DrawnRow]:

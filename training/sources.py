@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import os
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,21 @@ def _apply(rules: list[dict[str, Any]], row: dict[str, str], where: str) -> list
     return None
 
 
+def source_rows(
+    mapping: SourceMapping, path: Path
+) -> Iterator[tuple[int, dict[str, str], str, str]]:
+    """(line number, CSV row, text, id) of every row of a source file with a text."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            # an empty leading field of the template (e.g. no summary) leaves ". " behind
+            text = _render(mapping.text, row).strip().lstrip(". ").strip()
+            if not text:
+                continue
+            rid = _render(mapping.id, row) if mapping.id else f"{mapping.source}-{reader.line_num}"
+            yield reader.line_num, row, text, rid
+
+
 def _excluded(mapping: SourceMapping) -> tuple[set[str], set[str]]:
     """Ids and normalised texts of the rows of the ``exclude`` files: dropped from the
     source (a text repeated under another id is dropped too)."""
@@ -208,16 +224,7 @@ def load_source(
         if rules and "weak" in rules[0]
     }
     examples = []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = []
-        for row in reader:
-            # an empty leading field of the template (e.g. no summary) leaves ". " behind
-            text = _render(mapping.text, row).strip().lstrip(". ").strip()
-            if not text:
-                continue
-            rid = _render(mapping.id, row) if mapping.id else f"{mapping.source}-{reader.line_num}"
-            rows.append((reader.line_num, row, text, rid))
+    rows = list(source_rows(mapping, path))
     # an excluded row's text is excluded under any other id of the source too
     excluded_texts |= {normalise_for_hash(t) for _, _, t, rid in rows if rid in excluded}
     for line_num, row, text, rid in rows:
