@@ -252,19 +252,15 @@ class Predictor:
         except BackendError as exc:
             raise ModelLoadError(str(exc)) from exc
         model = CarelensModel.from_pretrained(directory)
-        rules = kwargs.pop("rules", None)
-        try:
-            rules = rules if isinstance(rules, RuleSet) else RuleSet.load(rules)
-            rules.validate(model.taxonomy)
-        except RulesError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        kwargs["rules"] = rules
         if backend != "torch":
             try:
                 model.pooler = OnnxPooler(directory, backend, kwargs.get("num_threads"))
             except BackendError as exc:
                 raise ModelLoadError(str(exc)) from exc
-        return cls(model, backend=backend, **kwargs)
+        try:
+            return cls(model, backend=backend, **kwargs)
+        except RulesError as exc:  # a bad rules file, or rules that do not fit the taxonomy
+            raise ModelLoadError(str(exc)) from exc
 
     @property
     def taxonomy(self):

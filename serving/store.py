@@ -175,7 +175,7 @@ class LabelCorrection(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# -- reply templates and campaigns (issue 5) ---------------------------------------------
+# -- reply templates and campaigns -------------------------------------------------------
 
 
 class ReplyTemplate(Base):
