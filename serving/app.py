@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
 from model.registry import Registry
-from serving import db
+from serving import db, errors
 from serving.auth import ensure_key
 from serving.batcher import MicroBatcher
 from serving.deps import Services
@@ -120,6 +120,7 @@ def create_app(
         "(`Authorization: Bearer KEY` or `X-API-Key: KEY`).",
         lifespan=lifespan,
     )
+    errors.install(app)  # database faults: 503 + Retry-After; refused values: 422
     app.state.settings = settings
     app.state.services = svc
     app.state.models = models

@@ -8,14 +8,19 @@ PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` (see ``serving.tickets``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -66,6 +71,41 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def is_transient(error: BaseException) -> bool:
+    """A fault of the database or of the way to it (connection lost or refused,
+    server shutting down, pool exhausted, SQLite busy), not of the request: the same
+    work may succeed a moment later."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error,
+        (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError),
+    )
+
+
+def describe(error: BaseException) -> str:
+    """A database error for the log: its classes and SQLSTATE, never the statement,
+    its bound parameters or the server's message (they may hold personal data)."""
+    orig = getattr(error, "orig", None)
+    if orig is None:
+        return type(error).__name__
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return f"{type(error).__name__} ({type(orig).__name__}{f', {state}' if state else ''})"
+
+
+def retry_read(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (read-only work in its own session) once more after a transient
+    database fault: the broken connection is discarded, and the pool (pre-ping on
+    PostgreSQL) hands the second try a live one."""
+    try:
+        return fn()
+    except exc.SQLAlchemyError as error:
+        if not is_transient(error):
+            raise
+        log.warning("database fault, retrying a read once: %s", describe(error))
+    return fn()
 
 
 def ping(engine: Engine) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from model.predictor import Predictor
 from serving.auth import Principal, authenticate
 from serving.batcher import MicroBatcher
+from serving.db import retry_read
 from serving.metrics import Metrics
 from serving.routing import RoutingConfig
 from serving.settings import Settings
@@ -64,8 +65,12 @@ def require(*roles: str) -> Callable[..., Principal]:
                 detail="no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        with svc.sessions() as session:
-            principal = authenticate(session, key)
+
+        def lookup() -> Principal | None:
+            with svc.sessions() as session:
+                return authenticate(session, key)
+
+        principal = retry_read(lookup)  # a read: safe to run again after a lost connection
         if principal is None:
             raise HTTPException(
                 401, detail="unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}

@@ -12,13 +12,17 @@ from sqlalchemy import select
 from serving.auth import Principal, create_key, revoke
 from serving.db import transaction
 from serving.deps import Services, admin_role, services
+from serving.errors import RetryReads
+from serving.fields import RowId, identifier
 from serving.store import ApiKey
 
-router = APIRouter(tags=["admin"])
+KeyName = identifier(ApiKey.name, min_length=1)
+
+router = APIRouter(tags=["admin"], route_class=RetryReads)
 
 
 class KeyIn(BaseModel):
-    name: str = Field(..., min_length=1, max_length=200)
+    name: KeyName
     role: Literal["service", "agent", "admin"]
 
 
@@ -65,7 +69,7 @@ def list_keys(
 
 @router.delete("/v1/keys/{key_id}", response_model=KeyOut)
 def revoke_key(
-    key_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+    key_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
 ) -> KeyOut:
     with transaction(svc.sessions) as s:
         if not revoke(s, key_id):

@@ -23,21 +23,41 @@ from serving import campaigns as camp
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, admin_role, agent_role, service_role, services
-from serving.store import Campaign, CampaignRun, ConsentEvent, as_utc
+from serving.errors import RetryReads
+from serving.fields import (
+    CustomerId,
+    Email,
+    Marketplace,
+    ProductId,
+    RowId,
+    Timestamp,
+    bounded_text,
+    free_text,
+    identifier,
+)
+from serving.store import Campaign, CampaignRun, ConsentEvent, Order, as_utc
+
+OrderRef = identifier(Order.order_id, min_length=1)
+CustomerRef = identifier(Order.customer_id, min_length=1)
+ConsentSource = bounded_text(ConsentEvent.source)
+ConsentSourceRequired = bounded_text(ConsentEvent.source, min_length=1)
+CampaignName = identifier(Campaign.name, min_length=1)
+CampaignSubject = bounded_text(Campaign.subject)
+CampaignBody = free_text(min_length=1, max_length=50_000)
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["campaigns"])
+router = APIRouter(tags=["campaigns"], route_class=RetryReads)
 
 
 # -- orders and consent ------------------------------------------------------------------
 
 
 class OrderIn(BaseModel):
-    order_id: str = Field(..., min_length=1, max_length=100)
-    customer_id: str = Field(..., min_length=1, max_length=200)
-    product_id: str | None = Field(None, max_length=100)
-    marketplace: str | None = Field(None, max_length=50)
-    delivered_at: datetime | None = Field(
+    order_id: OrderRef
+    customer_id: CustomerRef
+    product_id: ProductId | None = None
+    marketplace: Marketplace | None = None
+    delivered_at: Timestamp | None = Field(
         None, description="When the order was delivered (review requests count from it)."
     )
 
@@ -47,20 +67,16 @@ class OrdersIn(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    email: str | None = Field(None, max_length=320, description="Address for the own list.")
-    source: str = Field(
+    email: Email | None = Field(None, description="Address for the own list.")
+    source: ConsentSourceRequired = Field(
         ...,
-        min_length=1,
-        max_length=200,
         description="Where the consent was given (e.g. 'shop checkout checkbox 2026-11').",
     )
-    at: datetime | None = Field(None, description="When it was given (default: now).")
+    at: Timestamp | None = Field(None, description="When it was given (default: now).")
 
 
 class OptOutIn(BaseModel):
-    source: str | None = Field(
-        None, max_length=200, description="e.g. 'ticket 42', 'unsubscribe link'"
-    )
+    source: ConsentSource | None = Field(None, description="e.g. 'ticket 42', 'unsubscribe link'")
 
 
 class ConsentOut(BaseModel):
@@ -111,7 +127,7 @@ def post_orders(
 
 @router.post("/v1/customers/{customer_id}/consent", response_model=ConsentOut, status_code=201)
 def post_consent(
-    customer_id: str,
+    customer_id: CustomerId,
     body: ConsentIn,
     svc: Services = Depends(services),
     who: Principal = Depends(service_role),
@@ -133,7 +149,7 @@ def post_consent(
 
 @router.post("/v1/customers/{customer_id}/opt-out", response_model=ConsentOut, status_code=201)
 def post_opt_out(
-    customer_id: str,
+    customer_id: CustomerId,
     body: OptOutIn | None = None,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
@@ -150,7 +166,7 @@ def post_opt_out(
 
 
 class CampaignIn(BaseModel):
-    name: str = Field(..., min_length=1, max_length=200)
+    name: CampaignName
     kind: Literal["marketing", "review_request"]
     channel: Literal["marketplace_messaging", "own_email"]
     audience: dict[str, Any] = Field(
@@ -159,8 +175,8 @@ class CampaignIn(BaseModel):
         "no_negative_days; review_request: min_days_after_delivery, "
         "max_days_after_delivery, marketplace, product_ids.",
     )
-    subject: str | None = Field(None, max_length=300)
-    body: str = Field(..., min_length=1, max_length=50_000)
+    subject: CampaignSubject | None = None
+    body: CampaignBody
 
 
 class CampaignOut(BaseModel):
@@ -246,7 +262,7 @@ def list_campaigns(
 
 @router.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut)
 def show_campaign(
-    campaign_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+    campaign_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
 ) -> CampaignOut:
     with svc.sessions() as s:
         return CampaignOut(**camp.campaign_view(_campaign(s, campaign_id)))
@@ -254,7 +270,7 @@ def show_campaign(
 
 @router.post("/v1/campaigns/{campaign_id}/runs", response_model=RunDetail, status_code=201)
 def run_campaign(
-    campaign_id: int, svc: Services = Depends(services), who: Principal = Depends(admin_role)
+    campaign_id: RowId, svc: Services = Depends(services), who: Principal = Depends(admin_role)
 ) -> RunDetail:
     """Build the audience now: one audit row per customer (or order) considered and
     the rendered messages of those included. Nothing is sent; if
@@ -314,7 +330,7 @@ def _detail(run_row: CampaignRun, contacts) -> RunDetail:
 
 @router.get("/v1/campaigns/{campaign_id}/runs", response_model=list[RunOut])
 def list_runs(
-    campaign_id: int, svc: Services = Depends(services), _: Principal = Depends(admin_role)
+    campaign_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
 ) -> list[RunOut]:
     with svc.sessions() as s:
         _campaign(s, campaign_id)
@@ -328,8 +344,8 @@ def list_runs(
 
 @router.get("/v1/campaigns/{campaign_id}/runs/{run_id}", response_model=RunDetail)
 def show_run(
-    campaign_id: int,
-    run_id: int,
+    campaign_id: RowId,
+    run_id: RowId,
     svc: Services = Depends(services),
     _: Principal = Depends(admin_role),
 ) -> RunDetail:
@@ -341,8 +357,8 @@ def show_run(
 
 @router.get("/v1/campaigns/{campaign_id}/runs/{run_id}/export", response_class=PlainTextResponse)
 def export_run(
-    campaign_id: int,
-    run_id: int,
+    campaign_id: RowId,
+    run_id: RowId,
     format: Literal["json", "csv"] = Query("json"),
     svc: Services = Depends(services),
     _: Principal = Depends(admin_role),

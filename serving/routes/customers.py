@@ -13,6 +13,8 @@ from sqlalchemy.orm import selectinload
 from serving.auth import Principal
 from serving.campaigns import consent_states
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import CustomerId
 from serving.store import (
     CLOSED_STATES,
     Campaign,
@@ -24,7 +26,7 @@ from serving.store import (
 )
 from serving.tickets import effective_state
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=RetryReads)
 
 SENTIMENT_SCORE = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
 
@@ -60,7 +62,7 @@ class CustomerHistory(BaseModel):
 
 @router.get("/v1/customers/{customer_id}", response_model=CustomerHistory)
 def customer_history(
-    customer_id: str, svc: Services = Depends(services), _: Principal = Depends(agent_role)
+    customer_id: CustomerId, svc: Services = Depends(services), _: Principal = Depends(agent_role)
 ) -> CustomerHistory:
     """Every message, review, ticket event and label of one buyer in time order, with
     the sentiment trend and the open tickets."""

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
 from serving.labeling import next_to_label
 
-router = APIRouter(tags=["labeling"])
+router = APIRouter(tags=["labeling"], route_class=RetryReads)
 
 
 @router.get("/v1/labeling/next")

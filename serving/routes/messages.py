@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
@@ -10,19 +11,33 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from model.predictor import Prediction, clean_text
 from serving.auth import Principal
 from serving.batcher import Overloaded, Unavailable
-from serving.db import transaction
+from serving.db import describe, is_transient, transaction
 from serving.deps import Services, service_role, services
-from serving.inbound import EmailError, detect_language, parse_email
+from serving.errors import RetryReads
+from serving.fields import (
+    CustomerId,
+    ExternalId,
+    FreeText,
+    Marketplace,
+    OrderId,
+    ProductId,
+    Timestamp,
+    column_length,
+    identifier_problem,
+    received_problem,
+)
+from serving.inbound import EmailError, ParsedEmail, detect_language, parse_email
 from serving.routing import priority_at
-from serving.store import CHANNELS
+from serving.store import CHANNELS, Message
 from serving.tickets import NewMessage, find_existing, store_message
 
-router = APIRouter(tags=["messages"])
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["messages"], route_class=RetryReads)
 
 Channel = Literal["email", "review", "chat", "social"]
 assert set(Channel.__args__) == set(CHANNELS)
@@ -32,15 +47,18 @@ class MessageIn(BaseModel):
     channel: Channel = Field(..., description="Where the message came from.")
     text: str = Field(..., description="What the customer wrote.")
     subject: str | None = Field(None, description="E-mail subject or review title.")
-    external_id: str | None = Field(
-        None, max_length=300, description="Idempotency key: a retry with it never stores twice."
+    external_id: ExternalId | None = Field(
+        None, description="Idempotency key: a retry with it never stores twice."
     )
-    customer_id: str | None = Field(None, max_length=200, description="Marketplace buyer id.")
-    order_id: str | None = Field(None, max_length=100)
-    product_id: str | None = Field(None, max_length=100, description="ASIN or SKU.")
-    marketplace: str | None = Field(None, max_length=50, description="e.g. amazon.com, amazon.de")
+    customer_id: CustomerId | None = Field(None, description="Marketplace buyer id.")
+    order_id: OrderId | None = None
+    product_id: ProductId | None = Field(None, description="ASIN or SKU.")
+    marketplace: Marketplace | None = Field(None, description="e.g. amazon.com, amazon.de")
     rating: int | None = Field(None, ge=1, le=5, description="Star rating (reviews).")
-    received_at: datetime | None = Field(None, description="When it was received (default: now).")
+    received_at: Timestamp | None = Field(
+        None,
+        description="When it was received (default: now); at most a day after the service's clock.",
+    )
 
 
 class MessageBatch(BaseModel):
@@ -67,7 +85,12 @@ class StoredMessages(BaseModel):
 
 
 class ClassifyRequest(BaseModel):
-    texts: list[str] = Field(..., min_length=1, description="Texts to classify (not stored).")
+    texts: list[FreeText] = Field(
+        ...,
+        min_length=1,
+        description="Texts to classify (not stored); control characters are read as spaces "
+        "and lone surrogates as U+FFFD.",
+    )
     ratings: list[int | None] | None = Field(
         None,
         description="Optional star rating (1-5, or null) per text, in the same order: "
@@ -143,7 +166,12 @@ def _view(message, created: bool, now: datetime) -> StoredMessage:
 def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[StoredMessage], bool]:
     """Classify and store ``items`` in one transaction; returns the stored views and
     whether anything new was created. Items whose external_id is already stored come
-    back as they are (idempotent retry)."""
+    back as they are (idempotent retry).
+
+    A transient database fault is retried once, in a fresh transaction, when that
+    cannot store anything twice: the fault came before the commit (so everything was
+    rolled back), or every item has an external id (a commit that did go through is
+    then found again). Otherwise it reaches the client as a 503 to retry."""
     ids = [it.external_id for it in items if it.external_id]
     seen: dict[str, int] = {}
     for i, it in enumerate(items):
@@ -154,17 +182,19 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
         if it.external_id:
             seen[it.external_id] = i
     predictor = svc.require_predictor()
+    all_keyed = all(it.external_id for it in items)
     for attempt in range(2):
-        now = svc.clock()
-        with svc.sessions() as s:
-            existing = find_existing(s, ids)
-        new = [it for it in items if it.external_id not in existing]
-        preds = (
-            predict_texts(svc, [it.model_text for it in new], ratings=[it.rating for it in new])
-            if new
-            else []
-        )
+        committing = False
         try:
+            now = svc.clock()
+            with svc.sessions() as s:
+                existing = find_existing(s, ids)
+            new = [it for it in items if it.external_id not in existing]
+            preds = (
+                predict_texts(svc, [it.model_text for it in new], ratings=[it.rating for it in new])
+                if new
+                else []
+            )
             with transaction(svc.sessions) as s:
                 existing = find_existing(s, ids)  # again, inside the transaction
                 stored, by_item = {}, {}
@@ -178,6 +208,8 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
                         stored[id(it)] = _view(by_item[id(it)], True, now)
                     else:
                         stored[id(it)] = _view(existing[it.external_id], False, now)
+                s.flush()
+                committing = True  # all that is left is the COMMIT (at the block's end)
             svc.metrics.count_predictions(preds)
             views = [stored[id(it)] for it in items]
             return views, any(v.created for v in views)
@@ -185,13 +217,19 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
             # a concurrent request stored the same external_id first: read it back
             if attempt:
                 raise
+        except SQLAlchemyError as exc:
+            if attempt or not is_transient(exc) or (committing and not all_keyed):
+                raise
+            log.warning("database fault while storing %s, retrying once: %s", field, describe(exc))
     raise AssertionError("unreachable")
 
 
-def to_new(m: MessageIn, i: int, field: str) -> NewMessage:
+def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
     text = clean_text(m.text)
     if not text.strip():
         raise HTTPException(422, detail=f"{field}[{i}].text is empty")
+    if m.received_at is not None and (problem := received_problem(m.received_at, now)):
+        raise HTTPException(422, detail=f"{field}[{i}].received_at {problem}")
     return NewMessage(
         channel=m.channel,
         text=text,
@@ -225,11 +263,52 @@ def post_messages(
     batch = body.messages if isinstance(body, MessageBatch) else [body]
     field = "messages" if isinstance(body, MessageBatch) else "message"
     check_limits(svc, [m.text for m in batch], field if isinstance(body, MessageBatch) else "text")
-    items = [to_new(m, i, field) for i, m in enumerate(batch)]
+    now = svc.clock()
+    items = [to_new(m, i, field, now) for i, m in enumerate(batch)]
     views, created = ingest(svc, items, field)
     if not created:
         response.status_code = 200
     return StoredMessages(messages=views)
+
+
+def email_item(
+    parsed: ParsedEmail,
+    channel: str,
+    customer_id: str | None,
+    product_id: str | None,
+    marketplace: str | None,
+    now: datetime,
+) -> NewMessage:
+    """The message of a parsed e-mail. The subject is free text (cleaned like the body);
+    Message-ID (the idempotency key) and the sender's address (the customer id unless
+    one is given) are identifiers, refused (422) when the store cannot keep them as
+    they are. A Date header outside the times the service handles (a sender's broken
+    clock) is ignored: the message counts as received now."""
+    sender = None if customer_id else parsed.sender
+    for header, value, column in (
+        ("Message-ID", parsed.message_id, Message.external_id),
+        ("From", sender, Message.customer_id),
+    ):
+        if value is not None and (problem := identifier_problem(value, column_length(column))):
+            hint = " (or pass customer_id)" if header == "From" else ""
+            raise HTTPException(422, detail=f"email: the {header} header {problem}{hint}")
+    received = parsed.received_at
+    if received is not None and received_problem(received, now):
+        received = None
+    subject = clean_text(parsed.subject).strip() or None if parsed.subject else None
+    text = clean_text(parsed.text)
+    return NewMessage(
+        channel=channel,
+        text=text,
+        subject=subject,
+        external_id=parsed.message_id,
+        customer_id=customer_id or sender,
+        order_id=parsed.order_id,
+        product_id=product_id,
+        marketplace=marketplace,
+        received_at=received,
+        lang=detect_language(f"{subject or ''} {text}"),
+    )
 
 
 @router.post(
@@ -248,9 +327,9 @@ async def post_email(
     request: Request,
     response: Response,
     channel: Channel = Query("email"),
-    customer_id: str | None = Query(None, description="Default: the sender's address."),
-    product_id: str | None = Query(None),
-    marketplace: str | None = Query(None),
+    customer_id: CustomerId | None = Query(None, description="Default: the sender's address."),
+    product_id: ProductId | None = Query(None),
+    marketplace: Marketplace | None = Query(None),
     svc: Services = Depends(services),
     _: Principal = Depends(service_role),
 ) -> StoredMessages:
@@ -265,18 +344,7 @@ async def post_email(
     except EmailError as exc:
         raise HTTPException(422, detail=f"email: {exc}") from exc
     check_limits(svc, [parsed.text], "email.text")
-    item = NewMessage(
-        channel=channel,
-        text=clean_text(parsed.text),
-        subject=parsed.subject,
-        external_id=parsed.message_id,
-        customer_id=customer_id or parsed.sender,
-        order_id=parsed.order_id,
-        product_id=product_id,
-        marketplace=marketplace,
-        received_at=parsed.received_at,
-        lang=detect_language(f"{parsed.subject or ''} {parsed.text}"),
-    )
+    item = email_item(parsed, channel, customer_id, product_id, marketplace, svc.clock())
     views, created = await run_in_threadpool(ingest, svc, [item], "email")
     if not created:
         response.status_code = 200

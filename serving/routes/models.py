@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from model.registry import RegistryError
 from serving.auth import Principal
 from serving.deps import Services, admin_role, services
+from serving.errors import RetryReads
 from serving.learning import JobConflict, JobRunner, LoadFailed, ModelManager
 from serving.tickets import export_labels
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=RetryReads)
 
 
 def _models(request: Request) -> ModelManager:

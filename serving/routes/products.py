@@ -10,10 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import ProductId, Timestamp
 from serving.insights import SpikeConfig, all_products, product_insights
 from serving.store import as_utc
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=RetryReads)
 
 
 class SpikeParams:
@@ -70,8 +72,8 @@ BUCKET = Query("week", description="Series per day or per ISO week (Monday).")
 
 @router.get("/v1/products/insights")
 def products_insights(
-    since: datetime | None = SINCE,
-    until: datetime | None = UNTIL,
+    since: Timestamp | None = SINCE,
+    until: Timestamp | None = UNTIL,
     sort: str = Query(
         "messages",
         description="messages, negative_share, mean_rating, spikes, product_id, or an issue "
@@ -115,9 +117,9 @@ def products_insights(
 
 @router.get("/v1/products/{product_id}/insights")
 def one_product_insights(
-    product_id: str,
-    since: datetime | None = SINCE,
-    until: datetime | None = UNTIL,
+    product_id: ProductId,
+    since: Timestamp | None = SINCE,
+    until: Timestamp | None = UNTIL,
     bucket: Literal["day", "week"] = BUCKET,
     spike: SpikeParams = Depends(),
     svc: Services = Depends(services),

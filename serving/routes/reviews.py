@@ -13,9 +13,12 @@ from sqlalchemy.orm import selectinload
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import ProductId, RowId, Timestamp, free_text
 from serving.store import Message, Ticket
 
-router = APIRouter(tags=["reviews"])
+Note = free_text(max_length=10_000)
+router = APIRouter(tags=["reviews"], route_class=RetryReads)
 
 
 class ReviewOut(BaseModel):
@@ -40,7 +43,7 @@ class ReviewOut(BaseModel):
 
 
 class HandledIn(BaseModel):
-    note: str | None = Field(None, max_length=10_000)
+    note: Note | None = None
 
 
 def _is_negative(labels: dict[str, Any], rating: int | None) -> bool:
@@ -51,13 +54,13 @@ def _is_negative(labels: dict[str, Any], rating: int | None) -> bool:
 
 @router.get("/v1/reviews", response_model=list[ReviewOut])
 def list_reviews(
-    product_id: str | None = Query(None, description="ASIN or SKU."),
+    product_id: ProductId | None = Query(None, description="ASIN or SKU."),
     stars: list[int] | None = Query(None, description="Star ratings to keep (repeatable)."),
     sentiment: str | None = Query(None),
     issue_type: str | None = Query(None),
     handled: bool | None = Query(None),
-    since: datetime | None = Query(None),
-    until: datetime | None = Query(None),
+    since: Timestamp | None = Query(None),
+    until: Timestamp | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
     svc: Services = Depends(services),
@@ -127,7 +130,7 @@ def list_reviews(
 
 @router.post("/v1/reviews/{review_id}/handled")
 def mark_handled(
-    review_id: int,
+    review_id: RowId,
     body: HandledIn | None = None,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),

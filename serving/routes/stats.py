@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import Timestamp
 from serving.stats import agent_stats, queue_kpis
 from serving.store import as_utc
 
-router = APIRouter(tags=["statistics"])
+router = APIRouter(tags=["statistics"], route_class=RetryReads)
 
 
 def _period(svc: Services, since: datetime | None, until: datetime | None):
@@ -25,8 +27,8 @@ def _period(svc: Services, since: datetime | None, until: datetime | None):
 
 @router.get("/v1/stats/agents")
 def stats_agents(
-    since: datetime | None = Query(None, description="Default: 30 days before `until`."),
-    until: datetime | None = Query(None, description="Default: now."),
+    since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
+    until: Timestamp | None = Query(None, description="Default: now."),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> dict:
@@ -40,8 +42,8 @@ def stats_agents(
 
 @router.get("/v1/stats/kpis")
 def stats_kpis(
-    since: datetime | None = Query(None, description="Default: 30 days before `until`."),
-    until: datetime | None = Query(None, description="Default: now."),
+    since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
+    until: Timestamp | None = Query(None, description="Default: now."),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> dict:

@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, admin_role, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import FreeText, RowId, TemplateName, bounded_text, free_text
+from serving.store import ReplyTemplate
 from serving.templates import (
     PLACEHOLDERS,
     Template,
@@ -25,29 +28,29 @@ from serving.templates import (
 )
 from serving.tickets import NotFound, get_ticket
 
-router = APIRouter(tags=["reply templates"])
+TemplateTitle = bounded_text(ReplyTemplate.title, min_length=1)
+TemplateBody = free_text(min_length=1, max_length=20_000)
+router = APIRouter(tags=["reply templates"], route_class=RetryReads)
 
 
 class TemplateIn(BaseModel):
     issue_type: str = Field(..., description="A label of the served taxonomy's issue_type task.")
     lang: str = Field(..., description="Language code, e.g. en or zh.")
-    title: str = Field(..., min_length=1, max_length=200)
-    body: str = Field(
+    title: TemplateTitle
+    body: TemplateBody = Field(
         ...,
-        min_length=1,
-        max_length=20_000,
         description="Reply text; placeholders: "
         + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
         + ". {{ and }} are literal braces.",
     )
-    fallbacks: dict[str, str] = Field(
+    fallbacks: dict[str, FreeText] = Field(
         default_factory=dict,
         description="Placeholder -> default text; placeholders without one are required.",
     )
 
 
 class NewTemplateIn(TemplateIn):
-    name: str = Field(..., description="Unique name, e.g. en.shipping_delivery.late")
+    name: TemplateName = Field(..., description="Unique name, e.g. en.shipping_delivery.late")
 
 
 class TemplateOut(BaseModel):
@@ -132,7 +135,7 @@ def add_template(
 
 @router.put("/v1/templates/{template_name}", response_model=TemplateOut)
 def put_template(
-    template_name: str,
+    template_name: TemplateName,
     body: TemplateIn,
     svc: Services = Depends(services),
     who: Principal = Depends(admin_role),
@@ -146,7 +149,9 @@ def put_template(
 
 @router.delete("/v1/templates/{template_name}", status_code=204)
 def remove_template(
-    template_name: str, svc: Services = Depends(services), who: Principal = Depends(admin_role)
+    template_name: TemplateName,
+    svc: Services = Depends(services),
+    who: Principal = Depends(admin_role),
 ) -> None:
     """Delete an admin's template, or hide a file default."""
     with transaction(svc.sessions) as s:
@@ -158,7 +163,7 @@ def remove_template(
 
 @router.get("/v1/tickets/{ticket_id}/suggested-replies", response_model=list[SuggestedReply])
 def suggested_replies(
-    ticket_id: int,
+    ticket_id: RowId,
     customer_name: str | None = Query(None, max_length=200, description="Fills {customer_name}."),
     product: str | None = Query(
         None, max_length=300, description="Fills {product} (else the product id)."

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
+from serving.errors import RetryReads
+from serving.fields import RowId, free_text
 from serving.tickets import (
     Conflict,
     NotFound,
@@ -29,7 +31,9 @@ from serving.tickets import (
     validate_labels,
 )
 
-router = APIRouter(tags=["queues and tickets"])
+ReplyText = free_text(min_length=1, max_length=100_000)
+Note = free_text(max_length=10_000)
+router = APIRouter(tags=["queues and tickets"], route_class=RetryReads)
 
 
 class QueueInfo(BaseModel):
@@ -69,14 +73,14 @@ class ClaimOut(BaseModel):
 
 
 class ReplyIn(BaseModel):
-    text: str = Field(..., min_length=1, max_length=100_000, description="The reply sent.")
+    text: ReplyText = Field(..., description="The reply sent.")
     wait_for_customer: bool = Field(
         False, description="Set the ticket to waiting_on_customer (and release the claim)."
     )
 
 
 class CloseIn(BaseModel):
-    note: str | None = Field(None, max_length=10_000)
+    note: Note | None = None
 
 
 class LabelsIn(BaseModel):
@@ -151,7 +155,7 @@ def claim(
 
 @router.get("/v1/tickets/{ticket_id}", response_model=TicketOut)
 def show_ticket(
-    ticket_id: int, svc: Services = Depends(services), _: Principal = Depends(agent_role)
+    ticket_id: RowId, svc: Services = Depends(services), _: Principal = Depends(agent_role)
 ) -> TicketOut:
     with svc.sessions() as s:
         try:
@@ -162,7 +166,7 @@ def show_ticket(
 
 @router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut)
 def release_ticket(
-    ticket_id: int, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+    ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
 ) -> TicketOut:
     """Give a claimed ticket back to its queue."""
     return _ticket_action(
@@ -172,7 +176,7 @@ def release_ticket(
 
 @router.post("/v1/tickets/{ticket_id}/reply", response_model=TicketOut)
 def reply_ticket(
-    ticket_id: int,
+    ticket_id: RowId,
     body: ReplyIn,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
@@ -204,7 +208,7 @@ def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, 
 
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut)
 def resolve_ticket(
-    ticket_id: int,
+    ticket_id: RowId,
     body: CloseIn | None = None,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
@@ -215,7 +219,7 @@ def resolve_ticket(
 
 @router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut)
 def no_response_needed(
-    ticket_id: int,
+    ticket_id: RowId,
     body: CloseIn | None = None,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
@@ -226,7 +230,7 @@ def no_response_needed(
 
 @router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut)
 def post_labels(
-    ticket_id: int,
+    ticket_id: RowId,
     body: LabelsIn,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
