@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from serving.fields import MAX_ROW_ID, column_length, identifier_problem
 from serving.store import (
     CLOSED_STATES,
     Campaign,
@@ -86,6 +87,10 @@ REVIEW_AUDIENCE: dict[str, Any] = {
     "marketplace": None,
     "product_ids": None,
 }
+# the longest window of days an audience may use (a century): date arithmetic on it
+# cannot overflow
+MAX_DAYS = 36_500
+
 FIELDS = {
     "marketing": {
         "customer_id": "the customer's id",
@@ -147,8 +152,10 @@ def validate(
         out = _with_defaults(audience, REVIEW_AUDIENCE, kind)
         lo, hi = out["min_days_after_delivery"], out["max_days_after_delivery"]
         for key in ("min_days_after_delivery", "max_days_after_delivery"):
-            if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0:
-                raise CampaignInvalid(f"audience.{key}: give a whole number of days >= 0")
+            if not _whole(out[key], 0, MAX_DAYS):
+                raise CampaignInvalid(
+                    f"audience.{key}: give a whole number of days, 0 to {MAX_DAYS}"
+                )
         if lo > hi:
             raise CampaignInvalid(
                 "audience: min_days_after_delivery is after max_days_after_delivery"
@@ -157,20 +164,25 @@ def validate(
             raise CampaignRefused(RULE_SOLICITATION_WINDOW.format(lo=lo, hi=hi))
         if out["marketplace"] is not None and not isinstance(out["marketplace"], str):
             raise CampaignInvalid("audience.marketplace: give a marketplace name")
+        _check_identifier("audience.marketplace", out["marketplace"], Order.marketplace)
         ids = out["product_ids"]
         if ids is not None and (
             not isinstance(ids, list) or not all(isinstance(p, str) for p in ids)
         ):
             raise CampaignInvalid("audience.product_ids: give a list of product ids")
+        for i, product_id in enumerate(ids or []):
+            _check_identifier(f"audience.product_ids[{i}]", product_id, Order.product_id)
     else:
         out = _with_defaults(audience, MARKETING_AUDIENCE, kind)
         n, share, days = out["min_messages"], out["min_positive_share"], out["no_negative_days"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise CampaignInvalid("audience.min_messages: give a whole number >= 1")
+        if not _whole(n, 1, MAX_ROW_ID):
+            raise CampaignInvalid(f"audience.min_messages: give a whole number, 1 to {MAX_ROW_ID}")
         if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
             raise CampaignInvalid("audience.min_positive_share: give a share from 0 to 1")
-        if not isinstance(days, int) or isinstance(days, bool) or days < 0:
-            raise CampaignInvalid("audience.no_negative_days: give a whole number of days >= 0")
+        if not _whole(days, 0, MAX_DAYS):
+            raise CampaignInvalid(
+                f"audience.no_negative_days: give a whole number of days, 0 to {MAX_DAYS}"
+            )
         if not isinstance(out["no_open_ticket"], bool):
             raise CampaignInvalid("audience.no_open_ticket: give true or false")
     if channel == "own_email" and not (subject or "").strip():
@@ -183,6 +195,17 @@ def validate(
     except TemplateError as exc:
         raise CampaignInvalid(f"{exc} for a {kind} campaign") from exc
     return out
+
+
+def _whole(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _check_identifier(where: str, value: str | None, column) -> None:
+    """An audience value matched against a store column: what the column can hold."""
+    problem = None if value is None else identifier_problem(value, column_length(column))
+    if problem:
+        raise CampaignInvalid(f"{where} {problem}")
 
 
 def _with_defaults(audience: dict[str, Any], defaults: dict[str, Any], kind: str):

@@ -185,6 +185,22 @@ def test_email_headers_with_nul_are_refused_or_cleaned(desk):
         assert (m.customer_id, m.subject) == ("C7", "late  parcel")
 
 
+def test_campaign_audiences_are_bounded(desk):
+    """Days, counts and identifiers in an audience: what date arithmetic and the store
+    can take (before, a run with a huge window overflowed)."""
+    cases = [
+        ("review_request", {"max_days_after_delivery": 10**12}, "max_days_after_delivery"),
+        ("review_request", {"marketplace": "amazon\x00.de"}, "marketplace"),
+        ("review_request", {"product_ids": ["ok", "p" * 101]}, "product_ids[1]"),
+        ("marketing", {"min_messages": 10**20}, "min_messages"),
+        ("marketing", {"no_negative_days": 10**12}, "no_negative_days"),
+    ]
+    for kind, audience, needle in cases:
+        body = {"name": "n", "kind": kind, "channel": "own_email", "audience": audience}
+        r = _post_json(desk, "/v1/campaigns", {**body, "subject": "s", "body": "b"})
+        assert r.status_code == 422 and needle in r.json()["detail"], (audience, r.text)
+
+
 # -- times --------------------------------------------------------------------------------
 
 
