@@ -6,15 +6,14 @@ ones hand the model to ``run_in_threadpool``)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
@@ -23,8 +22,9 @@ from serving import db, errors
 from serving.auth import ensure_key
 from serving.batcher import MicroBatcher
 from serving.deps import Services
+from serving.guard import RequestGuard
 from serving.learning import JobRunner, ModelManager
-from serving.metrics import CONTENT_TYPE, Metrics
+from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
 from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routes import campaigns as campaign_routes
 from serving.routes import labeling as labeling_routes
@@ -128,28 +128,16 @@ def create_app(
         settings.jobs_dir, Registry(settings.registry), lambda _: models.follow()
     )
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(
-                status_code=413,
-                content={
-                    "detail": f"request body: {length} bytes, the limit is "
-                    f"{settings.max_body_bytes} (CARELENS_MAX_BODY_BYTES)"
-                },
-            )
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.latency.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - start)
-        return response
+    # pure ASGI middlewares, the last added outermost: latency of every answer, then the
+    # body limit and the key check before anything reads the body
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """The process is up (no key needed)."""
+    async def healthz() -> dict[str, str]:
+        """The process is up (no key needed). Answered on the event loop, touching
+        neither the database nor the thread pool, so it stays fast whatever the model
+        and the database are doing."""
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])

@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(100_000, ge=1, description="Longest accepted text (characters).")
     max_batch: int = Field(256, ge=1, description="Most texts or messages in one request.")
     max_body_bytes: int = Field(
-        5_000_000, ge=1024, description="Largest accepted request body (bytes)."
+        5_000_000,
+        ge=1024,
+        description="Largest accepted request body (bytes), counted as it is read "
+        "(chunked bodies too).",
     )
     evidence: bool = True
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
