@@ -56,6 +56,85 @@ class EmailError(ValueError):
     """The e-mail cannot be used; the message says why."""
 
 
+class EmailTooLarge(EmailError):
+    """The e-mail is over one of ``EmailLimits``; ``limit`` names which (the field of
+    ``EmailLimits``)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class EmailLimits:
+    """Bounds on the work one e-mail may cause: MIME parts (at every level), nesting
+    depth (the message itself is depth 1) and the decoded size of all its parts."""
+
+    max_parts: int = 100
+    max_depth: int = 10
+    max_decoded_bytes: int = 5_000_000
+
+
+# The boundary parameter of a multipart Content-Type (quoted or not; RFC 2231 forms
+# such as boundary*0= are only detected, see _entities_upper_bound).
+_BOUNDARY_PARAM = re.compile(rb'\bboundary\s*=\s*(?:"([^"\r\n]*)"|([^\s;"]+))', re.IGNORECASE)
+_DASH_LINE = re.compile(rb"^--([^\r\n]*)", re.MULTILINE)
+_NESTED_MESSAGE = re.compile(rb"^content-type:\s*message/", re.IGNORECASE | re.MULTILINE)
+
+
+def _entities_upper_bound(raw: bytes) -> int:
+    """At least as many MIME entities as ``raw`` holds, counted without parsing: one
+    for the message, one per delimiter line of a declared boundary, one per
+    message/* part. The standard parser needs seconds for tens of thousands of parts,
+    so a part-count bomb must be refused before it is parsed."""
+    boundaries = {
+        (m.group(1) if m.group(1) is not None else m.group(2)).rstrip()
+        for m in _BOUNDARY_PARAM.finditer(raw)
+    }
+    # an RFC 2231 boundary (boundary*0="...") is not read here: then every line that
+    # starts with "--" counts
+    rfc2231 = re.search(rb"boundary\*", raw, re.IGNORECASE) is not None
+    n = 1 + len(_NESTED_MESSAGE.findall(raw))
+    for m in _DASH_LINE.finditer(raw):
+        rest = m.group(1).rstrip()
+        if rfc2231 or rest in boundaries:
+            n += 1  # a delimiter (a close-delimiter, "--BOUNDARY--", is not counted)
+    return n
+
+
+def check_structure(msg: EmailMessage, limits: EmailLimits) -> None:
+    """Count the parsed message's parts, depth and decoded size (iteratively: no
+    recursion on attacker-chosen depth); raise ``EmailTooLarge`` past a limit."""
+    stack: list[tuple[EmailMessage, int]] = [(msg, 1)]
+    parts = decoded = 0
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if parts > limits.max_parts:
+            raise EmailTooLarge(
+                f"more than {limits.max_parts} MIME parts, the limit is {limits.max_parts}",
+                "max_parts",
+            )
+        if depth > limits.max_depth:
+            raise EmailTooLarge(
+                f"MIME parts nested deeper than {limits.max_depth} levels, "
+                f"the limit is {limits.max_depth}",
+                "max_depth",
+            )
+        if part.is_multipart():
+            payload = part.get_payload()
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, EmailMessage))
+            continue
+        body = part.get_payload(decode=True)
+        decoded += len(body) if isinstance(body, bytes) else 0
+        if decoded > limits.max_decoded_bytes:
+            raise EmailTooLarge(
+                f"the parts decode to more than {limits.max_decoded_bytes} bytes, "
+                f"the limit is {limits.max_decoded_bytes}",
+                "max_decoded_bytes",
+            )
+
+
 class _HTMLText(HTMLParser):
     BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote", "table"}
 
@@ -135,14 +214,23 @@ class ParsedEmail:
     order_id: str | None
 
 
-def parse_email(raw: bytes) -> ParsedEmail:
-    """Parse one raw RFC 822 message into the text a customer wrote."""
+def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
+    """Parse one raw RFC 822 message into the text a customer wrote. CPU-bound (run it
+    off the event loop); ``limits`` bound its work (``EmailTooLarge`` past one)."""
+    limits = limits or EmailLimits()
     if not raw or not raw.strip():
         raise EmailError("the e-mail is empty")
+    entities = _entities_upper_bound(raw)
+    if entities > limits.max_parts:
+        raise EmailTooLarge(
+            f"up to {entities} MIME parts, the limit is {limits.max_parts}", "max_parts"
+        )
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
     except Exception as exc:  # the parser is lenient; anything raised here is fatal
         raise EmailError(f"not an RFC 822 message: {exc}") from exc
+    if isinstance(msg, EmailMessage):
+        check_structure(msg, limits)
     if not isinstance(msg, EmailMessage) or not (msg.keys()):
         raise EmailError("not an RFC 822 message: no headers found")
     if not any(k.lower() in ("from", "subject", "date", "message-id", "to") for k in msg):

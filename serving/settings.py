@@ -55,6 +55,17 @@ class Settings(BaseSettings):
         description="Largest accepted request body (bytes), counted as it is read "
         "(chunked bodies too).",
     )
+    email_max_parts: int = Field(
+        100, ge=1, description="Most MIME parts (at every level) in one raw e-mail."
+    )
+    email_max_depth: int = Field(
+        10, ge=1, description="Deepest nesting of MIME parts in one raw e-mail."
+    )
+    email_max_decoded_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Largest decoded size of one raw e-mail's parts (default: max_body_bytes).",
+    )
     evidence: bool = True
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "torch",

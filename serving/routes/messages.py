@@ -31,7 +31,14 @@ from serving.fields import (
     identifier_problem,
     received_problem,
 )
-from serving.inbound import EmailError, ParsedEmail, detect_language, parse_email
+from serving.inbound import (
+    EmailError,
+    EmailLimits,
+    EmailTooLarge,
+    ParsedEmail,
+    detect_language,
+    parse_email,
+)
 from serving.routing import priority_at
 from serving.store import CHANNELS, Message
 from serving.tickets import NewMessage, find_existing, store_message
@@ -311,6 +318,41 @@ def email_item(
     )
 
 
+_EMAIL_LIMIT_SETTINGS = {
+    "max_parts": "CARELENS_EMAIL_MAX_PARTS",
+    "max_depth": "CARELENS_EMAIL_MAX_DEPTH",
+    "max_decoded_bytes": "CARELENS_EMAIL_MAX_DECODED_BYTES",
+}
+
+
+def _email_message(
+    svc: Services,
+    raw: bytes,
+    channel: str,
+    customer_id: str | None,
+    product_id: str | None,
+    marketplace: str | None,
+) -> NewMessage:
+    """Parse a raw e-mail within the limits of the settings (413 past one, 422 for an
+    e-mail that cannot be used) into the message to store. Blocking: thread pool."""
+    settings = svc.settings
+    limits = EmailLimits(
+        max_parts=settings.email_max_parts,
+        max_depth=settings.email_max_depth,
+        max_decoded_bytes=settings.email_max_decoded_bytes or settings.max_body_bytes,
+    )
+    try:
+        parsed = parse_email(raw, limits)
+    except EmailTooLarge as exc:
+        raise HTTPException(
+            413, detail=f"email: {exc} ({_EMAIL_LIMIT_SETTINGS[exc.limit]})"
+        ) from exc
+    except EmailError as exc:
+        raise HTTPException(422, detail=f"email: {exc}") from exc
+    check_limits(svc, [parsed.text], "email.text")
+    return email_item(parsed, channel, customer_id, product_id, marketplace, svc.clock())
+
+
 @router.post(
     "/v1/messages/email",
     response_model=StoredMessages,
@@ -339,12 +381,10 @@ async def post_email(
     raw = await request.body()
     if len(raw) > svc.settings.max_body_bytes:
         raise HTTPException(413, detail=f"body: the limit is {svc.settings.max_body_bytes} bytes")
-    try:
-        parsed = parse_email(raw)
-    except EmailError as exc:
-        raise HTTPException(422, detail=f"email: {exc}") from exc
-    check_limits(svc, [parsed.text], "email.text")
-    item = email_item(parsed, channel, customer_id, product_id, marketplace, svc.clock())
+    # parsing is CPU work (bounded by the e-mail limits): never on the event loop
+    item = await run_in_threadpool(
+        _email_message, svc, raw, channel, customer_id, product_id, marketplace
+    )
     views, created = await run_in_threadpool(ingest, svc, [item], "email")
     if not created:
         response.status_code = 200
