@@ -25,6 +25,7 @@ from serving.deps import Services
 from serving.guard import RequestGuard
 from serving.learning import JobRunner, ModelManager
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
+from serving.redact import install_log_redaction
 from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routes import campaigns as campaign_routes
 from serving.routes import labeling as labeling_routes
@@ -48,6 +49,8 @@ def create_app(
     it here, with the reason; a model that fails to load leaves it running but not
     ready (``/readyz`` says why) and it serves no labels."""
     settings = settings or Settings()
+    if settings.redact_logs:
+        install_log_redaction()
     routing = RoutingConfig.load(settings.routing_file)
     load_file_templates(settings.templates_dir)  # a bad template file stops the app here
     if settings.sla_hours:
@@ -67,6 +70,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if settings.redact_logs:
+            install_log_redaction()  # also on the handlers the server set up since
         if settings.migrate_on_start:
             await run_in_threadpool(db.upgrade, settings.database_url, "head", engine)
         if settings.bootstrap_admin_key is not None:

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from serving.fields import MAX_ROW_ID, column_length, identifier_problem
+from serving.redact import pseudonym, redact
 from serving.store import (
     CLOSED_STATES,
     Campaign,
@@ -569,11 +570,48 @@ def run_contacts(session: Session, run_id: int) -> list[CampaignContact]:
     )
 
 
+_CUSTOMER_MARK = "\x00customer\x00"  # stands in for the alias while ``redact`` runs
+
+
+def redact_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A rendered message with the customer unnamed: customer id pseudonymised, e-mail
+    address and order id masked, also where the template wrote them into the subject or
+    body, and anything else ``serving.redact`` recognises there masked too."""
+    out = dict(message)
+    customer = message.get("customer_id")
+    alias = pseudonym(customer, "customer")
+    email, order_id = message.get("email"), message.get("order_id")
+    for key in ("subject", "body"):
+        text = out.get(key)
+        if not text:
+            continue
+        if email:
+            text = text.replace(email, "<email>")
+        if order_id:
+            text = text.replace(order_id, "<order-id>")
+        if customer:  # as a whole word only ("fan" is not in "fantastic")
+            text = re.sub(rf"(?<!\w){re.escape(customer)}(?!\w)", _CUSTOMER_MARK, text)
+        out[key] = redact(text).replace(_CUSTOMER_MARK, alias or "")
+    out["customer_id"] = alias
+    if email:
+        out["email"] = "<email>"
+    if order_id:
+        out["order_id"] = "<order-id>"
+    return out
+
+
 def export_messages(
-    campaign: Campaign, run_row: CampaignRun, contacts: list[CampaignContact], fmt: str
+    campaign: Campaign,
+    run_row: CampaignRun,
+    contacts: list[CampaignContact],
+    fmt: str,
+    redacted: bool = False,
 ) -> str:
-    """The rendered messages of the included customers, as JSON or CSV."""
+    """The rendered messages of the included customers, as JSON or CSV.
+    ``redacted``: without personal data (``redact_message``), to share or audit."""
     messages = [c.message for c in contacts if c.included and c.message]
+    if redacted:
+        messages = [redact_message(m) for m in messages]
     if fmt == "json":
         return json.dumps(
             {

@@ -49,9 +49,13 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
+    from serving.redact import uvicorn_log_config
 
     settings = _settings(model_dir=model, host=host, port=port, database_url=database_url)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    extra = {"log_config": uvicorn_log_config()} if settings.redact_logs else {}
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info", **extra
+    )
 
 
 @db_app.command("upgrade")

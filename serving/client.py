@@ -181,8 +181,9 @@ class CarelensClient:
     def set_labels(self, ticket_id: int, labels: dict[str, str | list[str]]) -> JSON:
         return self._json("POST", f"/v1/tickets/{ticket_id}/labels", json={"labels": labels})
 
-    def export_labels(self, format: Literal["jsonl", "csv"] = "jsonl") -> str:
-        return self._request("GET", "/v1/labels/export", params={"format": format}).text
+    def export_labels(self, format: Literal["jsonl", "csv"] = "jsonl", redact: bool = False) -> str:
+        params = {"format": format, "redact": str(redact).lower()}
+        return self._request("GET", "/v1/labels/export", params=params).text
 
     # -- reviews (agent role) -----------------------------------------------------------
     def reviews(
@@ -388,10 +389,16 @@ class CarelensClient:
         return self._json("GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}")
 
     def export_campaign_run(
-        self, campaign_id: int, run_id: int, format: Literal["json", "csv"] = "json"
+        self,
+        campaign_id: int,
+        run_id: int,
+        format: Literal["json", "csv"] = "json",
+        redact: bool = False,
     ) -> str:
         return self._request(
-            "GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}/export", params={"format": format}
+            "GET",
+            f"/v1/campaigns/{campaign_id}/runs/{run_id}/export",
+            params={"format": format, "redact": str(redact).lower()},
         ).text
 
     # -- the learning loop: registry, retraining (admin), active learning (agent) ----

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest decoded size of one raw e-mail's parts (default: max_body_bytes).",
     )
+    redact_logs: bool = Field(
+        True,
+        description="Mask e-mail addresses, phone numbers, order ids, street addresses and "
+        "key material in every log line.",
+    )
     evidence: bool = True
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "torch",

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, aliased, contains_eager, selectinload
 
 from model.predictor import Prediction as ModelPrediction
 from model.taxonomy import Taxonomy
+from serving.redact import pseudonym, redact
 from serving.routing import RoutingConfig, deadline, priority_at, rank_at
 from serving.store import (
     CLOSED_STATES,
@@ -583,9 +584,13 @@ def correct_labels(
     return row
 
 
-def export_labels(session: Session, taxonomy: Taxonomy, fmt: str = "jsonl") -> str:
+def export_labels(
+    session: Session, taxonomy: Taxonomy, fmt: str = "jsonl", redacted: bool = False
+) -> str:
     """Agents' labels in the labelled-data format (one row per ticket; later
-    corrections of a task win). Tasks nobody labelled stay empty (= not labelled)."""
+    corrections of a task win). Tasks nobody labelled stay empty (= not labelled).
+    ``redacted``: personal data in the text masked (``serving.redact``) and the
+    customer id replaced by a stable pseudonym (rows of one customer stay together)."""
     rows = session.execute(
         select(LabelCorrection, Message)
         .join(Ticket, Ticket.id == LabelCorrection.ticket_id)
@@ -611,6 +616,10 @@ def export_labels(session: Session, taxonomy: Taxonomy, fmt: str = "jsonl") -> s
         rec.update(corr.labels)
         rec["labelled_at"], rec["labelled_by"] = corr.created_at.isoformat(), corr.actor
     records = list(merged.values())
+    if redacted:
+        for r in records:
+            r["text"] = redact(r["text"])
+            r["customer_id"] = pseudonym(r["customer_id"], "customer")
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     buf = io.StringIO()

@@ -360,6 +360,11 @@ def export_run(
     campaign_id: RowId,
     run_id: RowId,
     format: Literal["json", "csv"] = Query("json"),
+    redact: bool = Query(
+        False,
+        description="Without personal data (to share or audit, not to send): customer ids "
+        "pseudonymised, e-mail addresses and order ids masked, also in subjects and bodies.",
+    ),
     svc: Services = Depends(services),
     _: Principal = Depends(admin_role),
 ) -> PlainTextResponse:
@@ -367,6 +372,7 @@ def export_run(
     with svc.sessions() as s:
         campaign = _campaign(s, campaign_id)
         run_row = _run(s, campaign_id, run_id)
-        body = camp.export_messages(campaign, run_row, camp.run_contacts(s, run_id), format)
+        contacts = camp.run_contacts(s, run_id)
+        body = camp.export_messages(campaign, run_row, contacts, format, redacted=redact)
     media = "application/json" if format == "json" else "text/csv"
     return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")

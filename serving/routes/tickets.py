@@ -250,12 +250,17 @@ def post_labels(
 @router.get("/v1/labels/export", response_class=PlainTextResponse)
 def labels_export(
     format: Literal["jsonl", "csv"] = Query("jsonl"),
+    redact: bool = Query(
+        False,
+        description="Mask personal data in the texts (e-mail addresses, phone numbers, "
+        "order ids, street addresses) and replace customer ids by pseudonyms.",
+    ),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> PlainTextResponse:
     """Agents' labels in the labelled-data format that ``carelens train`` reads."""
     taxonomy = svc.require_predictor().taxonomy
     with svc.sessions() as s:
-        body = export_labels(s, taxonomy, format)
+        body = export_labels(s, taxonomy, format, redacted=redact)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")
