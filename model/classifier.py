@@ -113,25 +113,59 @@ def combine_sparse(task: Task, head: torch.Tensor, sparse: torch.Tensor) -> torc
     return torch.log(at_least) - torch.log1p(-at_least)
 
 
-def task_loss(task: Task, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+def task_loss(
+    task: Task,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
     """Mean loss over the labelled rows and how many rows were labelled.
 
-    Unlabelled rows contribute exactly zero (and zero gradient)."""
+    Unlabelled rows contribute exactly zero (and zero gradient). ``class_weight``
+    (one value per label) weighs each row by its class (single-label tasks: a weighted
+    mean) or each label's positive term (multi-label: ``pos_weight``)."""
     if task.kind == "multilabel":
         mask = (target >= 0).all(dim=1)
         n = int(mask.sum())
         if n == 0:
             return logits.sum() * 0.0, 0
-        return F.binary_cross_entropy_with_logits(logits[mask], target[mask].float()), n
+        return F.binary_cross_entropy_with_logits(
+            logits[mask], target[mask].float(), pos_weight=class_weight
+        ), n
     mask = target != IGNORE_INDEX
     n = int(mask.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
     if task.kind == "multiclass":
-        return F.cross_entropy(logits[mask], target[mask]), n
+        return F.cross_entropy(logits[mask], target[mask], weight=class_weight), n
     probs = ordinal_probs(logits[mask])
     picked = probs.gather(1, target[mask].unsqueeze(1)).squeeze(1)
-    return -torch.log(picked.clamp_min(1e-7)).mean(), n
+    nll = -torch.log(picked.clamp_min(1e-7))
+    if class_weight is None:
+        return nll.mean(), n
+    w = class_weight[target[mask]]
+    return (nll * w).sum() / w.sum(), n
+
+
+def class_weights(task: Task, target: torch.Tensor, power: float) -> torch.Tensor | None:
+    """Per-label loss weights from the label counts of ``target`` (rows x labels for a
+    multi-label task, else class ids): single-label tasks weigh each class by
+    (rows / (classes x its rows)) ** power, so 1.0 balances the classes fully and 0.5
+    halfway (on a log scale); multi-label tasks weigh each label's positives by
+    (negatives / positives) ** power. None for power 0 or no labelled rows."""
+    if power <= 0:
+        return None
+    if task.kind == "multilabel":
+        rows = target[(target >= 0).all(dim=1)]
+        if len(rows) == 0:
+            return None
+        pos = rows.sum(0).clamp_min(1.0)
+        return ((len(rows) - pos).clamp_min(1.0) / pos) ** power
+    labelled = target[target != IGNORE_INDEX]
+    if len(labelled) == 0:
+        return None
+    counts = torch.bincount(labelled, minlength=task.num_labels).float().clamp_min(1.0)
+    return (len(labelled) / (task.num_labels * counts)) ** power
 
 
 class MultiTaskClassifier(nn.Module):
@@ -184,6 +218,9 @@ class MultiTaskClassifier(nn.Module):
     #: by the training loop while it fine-tunes (``TrainConfig.bf16``), never saved.
     #: The pooling, heads and sparse path stay in float32.
     encoder_autocast: torch.dtype | None = None
+    #: per task, the loss weight of each label (``class_weights``); set by the training
+    #: loop from its rows (``TrainConfig.class_balance``), never saved
+    class_weight: dict[str, torch.Tensor] = {}  # noqa: RUF012 (replaced, never mutated)
 
     # -- forward ------------------------------------------------------------------
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -305,7 +342,9 @@ class MultiTaskClassifier(nn.Module):
         for task in self.taxonomy:
             if task.name not in labels:
                 continue
-            loss, n = task_loss(task, logits[task.name], labels[task.name])
+            loss, n = task_loss(
+                task, logits[task.name], labels[task.name], self.class_weight.get(task.name)
+            )
             weight = self.config.task_weights.get(task.name, 1.0)
             total = loss * weight if total is None else total + loss * weight
             if n:

@@ -21,6 +21,7 @@ import torch
 from scipy.sparse import csr_matrix, hstack
 from tqdm.auto import tqdm
 
+from model.classifier import class_weights
 from model.ngrams import SparseVocab, sparse_vectorizers
 from model.pretrained import CarelensModel
 from training.data import Example, targets
@@ -43,9 +44,16 @@ def tfidf_matrix(
 
 
 def fit_sparse(
-    model: CarelensModel, examples: list[Example], c: float = 4.0, progress: bool = True
+    model: CarelensModel,
+    examples: list[Example],
+    c: float = 4.0,
+    progress: bool = True,
+    class_balance: float = 0.0,
 ) -> dict[str, Any]:
-    """Fit the sparse path on ``examples`` (in place); returns a summary."""
+    """Fit the sparse path on ``examples`` (in place); returns a summary.
+
+    ``class_balance`` weighs the classes as the fine-tuning loss does
+    (``model.classifier.class_weights``)."""
     from sklearn.linear_model import LogisticRegression
 
     clf = model.classifier
@@ -59,6 +67,7 @@ def fit_sparse(
     # a label the rows never show (or a task they do not label) gets a low constant
     # logit: unlikely on its own, still within reach of the encoder's head
     bias = np.full(weight.shape[0], ABSENT_LOGIT, dtype=np.float32)
+    task_of = {task.name: task for task in model.taxonomy}
     jobs: list[tuple[str, int | None]] = []
     for task in model.taxonomy:
         if task.kind == "multilabel":
@@ -75,7 +84,11 @@ def fit_sparse(
             target = t[mask][:, j]
             if len(set(target.tolist())) < 2:
                 continue
-            lr = LogisticRegression(C=c, max_iter=1000).fit(x[mask], target)
+            rows = y[name][torch.from_numpy(mask)]
+            w = class_weights(task_of[name], rows[:, j : j + 1], class_balance)
+            balance = None if w is None else {0: 1.0, 1: float(w[0])}
+            lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance)
+            lr.fit(x[mask], target)
             weight[lo + j, 1:] = lr.coef_[0]
             bias[lo + j] = lr.intercept_[0]
             summary["tasks"].setdefault(name, {"rows": int(mask.sum()), "labels_fitted": 0})
@@ -85,7 +98,9 @@ def fit_sparse(
         classes = sorted(set(t[mask].tolist()))
         if len(classes) < 2:
             continue
-        lr = LogisticRegression(C=c, max_iter=1000).fit(x[mask], t[mask])
+        w = class_weights(task_of[name], y[name][torch.from_numpy(mask)], class_balance)
+        balance = None if w is None else {k: float(w[k]) for k in classes}
+        lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance).fit(x[mask], t[mask])
         if len(lr.classes_) == 2:  # one score: logits (0, z) give the same softmax
             bias[lo + int(lr.classes_[0])] = 0.0
             weight[lo + int(lr.classes_[1]), 1:] = lr.coef_[0]

@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from model.classifier import task_probs
+from model.classifier import class_weights, task_probs
 from model.ngrams import batch_ngram_ids
 from model.pretrained import CarelensModel
 from training.data import Example, targets
@@ -119,8 +119,15 @@ class TrainConfig(DictConfig):
     # keep the embeddings and this many of the lowest encoder layers as pretrained
     # (0: fine-tune every layer): the backward pass stops above them
     freeze_layers: int = 0
+    # weigh the loss by class so rare labels count: single-label tasks weigh each class
+    # by (rows / (classes x its rows)) ** class_balance, multi-label tasks each label's
+    # positives by (negatives / positives) ** class_balance; 0 weighs every row alike,
+    # 1 balances fully (model.classifier.class_weights); the sparse path likewise
+    class_balance: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise ValueError(f"class_balance must be between 0 and 1, got {self.class_balance}")
         for name in ("val_fraction", "dev_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -304,6 +311,11 @@ def train(
     clf.train()
     clf.encoder.get_input_embeddings().weight.requires_grad_(not cfg.freeze_word_embeddings)
     freeze_lower_layers(clf.encoder, cfg.freeze_layers)
+    all_targets = targets(train_examples, model.taxonomy)
+    weights = {
+        t.name: class_weights(t, all_targets[t.name], cfg.class_balance) for t in model.taxonomy
+    }
+    clf.class_weight = {name: w for name, w in weights.items() if w is not None}
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
@@ -382,6 +394,7 @@ def train(
         if out_dir is not None and best_state is None:
             model.save_pretrained(out_dir)
         history.append({"interrupted_at_step": step})
+    clf.class_weight = {}
     if best_state is not None:
         clf.load_state_dict(best_state)
     clf.eval()

@@ -108,3 +108,41 @@ def test_ordinal_loss_learns_an_order():
         opt.step()
     acc = (ordinal_probs(head(x)).argmax(1) == y).float().mean()
     assert acc > 0.9
+
+
+def test_class_weights_balance_rare_classes():
+    from model.classifier import class_weights
+
+    tax = tiny_model().taxonomy
+    sentiment, issue = tax["sentiment"], tax["issue_type"]
+    y = torch.tensor([0] * 8 + [1] * 2 + [IGNORE_INDEX] * 5)  # 8 of one class, 2 of another
+    assert class_weights(sentiment, y, 0.0) is None
+    full = class_weights(sentiment, y, 1.0)
+    # fully balanced: each present class carries the same total weight
+    assert torch.isclose(full[0] * 8, full[1] * 2)
+    half = class_weights(sentiment, y, 0.5)
+    assert torch.isclose(half[1] / half[0], torch.tensor(2.0))  # sqrt of 4
+    multi = torch.zeros((10, issue.num_labels))
+    multi[:2, 0] = 1.0  # label 0 on 2 of 10 rows
+    pos = class_weights(issue, multi, 1.0)
+    assert torch.isclose(pos[0], torch.tensor(4.0))  # 8 negatives / 2 positives
+
+
+def test_class_weighted_loss_counts_a_rare_class_more():
+    from model.classifier import task_loss
+
+    tax = tiny_model().taxonomy
+    task = tax["sentiment"]
+    logits = torch.zeros((3, task.num_labels))
+    logits[0, 0] = 3.0  # rows 0 and 1 are class 0, row 2 class 1 (wrong: predicted 0)
+    logits[1, 0] = 3.0
+    logits[2, 0] = 3.0
+    y = torch.tensor([0, 0, 1])
+    plain, _ = task_loss(task, logits, y)
+    weighted, _ = task_loss(task, logits, y, torch.tensor([1.0, 4.0, 1.0])[: task.num_labels])
+    assert weighted > plain  # the misclassified rare row weighs more
+    urgency = tax["urgency"]
+    cum = torch.zeros((3, urgency.num_labels - 1))
+    plain_o, _ = task_loss(urgency, cum, y)
+    same_o, _ = task_loss(urgency, cum, y, torch.ones(urgency.num_labels))
+    assert torch.isclose(plain_o, same_o)

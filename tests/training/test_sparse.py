@@ -214,3 +214,22 @@ def test_evidence_of_a_sparse_model_points_at_the_sentence_that_says_it():
             assert span == "Great product, love it."
         if label == "shipping_delivery":
             assert span == "But my order never arrived, delivery late!"
+
+
+def test_class_balance_raises_the_rare_class():
+    """Weighted by class, the path gives a rare label more mass."""
+    rows = _rows()
+    rare = [r for r in rows if r.labels["issue_type"] == ["damaged_defective"]][:6]
+    rows = [r for r in rows if r.labels["issue_type"] != ["damaged_defective"]] + rare
+    texts = [r.text for r in rare]
+
+    def rare_prob(balance: float) -> float:
+        model = tiny_model(ngram=False, sparse=True)
+        fit_sparse(model, rows, progress=False, class_balance=balance)
+        batch = model.encode(texts)
+        with torch.no_grad():
+            probs = model.classifier.sparse_task_probs(batch.sparse_ids, batch.sparse_tf)
+        rare_id = model.taxonomy["issue_type"].label2id["damaged_defective"]
+        return float(probs["issue_type"][:, rare_id].mean())
+
+    assert rare_prob(1.0) > rare_prob(0.0)
