@@ -22,9 +22,12 @@
    the frozen figure is the mean over (source, task) cells);
 7. the gate: promote only if the candidate is not worse on the frozen set by more
    than ``tolerance`` (mean) nor in any one (source, task) cell by more than
-   ``max_cell_drop``, AND better on the held-out tickets by more than ``min_gain``.
-   Either way the candidate is kept as a version with the decision, the reason and
-   both sets of metrics (registry ``version.json`` and the returned result).
+   ``max_cell_drop`` than the active model AND than the first version ever promoted
+   (so quality cannot slide a little with every promotion), AND significantly better
+   on the held-out tickets: at least ``min_judged`` of them, and the one-sided
+   ``confidence`` lower bound of a paired bootstrap of the per-ticket gain above
+   ``min_gain``. Either way the candidate is kept as a version with the decision, the
+   reason and every set of metrics (registry ``version.json`` and the returned result).
 """
 
 from __future__ import annotations
@@ -110,7 +113,12 @@ class RetrainConfig(DictConfig):
     # the gate
     tolerance: float = 0.01  # allowed drop on the frozen set (mean over source/task cells)
     max_cell_drop: float | None = 0.05  # allowed drop of any one cell with >= 50 rows
-    min_gain: float = 0.0  # required gain on the held-out tickets (strictly more)
+    # required gain on the held-out tickets: the lower bound of its paired bootstrap
+    # interval (per-ticket score, ``ticket_scores``) must be strictly above it
+    min_gain: float = 0.0
+    confidence: float = 0.95  # one-sided confidence of that lower bound
+    bootstrap_resamples: int = 2000
+    min_judged: int = 30  # fewer held-out tickets cannot show a gain: never promoted
     promote: bool = True  # promote when the gate passes (False: only record the decision)
 
 
@@ -201,12 +209,19 @@ def _key(ex: Example) -> str:
 # -- scoring and the gate -----------------------------------------------------------
 
 
-def score(model: CarelensModel, rows: list[Example], per_source: bool) -> dict[str, Any]:
+def score(
+    model: CarelensModel,
+    rows: list[Example],
+    per_source: bool,
+    probs: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Headline per task (calibrated, at the model's thresholds); with ``per_source``
-    per (source, task) cell. ``mean`` averages the cells."""
+    per (source, task) cell. ``mean`` averages the cells. ``probs``: the model's
+    calibrated probabilities of ``rows`` if already computed."""
     if not rows:
         return {"rows": 0, "mean": None}
-    probs = predict_probs(model, rows, calibrated=True)
+    if probs is None:
+        probs = predict_probs(model, rows, calibrated=True)
     if not per_source:
         tasks = quick_scores(model, probs, rows, model.thresholds)
         return {
@@ -231,50 +246,153 @@ def score(model: CarelensModel, rows: list[Example], per_source: bool) -> dict[s
     }
 
 
+def ticket_scores(
+    model: CarelensModel, probs: dict[str, np.ndarray], rows: list[Example]
+) -> np.ndarray:
+    """Per row, the mean over the tasks it is labelled for of 1 (right) or 0 (wrong)
+    for single-label tasks and the Jaccard overlap of predicted and true label sets
+    for multi-label ones (two empty sets agree), at the model's thresholds; NaN for a
+    row labelled for no task. The unit of the gate's paired comparison."""
+    y = targets(rows, model.taxonomy)
+    total, count = np.zeros(len(rows)), np.zeros(len(rows))
+    for task in model.taxonomy:
+        t, p = y[task.name].numpy(), probs[task.name]
+        if task.kind == "multilabel":
+            labelled = (t >= 0).all(1)
+            lt = (model.thresholds.get(task.name) or {}).get("label_thresholds", {})
+            pred = p >= np.array([lt.get(n, 0.5) for n in task.label_names])
+            gold = t > 0.5
+            union = (pred | gold).sum(1)
+            right = np.where(union == 0, 1.0, (pred & gold).sum(1) / np.maximum(union, 1))
+        else:
+            labelled = t >= 0
+            right = (p.argmax(1) == t).astype(float)
+        total += np.where(labelled, right, 0.0)
+        count += labelled
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def paired_gain(
+    active: np.ndarray,
+    candidate: np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The candidate's mean per-ticket gain over the active model on the same tickets,
+    with a paired bootstrap interval (tickets resampled with replacement): ``low`` is
+    the one-sided ``confidence`` lower bound, ``high`` the upper one."""
+    both = ~np.isnan(active) & ~np.isnan(candidate)
+    diff = candidate[both] - active[both]
+    out: dict[str, Any] = {
+        "tickets": int(len(diff)),
+        "confidence": confidence,
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+    }
+    if len(diff) == 0:
+        return {**out, "gain": None, "low": None, "high": None}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(1)
+    return {
+        **out,
+        "gain": float(diff.mean()),
+        "low": float(np.quantile(means, 1.0 - confidence)),
+        "high": float(np.quantile(means, confidence)),
+    }
+
+
+def frozen_regression(
+    name: str,
+    reference: dict[str, Any],
+    candidate: dict[str, Any],
+    tolerance: float,
+    max_cell_drop: float | None,
+    min_cell_rows: int = 50,
+) -> str | None:
+    """Why the candidate is worse than ``reference`` (named ``name``) on the frozen
+    set, or None: its mean dropped by more than ``tolerance``, or one (source, task)
+    cell with at least ``min_cell_rows`` rows by more than ``max_cell_drop`` (a mean
+    can hide it)."""
+    rf, cf = reference.get("mean"), candidate.get("mean")
+    if rf is not None and cf is not None and rf - cf > tolerance:
+        return (
+            f"worse on the frozen set: {cf:.4f} vs {name} {rf:.4f} "
+            f"(drop {rf - cf:.4f} > tolerance {tolerance:.4f})"
+        )
+    if max_cell_drop is None:
+        return None
+    r_src = reference.get("sources") or {}
+    c_src = candidate.get("sources") or {}
+    drops = [
+        (r_src[s][t] - c_src[s][t], s, t)
+        for s in r_src
+        if s in c_src and r_src[s].get("rows", 0) >= min_cell_rows
+        for t in r_src[s]
+        if t != "rows" and t in c_src[s]
+    ]
+    worst = max(drops, default=None)
+    if worst is not None and worst[0] > max_cell_drop:
+        d, s, t = worst
+        return (
+            f"worse on the frozen set's {s}/{t}: {c_src[s][t]:.4f} vs {name} "
+            f"{r_src[s][t]:.4f} (drop {d:.4f} > max_cell_drop {max_cell_drop:.4f})"
+        )
+    return None
+
+
 def gate(
     active: dict[str, Any],
     candidate: dict[str, Any],
+    paired: dict[str, Any],
     tolerance: float,
     min_gain: float,
     max_cell_drop: float | None = None,
+    min_judged: int = 30,
+    first: dict[str, Any] | None = None,
     min_cell_rows: int = 50,
 ) -> tuple[bool, str]:
-    """(promote?, reason) from the two models' frozen and held-out-ticket figures.
-    ``max_cell_drop``: also refuse when one (source, task) cell of the frozen set with
-    at least ``min_cell_rows`` rows drops by more than this (a mean can hide it)."""
-    af, cf = active["frozen"]["mean"], candidate["frozen"]["mean"]
-    an, cn = active["new_tickets"]["mean"], candidate["new_tickets"]["mean"]
-    if an is None or cn is None:
+    """(promote?, reason) from the models' frozen figures (the active model's, the
+    candidate's and, as ``first = {"version": name, "frozen": ...}``, those of the first
+    version ever promoted) and the paired comparison on the held-out tickets
+    (``paired_gain``)."""
+    references = [("active", active["frozen"])]
+    if first is not None:
+        references.append((f"the first promoted version {first['version']}", first["frozen"]))
+    for name, reference in references:
+        why = frozen_regression(
+            name, reference, candidate["frozen"], tolerance, max_cell_drop, min_cell_rows
+        )
+        if why:
+            return False, why
+    n = paired["tickets"]
+    if n == 0:
         return False, "no held-out labelled tickets to judge the candidate on"
-    if af is not None and cf is not None and af - cf > tolerance:
+    if n < min_judged:
         return False, (
-            f"worse on the frozen set: {cf:.4f} vs active {af:.4f} "
-            f"(drop {af - cf:.4f} > tolerance {tolerance:.4f})"
+            f"too few held-out tickets to judge the candidate: {n} < min_judged {min_judged}"
         )
-    if max_cell_drop is not None:
-        a_src = active["frozen"].get("sources") or {}
-        c_src = candidate["frozen"].get("sources") or {}
-        drops = [
-            (a_src[s][t] - c_src[s][t], s, t)
-            for s in a_src
-            if s in c_src and a_src[s].get("rows", 0) >= min_cell_rows
-            for t in a_src[s]
-            if t != "rows" and t in c_src[s]
-        ]
-        worst = max(drops, default=None)
-        if worst is not None and worst[0] > max_cell_drop:
-            d, s, t = worst
-            return False, (
-                f"worse on the frozen set's {s}/{t}: {c_src[s][t]:.4f} vs active "
-                f"{a_src[s][t]:.4f} (drop {d:.4f} > max_cell_drop {max_cell_drop:.4f})"
-            )
-    if cn - an <= min_gain:
+    gain, low = paired["gain"], paired["low"]
+    interval = (
+        f"gain {gain:+.4f} per ticket over {n} tickets ({paired['better']} better, "
+        f"{paired['worse']} worse), {paired['confidence']:.0%} lower bound {low:+.4f}"
+    )
+    if low <= min_gain:
         return False, (
-            f"not better on the newest labelled tickets: {cn:.4f} vs active {an:.4f} "
-            f"(gain {cn - an:+.4f}, needs > {min_gain:+.4f})"
+            f"not significantly better on the newest labelled tickets: {interval} "
+            f"(needs > {min_gain:+.4f})"
         )
-    frozen = "no frozen set" if af is None else f"frozen set {cf:.4f} vs {af:.4f}"
-    return True, f"better on the newest labelled tickets ({cn:.4f} vs {an:.4f}); {frozen}"
+    cf = candidate["frozen"].get("mean")
+    frozen = "no frozen set" if cf is None else f"frozen set {cf:.4f}"
+    return True, f"better on the newest labelled tickets: {interval}; {frozen}"
+
+
+def first_promoted(registry: Registry) -> str | None:
+    """The first version the registry ever made active (by promotion or import)."""
+    for event in registry.history():
+        if event.get("action") == "promote" and event.get("to"):
+            return str(event["to"])
+    return None
 
 
 # -- the run -------------------------------------------------------------------------
@@ -386,13 +504,17 @@ def retrain(
 
     # 6a. the active model's figures (cached per frozen set in its version.json)
     stage("evaluate", 0.15, f"scoring the active model {parent.name}")
-    cached = (parent.info.get("frozen_eval") or {}).get(sets.frozen_id)
+    active_probs = predict_probs(model, holdout, calibrated=True)
     active_metrics = {
-        "frozen": cached or score(model, sets.frozen, per_source=True),
-        "new_tickets": score(model, holdout, per_source=False),
+        "frozen": _frozen_figures(registry, parent.name, sets, model),
+        "new_tickets": score(model, holdout, per_source=False, probs=active_probs),
     }
-    if not cached:
-        registry.update_info(parent.name, frozen_eval={sets.frozen_id: active_metrics["frozen"]})
+    active_tickets = ticket_scores(model, active_probs, holdout)
+    first_name = first_promoted(registry)
+    first = None
+    if first_name is not None and first_name != parent.name and first_name in registry.names():
+        stage("evaluate", 0.17, f"scoring the first promoted version {first_name}")
+        first = {"version": first_name, "frozen": _frozen_figures(registry, first_name, sets)}
     t = lap("evaluate_active", t)
 
     # 5. the candidate
@@ -429,6 +551,7 @@ def retrain(
         bf16=bool(tc.get("bf16", False)),
         freeze_layers=int(tc.get("freeze_layers", 0)),
         rating_hide_fraction=float(tc.get("rating_hide_fraction", 0.3)),
+        class_balance=float(tc.get("class_balance", 0.0)),
     )
 
     def on_step(step: int, total: int) -> None:
@@ -463,15 +586,30 @@ def retrain(
 
     # 6b. the candidate's figures
     stage("evaluate", 0.86, "scoring the candidate")
+    cand_probs = predict_probs(model, holdout, calibrated=True)
     cand_metrics = {
         "frozen": score(model, sets.frozen, per_source=True),
-        "new_tickets": score(model, holdout, per_source=False),
+        "new_tickets": score(model, holdout, per_source=False, probs=cand_probs),
     }
+    paired = paired_gain(
+        active_tickets,
+        ticket_scores(model, cand_probs, holdout),
+        cfg.confidence,
+        cfg.bootstrap_resamples,
+        cfg.seed,
+    )
     t = lap("evaluate_candidate", t)
 
     # 7. the gate
     passed, reason = gate(
-        active_metrics, cand_metrics, cfg.tolerance, cfg.min_gain, cfg.max_cell_drop
+        active_metrics,
+        cand_metrics,
+        paired,
+        cfg.tolerance,
+        cfg.min_gain,
+        cfg.max_cell_drop,
+        cfg.min_judged,
+        first,
     )
     decision = ("promoted" if cfg.promote else "passed") if passed else "rejected"
     stage("gate", 0.92, f"{decision}: {reason}")
@@ -507,9 +645,12 @@ def retrain(
         "tolerance": cfg.tolerance,
         "max_cell_drop": cfg.max_cell_drop,
         "min_gain": cfg.min_gain,
+        "min_judged": cfg.min_judged,
+        "paired": paired,
         "candidate": cand_metrics,
         "active": active_metrics,
         "active_version": parent.name,
+        "first_promoted": first,
     }
     version = registry.add(
         staged,
@@ -537,10 +678,27 @@ def retrain(
         "reason": reason,
         "active": registry.active(),
         "metrics": {"candidate": cand_metrics, "active": active_metrics},
+        "paired": paired,
+        "first_promoted": first,
         "audit": audit,
         "data_summary": data_summary,
         "timings": timings,
     }
+
+
+def _frozen_figures(
+    registry: Registry, version: str, sets: EvalSets, model: CarelensModel | None = None
+) -> dict[str, Any]:
+    """A version's figures on the frozen set: cached in its ``version.json`` per frozen
+    set, else scored now (loading the version unless ``model`` is it) and cached."""
+    cached = (registry.get(version).info.get("frozen_eval") or {}).get(sets.frozen_id)
+    if cached:
+        return cached
+    model = model or CarelensModel.from_pretrained(registry.path_of(version))
+    figures = score(model, sets.frozen, per_source=True)
+    frozen_eval = dict(registry.get(version).info.get("frozen_eval") or {})
+    registry.update_info(version, frozen_eval={**frozen_eval, sets.frozen_id: figures})
+    return figures
 
 
 def _frozen_set(

@@ -50,7 +50,13 @@ class RetrainIn(BaseModel):
     )
     tolerance: float | None = Field(None, ge=0, le=1, description="Allowed drop on the frozen set.")
     min_gain: float | None = Field(
-        None, ge=-1, le=1, description="Required gain on the new tickets."
+        None, ge=-1, le=1, description="Required gain (its lower bound) on the new tickets."
+    )
+    min_judged: int | None = Field(
+        None, ge=1, description="Fewest held-out tickets the gate judges a candidate on."
+    )
+    confidence: float | None = Field(
+        None, gt=0.5, lt=1, description="One-sided confidence of the required gain."
     )
     max_cell_drop: float | None = Field(
         None, ge=0, le=1, description="Allowed drop of any one frozen (source, task) cell."

@@ -26,6 +26,7 @@ FAST = dict(
     tolerance=1.0,
     min_labelled=20,
     min_holdout=10,
+    min_judged=10,
 )
 
 
@@ -133,7 +134,7 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
         done = _finish(desk, desk.admin.retrain(**{**FAST, "min_gain": 1.0}))
         assert done["status"] == "succeeded", done["log_tail"]
         assert done["result"]["decision"] == "rejected"
-        assert "not better on the newest labelled tickets" in done["result"]["reason"]
+        assert "not significantly better on the newest labelled tickets" in done["result"]["reason"]
         assert reg.active() == "v0002" and desk.admin.models()["serving"] == "v0002"
         assert desk.admin.model("v0003")["status"] == "rejected"
         assert [j["id"] for j in desk.admin.jobs()][0] == done["id"]

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from model.registry import Registry
 from model.taxonomy import Taxonomy
+from tests.conftest import tiny_model
 from tests.training.tickets import write_tickets
 from training.audit import audit_labels, exclude_flagged
+from training.data import Example
 from training.retrain import RetrainConfig, RetrainError, read_tickets, retrain
 
 # a tiny random model learns fast with large steps; the gate is what is tested
@@ -23,6 +26,7 @@ FAST = dict(
     ngram_learning_rate=5e-2,
     min_labelled=20,
     min_holdout=10,
+    min_judged=10,
     tolerance=1.0,
     audit_folds=3,
 )
@@ -64,7 +68,10 @@ def test_retrain_gate_promotes_then_refuses(tiny_model_dir, tmp_path):
     v2 = reg.get("v0002")
     assert v2.info["parent"] == "v0001" and v2.info["status"] == "promoted"
     assert v2.info["gate"]["decision"] == "promoted"
-    assert set(v2.info["gate"]) >= {"candidate", "active", "reason", "tolerance"}
+    assert set(v2.info["gate"]) >= {"candidate", "active", "reason", "tolerance", "paired"}
+    paired = out["paired"]
+    assert paired["tickets"] == 12 and paired["low"] > 0.0  # significant, and reported
+    assert "lower bound" in out["reason"]
     summary = v2.info["data_summary"]
     assert summary["tickets"]["rows"] == 60
     assert summary["tickets"]["labelled_at"]["first"].startswith("2026-11-01T00:00")
@@ -78,7 +85,7 @@ def test_retrain_gate_promotes_then_refuses(tiny_model_dir, tmp_path):
     out2 = retrain(labels, reg, RetrainConfig(**{**FAST, "min_gain": 1.0}), show_bars=False)
     assert out2["version"] == "v0003" and out2["parent"] == "v0002"
     assert out2["decision"] == "rejected"
-    assert "not better on the newest labelled tickets" in out2["reason"]
+    assert "not significantly better on the newest labelled tickets" in out2["reason"]
     assert reg.active() == "v0002"
     assert reg.get("v0003").info["status"] == "rejected"
     assert reg.frozen_eval_file.read_text() == frozen  # frozen: chosen once
@@ -125,24 +132,84 @@ def test_retrain_cli(tiny_model_dir, tmp_path):
 def test_gate_refuses_a_hidden_regression_in_one_frozen_cell():
     from training.retrain import gate
 
-    def figures(frozen_cells, new):
+    def figures(frozen_cells):
         cells = [v for s in frozen_cells.values() for k, v in s.items() if k != "rows"]
-        return {
-            "frozen": {"mean": sum(cells) / len(cells), "sources": frozen_cells},
-            "new_tickets": {"mean": new},
-        }
+        return {"frozen": {"mean": sum(cells) / len(cells), "sources": frozen_cells}}
 
-    active = figures({"a": {"rows": 100, "x": 0.80, "y": 0.90}, "b": {"rows": 100, "x": 0.9}}, 0.6)
-    cand = figures({"a": {"rows": 100, "x": 0.72, "y": 0.95}, "b": {"rows": 100, "x": 0.93}}, 0.7)
-    assert gate(active, cand, tolerance=0.01, min_gain=0.0)[0] is True  # the mean hides it
-    ok, why = gate(active, cand, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)
+    gain = {"tickets": 50, "gain": 0.1, "low": 0.05, "high": 0.15, "confidence": 0.95}
+    gain |= {"better": 10, "worse": 5}
+    active = figures({"a": {"rows": 100, "x": 0.80, "y": 0.90}, "b": {"rows": 100, "x": 0.9}})
+    cand = figures({"a": {"rows": 100, "x": 0.72, "y": 0.95}, "b": {"rows": 100, "x": 0.93}})
+    assert gate(active, cand, gain, tolerance=0.01, min_gain=0.0)[0] is True  # the mean hides it
+    ok, why = gate(active, cand, gain, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)
     assert not ok and "a/x" in why and "max_cell_drop" in why
     # small cells are too noisy to veto
     active["frozen"]["sources"]["a"]["rows"] = cand["frozen"]["sources"]["a"]["rows"] = 20
-    assert gate(active, cand, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)[0] is True
-    worse = figures({"a": {"rows": 100, "x": 0.6, "y": 0.6}, "b": {"rows": 100, "x": 0.6}}, 0.9)
-    ok, why = gate(active, worse, tolerance=0.01, min_gain=0.0)
+    assert gate(active, cand, gain, tolerance=0.01, min_gain=0.0, max_cell_drop=0.05)[0] is True
+    worse = figures({"a": {"rows": 100, "x": 0.6, "y": 0.6}, "b": {"rows": 100, "x": 0.6}})
+    ok, why = gate(active, worse, gain, tolerance=0.01, min_gain=0.0)
     assert not ok and why.startswith("worse on the frozen set")
+
+
+def test_gate_needs_a_significant_gain_on_enough_tickets():
+    from training.retrain import gate, paired_gain
+
+    same = {"frozen": {"mean": 0.8, "sources": {}}}
+    active = np.array([1.0, 0.0] * 30)
+    # 60 tickets, the candidate right on 3 more and wrong on 1: a gain the interval cannot tell from noise
+    noisy = active.copy()
+    noisy[[1, 3, 5]] = 1.0
+    noisy[[0]] = 0.0
+    small = paired_gain(active, noisy)
+    assert small["gain"] > 0 and small["low"] <= 0.0
+    ok, why = gate(same, same, small, tolerance=0.01, min_gain=0.0)
+    assert not ok and "not significantly better" in why and "lower bound" in why
+    # right on every ticket the active model missed: significant
+    clear = paired_gain(active, np.ones(60))
+    assert clear["low"] > 0.3 and clear["better"] == 30 and clear["worse"] == 0
+    assert gate(same, same, clear, tolerance=0.01, min_gain=0.0)[0] is True
+    # the same gain on too few tickets is not judged
+    few = paired_gain(active[:10], np.ones(10))
+    ok, why = gate(same, same, few, tolerance=0.01, min_gain=0.0, min_judged=30)
+    assert not ok and "too few held-out tickets" in why and "10 < min_judged 30" in why
+
+
+def test_gate_compares_the_frozen_set_with_the_first_promoted_version():
+    """Small steps down, each within tolerance of the active model, add up: the gate
+    also holds the candidate to the first version ever promoted."""
+    from training.retrain import gate
+
+    gain = {"tickets": 50, "gain": 0.1, "low": 0.05, "high": 0.15, "confidence": 0.95}
+    gain |= {"better": 10, "worse": 5}
+    first = {"version": "v0001", "frozen": {"mean": 0.85}}
+    active = {"frozen": {"mean": 0.845}}
+    cand = {"frozen": {"mean": 0.838}}  # 0.007 below active, 0.012 below the first
+    assert gate(active, cand, gain, tolerance=0.01, min_gain=0.0)[0] is True
+    ok, why = gate(active, cand, gain, tolerance=0.01, min_gain=0.0, first=first)
+    assert not ok and "the first promoted version v0001" in why
+
+
+def test_paired_ticket_scores():
+    from training.retrain import ticket_scores
+
+    model = tiny_model()
+    tax = model.taxonomy
+    rows = [
+        Example("a", {"issue_type": ["praise"], "sentiment": ["positive"], "urgency": ["low"]}),
+        Example("b", {"issue_type": [], "sentiment": ["negative"]}),
+        Example("c", {}),
+    ]
+    probs = {t.name: np.zeros((3, t.num_labels)) for t in tax}
+    probs["issue_type"][0, tax["issue_type"].label2id["praise"]] = 0.9
+    probs["issue_type"][0, tax["issue_type"].label2id["shipping_delivery"]] = 0.9
+    probs["sentiment"][:, tax["sentiment"].label2id["positive"]] = 1.0
+    probs["urgency"][:, tax["urgency"].label2id["low"]] = 1.0
+    got = ticket_scores(model, probs, rows)
+    # row a: issue Jaccard 1/2, sentiment right, urgency right; row b: issue (both
+    # empty) right, sentiment wrong; row c: labelled for nothing
+    assert got[0] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert got[1] == pytest.approx(0.5)
+    assert np.isnan(got[2])
 
 
 @pytest.mark.slow
