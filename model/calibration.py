@@ -83,7 +83,7 @@ def best_f1_thresholds(
 ) -> dict[str, float]:
     """Per label, the decision threshold maximising F1 on labelled rows (0.5 if the
     label never occurs in the validation data)."""
-    grid = grid if grid is not None else np.round(np.arange(0.1, 0.91, 0.05), 2)
+    grid = grid if grid is not None else np.round(np.arange(0.05, 0.96, 0.025), 3)
     mask = (target >= 0).all(1)
     p, t = probs[mask], target[mask] > 0.5
     out = {}

@@ -230,7 +230,14 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
                 "no rows left out of fine-tuning (set max_rows): the sparse path is fitted "
                 "on the fine-tuning rows themselves, so the encoder learns little on top of it"
             )
-        sparse = fit_sparse(model, rest or unique_train, cfg.sparse_c, progress, cfg.class_balance)
+        sparse = fit_sparse(
+            model,
+            rest or unique_train,
+            cfg.sparse_c,
+            progress,
+            cfg.class_balance,
+            cfg.label_balance,
+        )
         pre_history.append({"sparse_fit": sparse})
     if cfg.ngram_pretrain_epochs:
         # rows the fine-tuning will not see, so the encoder learns what the n-grams miss
@@ -239,7 +246,9 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         pre_history += pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
     result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
     if cfg.sparse and cfg.sparse_refit and rest:
-        sparse = fit_sparse(model, unique_train + rest, cfg.sparse_c, progress, cfg.class_balance)
+        sparse = fit_sparse(
+            model, unique_train + rest, cfg.sparse_c, progress, cfg.class_balance, cfg.label_balance
+        )
         result["history"].append({"sparse_refit": sparse})
     val_logits = calibrate_model(model, val_rows, cfg.target_precision)
     # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds

@@ -552,6 +552,7 @@ def retrain(
         freeze_layers=int(tc.get("freeze_layers", 0)),
         rating_hide_fraction=float(tc.get("rating_hide_fraction", 0.3)),
         class_balance=float(tc.get("class_balance", 0.0)),
+        label_balance=float(tc.get("label_balance", 0.0)),
     )
 
     def on_step(step: int, total: int) -> None:

@@ -49,11 +49,12 @@ def fit_sparse(
     c: float = 4.0,
     progress: bool = True,
     class_balance: float = 0.0,
+    label_balance: float = 0.0,
 ) -> dict[str, Any]:
     """Fit the sparse path on ``examples`` (in place); returns a summary.
 
-    ``class_balance`` weighs the classes as the fine-tuning loss does
-    (``model.classifier.class_weights``)."""
+    ``class_balance`` (single-label tasks) and ``label_balance`` (multi-label tasks)
+    weigh the classes as the fine-tuning loss does (``model.classifier.class_weights``)."""
     from sklearn.linear_model import LogisticRegression
 
     clf = model.classifier
@@ -85,7 +86,7 @@ def fit_sparse(
             if len(set(target.tolist())) < 2:
                 continue
             rows = y[name][torch.from_numpy(mask)]
-            w = class_weights(task_of[name], rows[:, j : j + 1], class_balance)
+            w = class_weights(task_of[name], rows[:, j : j + 1], label_balance)
             balance = None if w is None else {0: 1.0, 1: float(w[0])}
             lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance)
             lr.fit(x[mask], target)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from model.classifier import class_weights, task_probs
 from model.ngrams import batch_ngram_ids
 from model.pretrained import CarelensModel
+from model.taxonomy import Task
 from training.data import Example, targets
 from training.evaluate import headline, task_metrics
 
@@ -119,19 +120,24 @@ class TrainConfig(DictConfig):
     # keep the embeddings and this many of the lowest encoder layers as pretrained
     # (0: fine-tune every layer): the backward pass stops above them
     freeze_layers: int = 0
-    # weigh the loss by class so rare labels count: single-label tasks weigh each class
-    # by (rows / (classes x its rows)) ** class_balance, multi-label tasks each label's
-    # positives by (negatives / positives) ** class_balance; 0 weighs every row alike,
-    # 1 balances fully (model.classifier.class_weights); the sparse path likewise
+    # weigh the loss by class so rare labels count (model.classifier.class_weights; the
+    # sparse path likewise): single-label tasks weigh each class by
+    # (rows / (classes x its rows)) ** class_balance; multi-label tasks each label's
+    # positives by (negatives / positives) ** label_balance. 0 weighs every row alike,
+    # 1 balances fully. Multi-label tasks also get per-label thresholds tuned on the dev
+    # rows, which balance precision and recall without inflating the probabilities.
     class_balance: float = 0.0
+    label_balance: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.class_balance <= 1.0:
-            raise ValueError(f"class_balance must be between 0 and 1, got {self.class_balance}")
-        for name in ("val_fraction", "dev_fraction"):
+        for name in ("class_balance", "label_balance", "val_fraction", "dev_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+    def balance(self, task: Task) -> float:
+        """The class-balance power for ``task``: label_balance for multi-label tasks."""
+        return self.label_balance if task.kind == "multilabel" else self.class_balance
 
 
 def set_seed(seed: int) -> None:
@@ -313,7 +319,7 @@ def train(
     freeze_lower_layers(clf.encoder, cfg.freeze_layers)
     all_targets = targets(train_examples, model.taxonomy)
     weights = {
-        t.name: class_weights(t, all_targets[t.name], cfg.class_balance) for t in model.taxonomy
+        t.name: class_weights(t, all_targets[t.name], cfg.balance(t)) for t in model.taxonomy
     }
     clf.class_weight = {name: w for name, w in weights.items() if w is not None}
     opt = _optimizer(model, cfg)

@@ -225,7 +225,7 @@ def test_class_balance_raises_the_rare_class():
 
     def rare_prob(balance: float) -> float:
         model = tiny_model(ngram=False, sparse=True)
-        fit_sparse(model, rows, progress=False, class_balance=balance)
+        fit_sparse(model, rows, progress=False, label_balance=balance)
         batch = model.encode(texts)
         with torch.no_grad():
             probs = model.classifier.sparse_task_probs(batch.sparse_ids, batch.sparse_tf)
