@@ -6,10 +6,18 @@ macro-F1, subset accuracy and per-label figures. For every task the expected
 calibration error (15 equal-width bins of the decision confidence; per-label
 probabilities for multi-label tasks) and coverage / accuracy at the model's review
 threshold. Tasks a source does not label are skipped.
+
+A public source whose labels cover only part of a single-label task (the Chinese review
+sets are positive/negative, without neutral) is scored within its label space, for the
+model and the floor alike: the prediction is the most probable label the source can
+have (``within_label_space``). The floor, trained on those rows, never predicts outside
+it; the model, trained for the whole taxonomy, would otherwise be marked wrong for every
+neutral it gives to a mildly positive hotel review.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +31,7 @@ from model.predictor import Predictor, rated_text
 from model.pretrained import comparison_table
 from model.taxonomy import Task, Taxonomy
 from training.data import Example, example_rating, targets
+from training.sources import SourceMapping, available_sources
 
 N_BINS = 15
 
@@ -161,6 +170,39 @@ def _by_source(examples: list[Example]) -> list[tuple[str, list[int]]]:
     return sorted(by_source.items())
 
 
+@functools.cache
+def _source_spaces(source: str) -> dict[str, frozenset[str]]:
+    path = available_sources().get(source)
+    if path is None:
+        return {}
+    mapping = SourceMapping.load(path)
+    spaces = {name: mapping.label_space(name) for name in mapping.tasks}
+    return {name: frozenset(space) for name, space in spaces.items() if space}
+
+
+def within_label_space(
+    taxonomy: Taxonomy, source: str, probs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``probs`` of one public source's rows with each single-label task restricted to
+    the labels the source can have (renormalised); other sources and tasks unchanged."""
+    spaces = _source_spaces(source)
+    out = dict(probs)
+    for task in taxonomy:
+        space = spaces.get(task.name)
+        if task.kind == "multilabel" or not space or len(space) >= task.num_labels:
+            continue
+        keep = np.array([name in space for name in task.label_names])
+        p = np.where(keep, probs[task.name], 0.0)
+        out[task.name] = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+    return out
+
+
+def _cell_probs(
+    taxonomy: Taxonomy, source: str, probs: dict[str, np.ndarray], idx: list[int]
+) -> dict[str, np.ndarray]:
+    return within_label_space(taxonomy, source, {k: v[idx] for k, v in probs.items()})
+
+
 def score_sets(
     taxonomy: Taxonomy,
     thresholds: dict[str, Any],
@@ -172,10 +214,11 @@ def score_sets(
     for source, idx in _by_source(examples):
         rows = [examples[i] for i in idx]
         y = targets(rows, taxonomy)
+        cell = _cell_probs(taxonomy, source, probs, idx)
         out[source] = {}
         for task in taxonomy:
             m = task_metrics(
-                task, probs[task.name][idx], y[task.name].numpy(), thresholds.get(task.name, {})
+                task, cell[task.name], y[task.name].numpy(), thresholds.get(task.name, {})
             )
             if m is not None:
                 out[source][task.name] = m
@@ -199,15 +242,16 @@ def paired_counts(
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for source, idx in _by_source(examples):
         y = targets([examples[i] for i in idx], taxonomy)
+        cell, base_cell = (_cell_probs(taxonomy, source, p, idx) for p in (probs, base_probs))
         for task in taxonomy:
             target = y[task.name].numpy()
             lt = thresholds.get(task.name, {}).get("label_thresholds", {})
             th = np.array([lt.get(n, 0.5) for n in task.label_names])
-            _, ours = confidence_and_correct(task, probs[task.name][idx], target, th)
+            _, ours = confidence_and_correct(task, cell[task.name], target, th)
             if not len(ours):
                 continue
             floor_th = np.full(task.num_labels, 0.5)
-            _, floor = confidence_and_correct(task, base_probs[task.name][idx], target, floor_th)
+            _, floor = confidence_and_correct(task, base_cell[task.name], target, floor_th)
             model_only, floor_only = int((ours & ~floor).sum()), int((floor & ~ours).sum())
             discordant = model_only + floor_only
             out.setdefault(source, {})[task.name] = {
@@ -451,7 +495,9 @@ def render_report(taxonomy: Taxonomy, report: dict[str, Any], plots: dict[str, l
         "",
         "+/− rows: rows only the model / only the floor gets right on the same rows (the "
         "exact label set for multi-label tasks); p: the exact McNemar p-value of that "
-        "split (small: the gap is unlikely to be chance).",
+        "split (small: the gap is unlikely to be chance). A public source whose labels "
+        "cover part of a task (positive/negative, no neutral) is scored within them, for "
+        "both.",
         "",
         *comparison_table(rows),
         "",

@@ -124,6 +124,22 @@ class SourceMapping:
                                 f"(allowed: {', '.join(task.label_names)})"
                             )
 
+    def label_space(self, task_name: str) -> set[str] | None:
+        """The labels of ``task_name`` this source's rules can give (a positive/negative
+        source has no neutral), or None where a phrase rule may give any label."""
+        space: set[str] = set()
+        for rule in self.tasks.get(task_name) or []:
+            if "weak" in rule:
+                return None
+            outputs = (
+                [rule["labels"]] if "labels" in rule else list((rule.get("map") or {}).values())
+            )
+            if "default" in rule:
+                outputs.append(rule["default"])
+            for out in outputs:
+                space.update(_as_labels(out) or [])
+        return space or None
+
 
 def available_sources() -> dict[str, Path]:
     return {p.stem: p for p in sorted(MAPPINGS_DIR.glob("*.yaml"))}

@@ -14,6 +14,7 @@ from training.evaluate import (
     evaluate,
     expected_calibration_error,
     paired_counts,
+    score_sets,
     task_metrics,
 )
 
@@ -87,6 +88,29 @@ def test_paired_counts_split_the_discordant_rows():
     u = out["b"]["urgency"]
     assert (u["model_only"], u["floor_only"], u["p_value"]) == (1, 1, 1.0)
     assert "issue_type" not in out["b"]  # no row labelled for it
+
+
+def test_binary_source_scored_within_its_label_space():
+    # a positive/negative source: a neutral answer counts as the likelier of the two;
+    # a source with neutral among its labels, and the corpus's rows, are scored as given
+    sent = TAX["sentiment"].label_names
+    probs = np.array([[0.1, 0.6, 0.3], [0.2, 0.7, 0.1]], dtype=np.float32)
+    gold = ["positive", "negative"]
+    assert sent == ["negative", "neutral", "positive"]
+
+    def accuracy(source: str) -> float:
+        rows = [
+            Example(text=f"t{i}", labels={"sentiment": [g]}, meta={"source": source})
+            for i, g in enumerate(gold)
+        ]
+        tax_len = {t.name: t.num_labels for t in TAX}
+        p = {n: np.zeros((2, k), dtype=np.float32) for n, k in tax_len.items()}
+        p["sentiment"] = probs
+        return score_sets(TAX, {}, p, rows)[source]["sentiment"]["accuracy"]
+
+    assert accuracy("chinese_waimai") == 1.0
+    assert accuracy("twitter_airline") == 0.0
+    assert accuracy("corpus/chinese_waimai") == 0.0
 
 
 def test_baseline_learns_a_separable_task():
