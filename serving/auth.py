@@ -4,6 +4,11 @@ logged.
 
 Roles: ``service`` (ingest, classify), ``agent`` (queues, tickets, reviews, labels),
 ``admin`` (keys, models, config; may also do everything the others can).
+
+A key's id is the caller's identity: claims, ticket history, labels, campaign runs and
+the other records of who did what keep it next to the key's name, and whose claim a
+ticket is is decided by the id. The name is for display; it is unique among the
+active keys of a role (``DuplicateKeyName``; a revoked key's name is free again).
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from serving.store import ROLES, ApiKey, utcnow
 KEY_PREFIX = "clk_"
 
 
+class DuplicateKeyName(ValueError):
+    """An active key of the role already has the name (HTTP 409)."""
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: int
@@ -28,7 +37,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How this caller appears in ticket history and labels."""
+        """How this caller is shown in ticket history and labels (``key_id`` is who)."""
         return self.name
 
 
@@ -48,17 +57,33 @@ def create_key(
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not name or not name.strip():
         raise ValueError("a key needs a name")
+    name = name.strip()
+    taken = session.scalar(
+        select(ApiKey.id).where(
+            ApiKey.name == name, ApiKey.role == role, ApiKey.revoked_at.is_(None)
+        )
+    )
+    if taken is not None:
+        raise DuplicateKeyName(
+            f"an active {role} key is already named {name!r} (key {taken}): choose another "
+            f"name, or revoke key {taken} first to give its name to a new key"
+        )
     key = key or new_key()
-    row = ApiKey(name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[:8])
+    row = ApiKey(name=name, role=role, key_hash=hash_key(key), prefix=key[:8])
     session.add(row)
-    session.flush()
+    session.flush()  # the unique index refuses a concurrent twin (IntegrityError)
     return row, key
 
 
 def ensure_key(session: Session, name: str, role: str, key: str) -> None:
-    """Create ``key`` unless a key with the same hash exists (bootstrap admin)."""
-    if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))) is None:
+    """Create ``key`` unless a key with the same hash exists (bootstrap admin). When
+    another active key has ``name``, the new one is named after its prefix as well."""
+    if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))) is not None:
+        return
+    try:
         create_key(session, name, role, key)
+    except DuplicateKeyName:  # raised before anything is written
+        create_key(session, f"{name} {key[:8]}", role, key)
 
 
 def authenticate(session: Session, key: str) -> Principal | None:

@@ -260,6 +260,7 @@ def record_consent(
     email: str | None = None,
     source: str | None = None,
     at: datetime | None = None,
+    actor_key_id: int | None = None,
 ) -> ConsentEvent:
     assert kind in ("consent", "opt_out")
     row = ConsentEvent(
@@ -268,6 +269,7 @@ def record_consent(
         email=email,
         source=source,
         actor=actor,
+        actor_key_id=actor_key_id,
         # an opt-out is in force from the moment it is recorded, never back-dated
         at=now if kind == "opt_out" else min(at or now, now),
     )
@@ -476,6 +478,7 @@ def run(
     now: datetime,
     cap_contacts: int,
     cap_days: int,
+    actor_key_id: int | None = None,
 ) -> CampaignRun:
     """Build the audience, store the run, one audit row per customer/order considered
     and (for review requests) the one-per-order marks; no commit."""
@@ -488,6 +491,7 @@ def run(
     run_row = CampaignRun(
         campaign_id=campaign.id,
         actor=actor,
+        actor_key_id=actor_key_id,
         at=now,
         considered=len(decisions),
         included=sum(d.included for d in decisions),
@@ -532,6 +536,7 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "subject": c.subject,
         "body": c.body,
         "created_by": c.created_by,
+        "created_by_key_id": c.created_by_key_id,
         "created_at": c.created_at,
     }
 
@@ -541,6 +546,7 @@ def run_view(r: CampaignRun) -> dict[str, Any]:
         "id": r.id,
         "campaign_id": r.campaign_id,
         "actor": r.actor,
+        "actor_key_id": r.actor_key_id,
         "at": r.at,
         "considered": r.considered,
         "included": r.included,

@@ -6,7 +6,10 @@ deadline. Percentiles: numpy's linear interpolation.
 
 Reopened = ``reopened`` events in the period (a follow-up from the customer reopened a
 resolved ticket, see ``serving.tickets.find_reopenable``), counted for the agent whose
-``resolved`` event came last before the reopen and for the ticket's queue."""
+``resolved`` event came last before the reopen and for the ticket's queue.
+
+An agent is a key (its id, shown with its name): two keys that carry the same name
+are two agents. Rows recorded without a key id count under the name alone."""
 
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ from serving.store import LabelCorrection, Ticket, TicketEvent
 from serving.tickets import is_breached, late_response_rates
 
 ACTIONS = ("replied", "resolved", "no_response_needed")
+
+Agent = tuple[int | None, str]  # (key id, name)
+
+
+def _agent(key_id: int | None, name: str | None) -> Agent | None:
+    return None if name is None else (key_id, name)
+
+
+def _order(agent: Agent) -> tuple[str, int]:
+    return agent[1], -1 if agent[0] is None else agent[0]
 
 
 def _hours(values: list[float], q: float) -> float | None:
@@ -68,7 +81,7 @@ def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Tick
     )
 
 
-def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[str | None, str]]:
+def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[Agent | None, str]]:
     """(resolving agent, queue) of every reopen in [since, until]."""
     rows = session.scalars(
         select(Ticket)
@@ -90,38 +103,42 @@ def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[st
                 resolver = None
                 for r in t.events:
                     if r.kind == "resolved" and r.id < e.id:
-                        resolver = r.actor
+                        resolver = _agent(r.actor_key_id, r.actor)
                 out.append((resolver, t.queue))
     return out
 
 
 def agent_stats(session: Session, since: datetime, until: datetime, now: datetime) -> list[dict]:
     tickets = _tickets_in(session, since, until)
-    by_agent: dict[str, list[Ticket]] = {}
-    first_by: dict[int, str | None] = {}
+    by_agent: dict[Agent, list[Ticket]] = {}
+    first_by: dict[int, Agent | None] = {}
     for t in tickets:
-        actors = {e.actor for e in t.events if e.kind in ACTIONS and since <= e.at <= until}
+        actors = {
+            _agent(e.actor_key_id, e.actor)
+            for e in t.events
+            if e.kind in ACTIONS and since <= e.at <= until
+        }
         for actor in actors - {None}:
             by_agent.setdefault(actor, []).append(t)
         first = next((e for e in t.events if e.kind == "replied"), None)
-        first_by[t.id] = first.actor if first else None
-    corrections: dict[str, int] = {}
-    for (actor,) in session.execute(
-        select(LabelCorrection.actor).where(
+        first_by[t.id] = _agent(first.actor_key_id, first.actor) if first else None
+    corrections: dict[Agent, int] = {}
+    for key_id, name in session.execute(
+        select(LabelCorrection.actor_key_id, LabelCorrection.actor).where(
             LabelCorrection.created_at >= since, LabelCorrection.created_at <= until
         )
     ):
-        corrections[actor] = corrections.get(actor, 0) + 1
-    reopened: dict[str, int] = {}
+        corrections[(key_id, name)] = corrections.get((key_id, name), 0) + 1
+    reopened: dict[Agent, int] = {}
     for agent, _queue in reopens(session, since, until):
         if agent is not None:
             reopened[agent] = reopened.get(agent, 0) + 1
     out = []
-    for agent in sorted(set(by_agent) | set(corrections) | set(reopened)):
+    for agent in sorted(set(by_agent) | set(corrections) | set(reopened), key=_order):
         mine = by_agent.get(agent, [])
         # response times count for the agent who sent the first reply
         answered = [t for t in mine if first_by.get(t.id) == agent or t.first_response_at is None]
-        row = {"agent": agent, **_summary(answered, now)}
+        row = {"agent": agent[1], "key_id": agent[0], **_summary(answered, now)}
         row["tickets_handled"] = len(mine)
         row["labels_corrected"] = corrections.get(agent, 0)
         row["reopened"] = reopened.get(agent, 0)

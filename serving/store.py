@@ -56,7 +56,21 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
+    """An API key. Its id is the caller's identity: every row that records who did
+    something keeps the key id next to the name (the name is for display). A name is
+    unique among the active keys of a role (migration 0004)."""
+
     __tablename__ = "api_keys"
+    __table_args__ = (
+        Index(
+            "ux_api_keys_active_name_role",
+            "name",
+            "role",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+            sqlite_where=text("revoked_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -86,6 +100,7 @@ class Message(Base):
     # review management (channel == "review")
     handled_at: Mapped[datetime | None] = mapped_column(default=None)
     handled_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    handled_by_key_id: Mapped[int | None] = mapped_column(default=None)
     handled_note: Mapped[str | None] = mapped_column(Text, default=None)
 
     prediction: Mapped[Prediction] = relationship(back_populates="message", uselist=False)
@@ -138,6 +153,8 @@ class Ticket(Base):
     first_response_at: Mapped[datetime | None] = mapped_column(default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    # who holds the claim: the key id decides, the name is for display
+    claimed_by_key_id: Mapped[int | None] = mapped_column(default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -157,6 +174,7 @@ class TicketEvent(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str | None] = mapped_column(String(200), default=None)
+    actor_key_id: Mapped[int | None] = mapped_column(default=None)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     note: Mapped[str | None] = mapped_column(Text, default=None)
 
@@ -172,6 +190,7 @@ class LabelCorrection(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     labels: Mapped[dict[str, Any]] = mapped_column()
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -193,6 +212,7 @@ class ReplyTemplate(Base):
     fallbacks: Mapped[dict[str, Any]] = mapped_column(default=dict)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_by: Mapped[str] = mapped_column(String(200))
+    updated_by_key_id: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -209,6 +229,7 @@ class ConsentEvent(Base):
     email: Mapped[str | None] = mapped_column(String(320), default=None)
     source: Mapped[str | None] = mapped_column(String(200), default=None)
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(default=None)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -238,6 +259,7 @@ class Campaign(Base):
     subject: Mapped[str | None] = mapped_column(String(300), default=None)
     body: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
+    created_by_key_id: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -247,6 +269,7 @@ class CampaignRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(default=None)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     considered: Mapped[int] = mapped_column(Integer, default=0)
     included: Mapped[int] = mapped_column(Integer, default=0)

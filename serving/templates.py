@@ -58,6 +58,7 @@ class Template:
     fallbacks: dict[str, str] = field(default_factory=dict)
     source: str = "file"  # file | store (an admin's, possibly overriding a file default)
     updated_by: str | None = None
+    updated_by_key_id: int | None = None
     updated_at: datetime | None = None
 
     @property
@@ -80,6 +81,7 @@ class Template:
             "required": self.required,
             "source": self.source,
             "updated_by": self.updated_by,
+            "updated_by_key_id": self.updated_by_key_id,
             "updated_at": self.updated_at,
         }
 
@@ -247,6 +249,7 @@ def effective_templates(session: Session, directory: Path | str) -> dict[str, Te
             fallbacks=dict(row.fallbacks or {}),
             source="store",
             updated_by=row.updated_by,
+            updated_by_key_id=row.updated_by_key_id,
             updated_at=row.updated_at,
         )
     return dict(sorted(templates.items()))
@@ -257,6 +260,7 @@ def save_template(
     template: Template,
     actor: str,
     now: datetime,
+    actor_key_id: int | None = None,
 ) -> Template:
     """Insert or replace the store's row of ``template.name`` (no commit)."""
     row = session.scalar(select(ReplyTemplate).where(ReplyTemplate.name == template.name))
@@ -265,15 +269,26 @@ def save_template(
         session.add(row)
     row.issue_type, row.lang, row.title = template.issue_type, template.lang, template.title
     row.body, row.fallbacks, row.deleted = template.body, dict(template.fallbacks), False
-    row.updated_by, row.updated_at = actor, now
+    row.updated_by, row.updated_by_key_id, row.updated_at = actor, actor_key_id, now
     session.flush()
     return Template(
-        **{**template.__dict__, "source": "store", "updated_by": actor, "updated_at": now}
+        **{
+            **template.__dict__,
+            "source": "store",
+            "updated_by": actor,
+            "updated_by_key_id": actor_key_id,
+            "updated_at": now,
+        }
     )
 
 
 def delete_template(
-    session: Session, name: str, directory: Path | str, actor: str, now: datetime
+    session: Session,
+    name: str,
+    directory: Path | str,
+    actor: str,
+    now: datetime,
+    actor_key_id: int | None = None,
 ) -> bool:
     """Remove an admin's template; a file default is hidden by a tombstone row.
     False when no such template is in force."""
@@ -284,7 +299,8 @@ def delete_template(
         if row is None:
             row = ReplyTemplate(name=name, created_at=now, updated_by=actor)
             session.add(row)
-        row.deleted, row.body, row.updated_by, row.updated_at = True, None, actor, now
+        row.deleted, row.body, row.updated_at = True, None, now
+        row.updated_by, row.updated_by_key_id = actor, actor_key_id
     elif row is not None:
         session.delete(row)
     session.flush()

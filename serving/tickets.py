@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     String,
     and_,
     bindparam,
@@ -261,6 +262,7 @@ def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
         "first_response_at": ticket.first_response_at,
         "resolved_at": ticket.resolved_at,
         "claimed_by": ticket.claimed_by if held else None,
+        "claimed_by_key_id": ticket.claimed_by_key_id if held else None,
         "lease_expires_at": ticket.lease_expires_at if held else None,
         "created_at": ticket.created_at,
         "message": message_view(msg) if msg is not None else None,
@@ -353,8 +355,25 @@ def late_response_rates(
 # -- changing ---------------------------------------------------------------------
 
 
-def _event(session: Session, ticket: Ticket, kind: str, actor: str | None, now, note=None) -> None:
-    session.add(TicketEvent(ticket_id=ticket.id, kind=kind, actor=actor, at=now, note=note))
+def _event(
+    session: Session,
+    ticket: Ticket,
+    kind: str,
+    actor: str | None,
+    now,
+    note=None,
+    actor_key_id: int | None = None,
+) -> None:
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,
+            kind=kind,
+            actor=actor,
+            actor_key_id=actor_key_id,
+            at=now,
+            note=note,
+        )
+    )
     ticket.updated_at = now
 
 
@@ -365,10 +384,12 @@ def claim_next(
     now: datetime,
     lease_seconds: int,
     skip_locked: bool,
+    actor_key_id: int | None = None,
 ) -> Ticket | None:
-    """The highest-priority claimable ticket of ``queue``, leased to ``actor``, with a
-    ``claimed`` event, preceded by a ``lease_expired`` event naming the previous holder
-    when the ticket's lease had run out.
+    """The highest-priority claimable ticket of ``queue``, leased to ``actor`` (the key
+    ``actor_key_id``: the holder's identity, see ``_check_holder``), with a ``claimed``
+    event, preceded by a ``lease_expired`` event naming the previous holder when the
+    ticket's lease had run out.
 
     PostgreSQL (``skip_locked``): one statement (``_claim_statement``) with ``FOR UPDATE
     SKIP LOCKED``, so concurrent claimers pass over each other's rows, that also loads the
@@ -390,6 +411,7 @@ def claim_next(
         params = {
             "claim_queue": queue,
             "claim_actor": actor,
+            "claim_actor_key_id": actor_key_id,
             "claim_now": now,
             "claim_until": now + timedelta(seconds=lease_seconds),
         }
@@ -406,11 +428,18 @@ def claim_next(
     if ticket is None:
         return None
     if ticket.state == "claimed":  # an expired lease
-        _event(session, ticket, "lease_expired", ticket.claimed_by, now)
+        _event(
+            session,
+            ticket,
+            "lease_expired",
+            ticket.claimed_by,
+            now,
+            actor_key_id=ticket.claimed_by_key_id,
+        )
     ticket.state = "claimed"
-    ticket.claimed_by = actor
+    ticket.claimed_by, ticket.claimed_by_key_id = actor, actor_key_id
     ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    _event(session, ticket, "claimed", actor, now)
+    _event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
     session.flush()
     return ticket
 
@@ -432,11 +461,13 @@ def _claim_statement():
     its state and holder as they were, so the events are the ORM path's: ``lease_expired``
     (actor: the previous holder) before ``claimed`` (actor: the new holder), both at
     ``now`` without a note. Built once with bound parameters (building it per call cost
-    more than running it): claim_queue, claim_actor, claim_now, claim_until."""
+    more than running it): claim_queue, claim_actor, claim_actor_key_id, claim_now,
+    claim_until."""
     now = bindparam("claim_now", type_=UTCDateTime)
     actor = bindparam("claim_actor", type_=String)
+    actor_key_id = bindparam("claim_actor_key_id", type_=Integer)
     picked = (
-        select(Ticket.id, Ticket.state, Ticket.claimed_by)
+        select(Ticket.id, Ticket.state, Ticket.claimed_by, Ticket.claimed_by_key_id)
         .where(Ticket.queue == bindparam("claim_queue", type_=String), _claimable(now))
         .order_by(Ticket.rank_at, Ticket.id)
         .limit(1)
@@ -444,17 +475,22 @@ def _claim_statement():
         .cte("picked")
     )
     rows = union_all(
-        select(picked.c.id, literal("lease_expired"), picked.c.claimed_by, now, literal(0)).where(
-            picked.c.state == "claimed"
-        ),
-        select(picked.c.id, literal("claimed"), actor, now, literal(1)),
+        select(
+            picked.c.id,
+            literal("lease_expired"),
+            picked.c.claimed_by,
+            picked.c.claimed_by_key_id,
+            now,
+            literal(0),
+        ).where(picked.c.state == "claimed"),
+        select(picked.c.id, literal("claimed"), actor, actor_key_id, now, literal(1)),
     ).subquery("rows")
     events = (
         insert(TicketEvent)
         .from_select(
-            ["ticket_id", "kind", "actor", "at"],
+            ["ticket_id", "kind", "actor", "actor_key_id", "at"],
             # ids are drawn in this order: lease_expired, then claimed
-            select(rows.c[0], rows.c[1], rows.c[2], rows.c[3]).order_by(rows.c[4]),
+            select(*(rows.c[i] for i in range(5))).order_by(rows.c[5]),
         )
         .cte("events")
     )
@@ -464,6 +500,7 @@ def _claim_statement():
         .values(
             state="claimed",
             claimed_by=actor,
+            claimed_by_key_id=actor_key_id,
             lease_expires_at=bindparam("claim_until", type_=UTCDateTime),
             updated_at=now,
         )
@@ -489,23 +526,53 @@ def get_ticket(session: Session, ticket_id: int, lock: bool = False) -> Ticket:
     return ticket
 
 
-def _check_holder(ticket: Ticket, actor: str, now: datetime, is_admin: bool) -> None:
+def holds(ticket: Ticket, actor: str, actor_key_id: int | None) -> bool:
+    """Whether the caller holds the ticket's claim. The key id decides: a caller with
+    a key (every API caller) holds only claims made with that same key, whatever the
+    names; a claim recorded without a key id (before key ids were kept, when the name
+    was ambiguous) is no API caller's. Calls without a key id (direct use of these
+    functions) match by name."""
+    if actor_key_id is not None or ticket.claimed_by_key_id is not None:
+        return ticket.claimed_by_key_id == actor_key_id
+    return ticket.claimed_by == actor
+
+
+def _holder(ticket: Ticket) -> str:
+    key = f" (key {ticket.claimed_by_key_id})" if ticket.claimed_by_key_id is not None else ""
+    return f"{ticket.claimed_by}{key}"
+
+
+def _check_holder(
+    ticket: Ticket, actor: str, now: datetime, is_admin: bool, actor_key_id: int | None = None
+) -> None:
     state = effective_state(ticket, now)
     if state in CLOSED_STATES:
         raise Conflict(f"ticket {ticket.id} is already {state}")
-    if state == "claimed" and ticket.claimed_by != actor and not is_admin:
+    if state == "claimed" and not holds(ticket, actor, actor_key_id) and not is_admin:
         raise Conflict(
-            f"ticket {ticket.id} is claimed by {ticket.claimed_by} until "
+            f"ticket {ticket.id} is claimed by {_holder(ticket)} until "
             f"{ticket.lease_expires_at.isoformat()}"
         )
 
 
-def release(session: Session, ticket: Ticket, actor: str, now: datetime, is_admin: bool) -> None:
+def _unclaim(ticket: Ticket, state: str) -> None:
+    ticket.state, ticket.lease_expires_at = state, None
+    ticket.claimed_by, ticket.claimed_by_key_id = None, None
+
+
+def release(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    is_admin: bool,
+    actor_key_id: int | None = None,
+) -> None:
     if effective_state(ticket, now) != "claimed":
         raise Conflict(f"ticket {ticket.id} is not claimed")
-    _check_holder(ticket, actor, now, is_admin)
-    ticket.state, ticket.claimed_by, ticket.lease_expires_at = "open", None, None
-    _event(session, ticket, "released", actor, now)
+    _check_holder(ticket, actor, now, is_admin, actor_key_id)
+    _unclaim(ticket, "open")
+    _event(session, ticket, "released", actor, now, actor_key_id=actor_key_id)
 
 
 def reply(
@@ -517,16 +584,17 @@ def reply(
     wait_for_customer: bool,
     is_admin: bool,
     lease_seconds: int,
+    actor_key_id: int | None = None,
 ) -> None:
-    _check_holder(ticket, actor, now, is_admin)
+    _check_holder(ticket, actor, now, is_admin, actor_key_id)
     if ticket.first_response_at is None:
         ticket.first_response_at = now
     if wait_for_customer:
-        ticket.state, ticket.claimed_by, ticket.lease_expires_at = "waiting_on_customer", None, None
+        _unclaim(ticket, "waiting_on_customer")
     else:
-        ticket.state, ticket.claimed_by = "claimed", actor
+        ticket.state, ticket.claimed_by, ticket.claimed_by_key_id = "claimed", actor, actor_key_id
         ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    _event(session, ticket, "replied", actor, now, note=text)
+    _event(session, ticket, "replied", actor, now, note=text, actor_key_id=actor_key_id)
 
 
 def close(
@@ -537,13 +605,14 @@ def close(
     state: str,
     note: str | None,
     is_admin: bool,
+    actor_key_id: int | None = None,
 ) -> None:
     """``resolved`` or ``no_response_needed`` (stops the SLA clock)."""
     assert state in CLOSED_STATES
-    _check_holder(ticket, actor, now, is_admin)
-    ticket.state, ticket.claimed_by, ticket.lease_expires_at = state, None, None
+    _check_holder(ticket, actor, now, is_admin, actor_key_id)
+    _unclaim(ticket, state)
     ticket.resolved_at = now
-    _event(session, ticket, state, actor, now, note=note)
+    _event(session, ticket, state, actor, now, note=note, actor_key_id=actor_key_id)
 
 
 def validate_labels(taxonomy: Taxonomy, labels: dict[str, Any]) -> dict[str, list[str]]:
@@ -574,12 +643,27 @@ def validate_labels(taxonomy: Taxonomy, labels: dict[str, Any]) -> dict[str, lis
 
 
 def correct_labels(
-    session: Session, ticket: Ticket, labels: dict[str, list[str]], actor: str, now: datetime
+    session: Session,
+    ticket: Ticket,
+    labels: dict[str, list[str]],
+    actor: str,
+    now: datetime,
+    actor_key_id: int | None = None,
 ) -> LabelCorrection:
-    row = LabelCorrection(ticket_id=ticket.id, labels=labels, actor=actor, created_at=now)
+    row = LabelCorrection(
+        ticket_id=ticket.id, labels=labels, actor=actor, actor_key_id=actor_key_id, created_at=now
+    )
     session.add(row)
     ticket.labels = {**ticket.labels, **labels}
-    _event(session, ticket, "labels_corrected", actor, now, note=json.dumps(labels))
+    _event(
+        session,
+        ticket,
+        "labels_corrected",
+        actor,
+        now,
+        note=json.dumps(labels),
+        actor_key_id=actor_key_id,
+    )
     session.flush()
     return row
 

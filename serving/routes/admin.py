@@ -8,8 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from serving.auth import Principal, create_key, revoke
+from serving.auth import DuplicateKeyName, Principal, create_key, revoke
 from serving.db import transaction
 from serving.deps import Services, admin_role, services
 from serving.errors import RetryReads
@@ -54,9 +55,17 @@ def _out(row: ApiKey) -> dict[str, Any]:
 def new_key(
     body: KeyIn, svc: Services = Depends(services), _: Principal = Depends(admin_role)
 ) -> NewKeyOut:
-    with transaction(svc.sessions) as s:
-        row, key = create_key(s, body.name, body.role)
-        return NewKeyOut(**_out(row), key=key)
+    """Create a key. Its name must be free among the active keys of its role (409)."""
+    try:
+        with transaction(svc.sessions) as s:
+            row, key = create_key(s, body.name, body.role)
+            return NewKeyOut(**_out(row), key=key)
+    except DuplicateKeyName as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    except IntegrityError as exc:  # a concurrent request took the name first
+        raise HTTPException(
+            409, detail=f"an active {body.role} key is already named {body.name!r}"
+        ) from exc
 
 
 @router.get("/v1/keys", response_model=list[KeyOut])

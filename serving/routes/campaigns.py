@@ -102,7 +102,14 @@ def _consent_out(session, customer_id: str) -> ConsentOut:
         email=state.email if state else None,
         since=state.since if state else None,
         events=[
-            {"kind": e.kind, "at": e.at, "source": e.source, "actor": e.actor, "email": e.email}
+            {
+                "kind": e.kind,
+                "at": e.at,
+                "source": e.source,
+                "actor": e.actor,
+                "actor_key_id": e.actor_key_id,
+                "email": e.email,
+            }
             for e in events
         ],
     )
@@ -143,6 +150,7 @@ def post_consent(
             email=body.email,
             source=body.source,
             at=as_utc(body.at) if body.at else None,
+            actor_key_id=who.key_id,
         )
         return _consent_out(s, customer_id)
 
@@ -157,7 +165,13 @@ def post_opt_out(
     """Record an opt-out; every later campaign run leaves the customer out."""
     with transaction(svc.sessions) as s:
         camp.record_consent(
-            s, customer_id, "opt_out", who.actor, svc.clock(), source=body.source if body else None
+            s,
+            customer_id,
+            "opt_out",
+            who.actor,
+            svc.clock(),
+            source=body.source if body else None,
+            actor_key_id=who.key_id,
         )
         return _consent_out(s, customer_id)
 
@@ -188,13 +202,15 @@ class CampaignOut(BaseModel):
     subject: str | None
     body: str
     created_by: str
+    created_by_key_id: int | None = Field(description="The id of the key that created it.")
     created_at: datetime
 
 
 class RunOut(BaseModel):
     id: int
     campaign_id: int
-    actor: str
+    actor: str = Field(description="The name of the key that ran it.")
+    actor_key_id: int | None = Field(description="The id of the key that ran it.")
     at: datetime
     considered: int
     included: int
@@ -244,6 +260,7 @@ def create_campaign(
             subject=body.subject,
             body=body.body,
             created_by=who.actor,
+            created_by_key_id=who.key_id,
             created_at=svc.clock(),
         )
         s.add(row)
@@ -286,6 +303,7 @@ def run_campaign(
                 now,
                 svc.settings.marketing_cap_contacts,
                 svc.settings.marketing_cap_days,
+                actor_key_id=who.key_id,
             )
             contacts = camp.run_contacts(s, run_row.id)
             payload = camp.export_messages(campaign, run_row, contacts, "json")

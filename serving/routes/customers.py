@@ -147,7 +147,7 @@ def customer_history(
                     kind=f"ticket_{e.kind}",
                     message_id=m.id,
                     ticket_id=t.id,
-                    detail={"actor": e.actor, "note": e.note},
+                    detail={"actor": e.actor, "actor_key_id": e.actor_key_id, "note": e.note},
                 )
             )
     for c in corrections:
@@ -156,12 +156,16 @@ def customer_history(
                 at=c.created_at,
                 kind="label_correction",
                 ticket_id=c.ticket_id,
-                detail={"actor": c.actor, "labels": c.labels},
+                detail={"actor": c.actor, "actor_key_id": c.actor_key_id, "labels": c.labels},
             )
         )
     for e in consents:
         timeline.append(
-            CustomerEvent(at=e.at, kind=e.kind, detail={"source": e.source, "actor": e.actor})
+            CustomerEvent(
+                at=e.at,
+                kind=e.kind,
+                detail={"source": e.source, "actor": e.actor, "actor_key_id": e.actor_key_id},
+            )
         )
     for contact, campaign in contacts:
         timeline.append(

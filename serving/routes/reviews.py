@@ -36,6 +36,7 @@ class ReviewOut(BaseModel):
     handled: bool
     handled_at: datetime | None
     handled_by: str | None
+    handled_by_key_id: int | None
     handled_note: str | None
     other_messages_of_customer: int = Field(
         description="The buyer's other messages (any channel), linked by customer id."
@@ -121,6 +122,7 @@ def list_reviews(
             handled=m.handled_at is not None,
             handled_at=m.handled_at,
             handled_by=m.handled_by,
+            handled_by_key_id=m.handled_by_key_id,
             handled_note=m.handled_note,
             other_messages_of_customer=counts.get(m.customer_id, 1) - 1 if m.customer_id else 0,
         )
@@ -141,7 +143,7 @@ def mark_handled(
         msg = s.get(Message, review_id)
         if msg is None or msg.channel != "review":
             raise HTTPException(404, detail=f"review {review_id} not found")
-        msg.handled_at, msg.handled_by = now, who.actor
+        msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, who.actor, who.key_id
         msg.handled_note = body.note if body else None
         ticket = s.scalar(select(Ticket).where(Ticket.message_id == msg.id))
         return {
@@ -149,5 +151,6 @@ def mark_handled(
             "handled": True,
             "handled_at": now,
             "handled_by": who.actor,
+            "handled_by_key_id": who.key_id,
             "ticket_id": ticket.id if ticket else None,
         }

@@ -64,6 +64,7 @@ class TemplateOut(BaseModel):
     required: list[str]
     source: str = Field(description="file (a default) or store (an admin's)")
     updated_by: str | None
+    updated_by_key_id: int | None
     updated_at: datetime | None
     active: bool = Field(description="False when the issue type is not in the served taxonomy.")
     problem: str | None
@@ -129,7 +130,7 @@ def add_template(
                 409,
                 detail=f"template {body.name!r} exists: PUT /v1/templates/{body.name} replaces it",
             )
-        saved = save_template(s, template, who.actor, svc.clock())
+        saved = save_template(s, template, who.actor, svc.clock(), who.key_id)
     return _out(saved, svc)
 
 
@@ -143,7 +144,7 @@ def put_template(
     """Add or replace a template; a file default of that name is overridden."""
     template = _checked(svc, template_name, body)
     with transaction(svc.sessions) as s:
-        saved = save_template(s, template, who.actor, svc.clock())
+        saved = save_template(s, template, who.actor, svc.clock(), who.key_id)
     return _out(saved, svc)
 
 
@@ -156,7 +157,7 @@ def remove_template(
     """Delete an admin's template, or hide a file default."""
     with transaction(svc.sessions) as s:
         if not delete_template(
-            s, template_name, svc.settings.templates_dir, who.actor, svc.clock()
+            s, template_name, svc.settings.templates_dir, who.actor, svc.clock(), who.key_id
         ):
             raise HTTPException(404, detail=f"no template {template_name!r}")
 

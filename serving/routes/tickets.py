@@ -62,7 +62,11 @@ class TicketOut(BaseModel):
     sla_breached: bool
     first_response_at: datetime | None
     resolved_at: datetime | None
-    claimed_by: str | None
+    claimed_by: str | None = Field(description="The name of the key holding the claim.")
+    claimed_by_key_id: int | None = Field(
+        description="The id of the key holding the claim: only that key (or an admin) may "
+        "reply, release or close the ticket while the lease runs."
+    )
     lease_expires_at: datetime | None
     created_at: datetime
     message: dict[str, Any] | None
@@ -146,7 +150,13 @@ def claim(
     now = svc.clock()
     with transaction(svc.sessions) as s:
         ticket = claim_next(
-            s, queue, who.actor, now, svc.settings.lease_seconds, skip_locked=svc.skip_locked
+            s,
+            queue,
+            who.actor,
+            now,
+            svc.settings.lease_seconds,
+            skip_locked=svc.skip_locked,
+            actor_key_id=who.key_id,
         )
         if ticket is None:
             return ClaimOut(ticket=None)
@@ -170,7 +180,9 @@ def release_ticket(
 ) -> TicketOut:
     """Give a claimed ticket back to its queue."""
     return _ticket_action(
-        svc, ticket_id, lambda s, t, now: release(s, t, who.actor, now, who.role == "admin")
+        svc,
+        ticket_id,
+        lambda s, t, now: release(s, t, who.actor, now, who.role == "admin", who.key_id),
     )
 
 
@@ -194,6 +206,7 @@ def reply_ticket(
             body.wait_for_customer,
             who.role == "admin",
             svc.settings.lease_seconds,
+            who.key_id,
         ),
     )
 
@@ -202,7 +215,9 @@ def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, 
     note = body.note if body else None
     is_admin = who.role == "admin"
     return _ticket_action(
-        svc, ticket_id, lambda s, t, now: close(s, t, who.actor, now, state, note, is_admin)
+        svc,
+        ticket_id,
+        lambda s, t, now: close(s, t, who.actor, now, state, note, is_admin, who.key_id),
     )
 
 
@@ -243,7 +258,7 @@ def post_labels(
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     return _ticket_action(
-        svc, ticket_id, lambda s, t, now: correct_labels(s, t, labels, who.actor, now)
+        svc, ticket_id, lambda s, t, now: correct_labels(s, t, labels, who.actor, now, who.key_id)
     )
 
 
