@@ -468,19 +468,37 @@ def rule_precision(
 def draw_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the annotation batches and key.json.")],
     data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+    supplement: Annotated[
+        bool,
+        typer.Option(
+            help="The targeted supplement instead (rows likely to raise a safety hazard, a "
+            "wrong item, damage or a size problem), as batches numbered after the main "
+            "draw's and key_supplement.json."
+        ),
+    ] = False,
 ) -> None:
     """Draw the corpus's texts from the public data (seeded, documented in
     data/labels/README.md) and write them as annotation batches: id, text and star
     rating only (no source, no source label)."""
     from collections import Counter
 
-    from training.corpus import draw, write_batches
+    from training.corpus import (
+        BATCH_GROUPS,
+        SUPPLEMENT_BATCHES,
+        draw,
+        draw_supplement,
+        write_batches,
+    )
 
     try:
-        rows = draw(data_dir)
+        rows = draw_supplement(data_dir) if supplement else draw(data_dir)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    key = write_batches(rows, out)
+    if supplement:
+        first = sum(n for _, n in BATCH_GROUPS) + 1
+        key = write_batches(rows, out, SUPPLEMENT_BATCHES, first, "key_supplement.json")
+    else:
+        key = write_batches(rows, out)
     for source, n in sorted(Counter(r.source for r in rows).items()):
         typer.echo(f"{source:28s} {n:5d}")
     typer.echo(f"wrote {len(key)} texts in {len(list(out.glob('batch*.jsonl')))} batches to {out}")

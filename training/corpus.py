@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,14 @@ DEV_FRACTION = 1 / 3
 
 @dataclass(frozen=True)
 class Stratum:
-    """``n`` rows of ``source`` whose CSV ``column`` values are in ``values`` (all if None)."""
+    """``n`` rows of ``source`` whose CSV ``column`` values are in ``values`` (all if None)
+    and, with ``match``, whose text the regular expression finds (case-insensitive): a
+    way to find rows worth reading, never a label."""
 
     source: str
     n: int
     where: dict[str, tuple[str, ...]] | None = None
+    match: str | None = None
 
 
 def _stratified(source: str, column: str, counts: dict[str, int]) -> list[Stratum]:
@@ -81,6 +85,54 @@ PLAN: tuple[Stratum, ...] = (
     Stratum("chinese_waimai", 120, {"label": ("1",)}),
     Stratum("chinese_chnsenticorp_htl", 180, {"label": ("0",)}),
     Stratum("chinese_chnsenticorp_htl", 120, {"label": ("1",)}),
+)
+
+
+# The targeted supplement: rows a plain draw almost never reaches (a safety hazard, a
+# wrong item, damage in transit, a size problem are a few in a thousand reviews), found
+# by words that make them likely and then read and labelled like every other row.
+# Drawn after PLAN with the same generator, so PLAN's rows do not change.
+_SAFETY_EN = (
+    r"\b(fire|flames?|smok(e|ed|ing)|sparks?|sparked|melt(ed|ing)?|burn(ed|t|s)? (my|me|his|her)"
+    r"|burn(ed|t)? (out|up)|electrocut\w*|(electric|got a|gave me a) shocks?|shocked me"
+    r"|overheat\w*|hazard\w*|dangerous|unsafe|injur\w*|allerg\w*|rash|blister\w*)\b"
+)
+_WRONG_EN = (
+    r"(wrong (item|one|size|colou?r|model|part|product|version)|not what i ordered"
+    r"|sent (me )?(a|the) (wrong|different)|received (a|the) (wrong|different)"
+    r"|missing (a |the )?(part|piece|screw|cable|item)s?|(part|piece)s? (were|was) missing)"
+)
+_DAMAGE_EN = (
+    r"(arrived (broken|damaged|cracked|dented|scratched|smashed)|broken (on|upon) arrival"
+    r"|(box|package|packaging) was (crushed|damaged|torn|smashed)|dead on arrival|\bDOA\b"
+    r"|(came|showed up) (broken|damaged|cracked))"
+)
+_SIZE_EN = (
+    r"(too (small|big|large|tight|loose|short|long|narrow|wide)|does(n't| not) fit"
+    r"|did(n't| not) fit|runs (small|large|big)|too bulky)"
+)
+_FLIGHT_SAFETY_EN = r"\b(unsafe|safety|emergency|smoke|fire|injur\w*|hurt|medical)\b"
+_SAFETY_ZH = r"(漏电|触电|电到|着火|起火|失火|冒烟|烧焦|烧坏|爆炸|炸了|烫伤|烫手|过热|过敏|红肿|危险|中毒|拉肚子|吃坏|异物|虫子|变质|发霉)"
+_WRONG_ZH = r"(发错|错发|少发|漏发|发成|不是我(要|买|订)的|颜色不对|型号不对|缺少|少了(一|个|件))"
+_DAMAGE_ZH = r"(破损|碎了|摔坏|压坏|压扁|裂了|坏的|漏水|磕坏|变形)"
+_SIZE_ZH = r"(尺码|偏小|偏大|太小|太大|太短|太长|不合身|码数|小了|大了)"
+SUPPLEMENT: tuple[Stratum, ...] = (
+    Stratum("amazon_reviews", 60, match=_SAFETY_EN),
+    Stratum("amazon_reviews", 40, match=_WRONG_EN),
+    Stratum("amazon_reviews", 40, match=_DAMAGE_EN),
+    Stratum("amazon_reviews", 40, match=_SIZE_EN),
+    Stratum("twitter_airline", 20, match=_FLIGHT_SAFETY_EN),
+    Stratum("chinese_online_shopping", 70, match=_SAFETY_ZH),
+    Stratum("chinese_online_shopping", 40, match=_WRONG_ZH),
+    Stratum("chinese_online_shopping", 40, match=_DAMAGE_ZH),
+    Stratum("chinese_online_shopping", 40, match=_SIZE_ZH),
+    Stratum("chinese_waimai", 30, match=_SAFETY_ZH),
+    Stratum("chinese_chnsenticorp_htl", 20, match=_SAFETY_ZH),
+)
+# its annotation batches, numbered after PLAN's
+SUPPLEMENT_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("amazon_reviews", "twitter_airline"), 1),
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
 )
 
 
@@ -125,10 +177,12 @@ def draw(data_root: str | Path | None = None, plan: tuple[Stratum, ...] = PLAN) 
     for stratum in plan:
         if stratum.source not in cache:
             cache[stratum.source] = list(_source_rows(stratum.source, data_root))
+        found = re.compile(stratum.match, re.IGNORECASE).search if stratum.match else None
         pool = [
             drawn
             for row, drawn in cache[stratum.source]
             if all(row.get(col) in values for col, values in (stratum.where or {}).items())
+            and (found is None or found(drawn.text))
             and drawn.id not in seen_ids
             and normalise_for_hash(drawn.text) not in seen_texts
         ]
@@ -171,18 +225,24 @@ BATCH_GROUPS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-def write_batches(rows: list[DrawnRow], out_dir: str | Path) -> dict[str, dict[str, str]]:
+def write_batches(
+    rows: list[DrawnRow],
+    out_dir: str | Path,
+    groups: tuple[tuple[tuple[str, ...], int], ...] = BATCH_GROUPS,
+    first_batch: int = 1,
+    key_name: str = "key.json",
+) -> dict[str, dict[str, str]]:
     """``batchNN.jsonl`` files for annotators (short id, text, stars; nothing else: no
     source, no source label) and the key from short ids to each row's id, source,
-    language and rating (returned, and written as ``key.json``)."""
+    language and rating (returned, and written as ``key_name``)."""
     import json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
     key: dict[str, dict[str, str]] = {}
-    b = 0
-    for sources, n_batches in BATCH_GROUPS:
+    b = first_batch - 1
+    for sources, n_batches in groups:
         sel = [r for r in rows if r.source in sources]
         rng.shuffle(sel)
         for k in range(n_batches):
@@ -195,8 +255,14 @@ def write_batches(rows: list[DrawnRow], out_dir: str | Path) -> dict[str, dict[s
                     if r.rating:
                         rec["stars"] = int(float(r.rating))
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    (out_dir / "key.json").write_text(json.dumps(key, ensure_ascii=False), encoding="utf-8")
+    (out_dir / key_name).write_text(json.dumps(key, ensure_ascii=False), encoding="utf-8")
     return key
+
+
+def draw_supplement(data_root: str | Path | None = None) -> list[DrawnRow]:
+    """The targeted supplement's rows (``SUPPLEMENT``), drawn after PLAN's."""
+    planned = len(draw(data_root))
+    return draw(data_root, PLAN + SUPPLEMENT)[planned:]
 
 
 Labels = dict[str, Any]  # issue_type: tuple of labels (sorted); sentiment, urgency: str
@@ -299,7 +365,9 @@ def build_corpus(
     from collections import Counter, defaultdict
 
     root = Path(annotation_dir)
-    key: dict[str, dict[str, str]] = json.loads((root / "key.json").read_text(encoding="utf-8"))
+    key: dict[str, dict[str, str]] = {}
+    for f in sorted(root.glob("key*.json")):  # key.json, then the supplement's
+        key.update(json.loads(f.read_text(encoding="utf-8")))
     texts = _texts({k["source"] for k in key.values()}, data_root)
     adjudicated: dict[str, Labels] = {}
     for f in sorted((root / "adjudicated").glob("*.tsv")):

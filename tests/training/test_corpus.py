@@ -72,6 +72,25 @@ def test_the_draw_is_deterministic_stratified_and_once_per_text(public):
     assert {r.source for r in a} == {"amazon_reviews"} and a[0].product_id.startswith("P")
 
 
+def test_a_targeted_stratum_reads_matching_texts_and_leaves_the_plan_as_it_was(public, tmp_path):
+    plan = draw(public, PLAN)
+    both = draw(public, PLAN + (Stratum("amazon_reviews", 4, match=r"\bOF 2 STARS"),))
+    assert [r.id for r in both[: len(plan)]] == [r.id for r in plan]
+    extra = both[len(plan) :]
+    assert len(extra) == 4 and all("of 2 stars" in r.text for r in extra)
+    assert not {r.id for r in extra} & {r.id for r in plan}
+    # its batches carry on the numbering, with their own key; the corpus reads both keys
+    ann = tmp_path / "ann"
+    key = write_batches(plan, ann)
+    more = write_batches(extra, ann, ((("amazon_reviews",), 1),), 17, "key_supplement.json")
+    assert sorted(more) == [f"17-00{i}" for i in range(1, 5)]
+    for name, k in (("batch01", key), ("batch17", more)):
+        for side in ("passA", "passB"):
+            _tsv(ann / side / f"{name}.tsv", [[s, "-", "neutral", "low"] for s in sorted(k)])
+    rows, _ = build_corpus(TAX, ann, public)
+    assert len(rows) == len(plan) + 4
+
+
 def _tsv(path, lines):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join("\t".join(x) for x in lines) + "\n", encoding="utf-8")
