@@ -119,7 +119,8 @@ def identifier(column: InstrumentedAttribute, min_length: int | None = None) -> 
     ]
 
 
-ExternalId = identifier(Message.external_id)
+# an empty idempotency key would name no message to find again, yet be stored as one
+ExternalId = identifier(Message.external_id, min_length=1)
 CustomerId = identifier(Message.customer_id)
 OrderId = identifier(Message.order_id)
 ProductId = identifier(Message.product_id)
