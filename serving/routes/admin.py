@@ -66,6 +66,8 @@ def new_key(
         raise HTTPException(
             409, detail=f"an active {body.role} key is already named {body.name!r}"
         ) from exc
+    except ValueError as exc:  # a name of blanks only
+        raise HTTPException(422, detail=f"name: {exc}") from exc
 
 
 @router.get("/v1/keys", response_model=list[KeyOut])
