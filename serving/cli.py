@@ -1,4 +1,5 @@
-"""Service commands: ``carelens serve``, ``carelens db upgrade``, ``carelens keys ...``."""
+"""Service commands: ``carelens serve``, ``carelens db upgrade``, ``carelens keys ...``,
+``carelens chaos``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from serving.chaos import chaos_cmd
+
 app = typer.Typer(no_args_is_help=True)
 db_app = typer.Typer(no_args_is_help=True, help="The service's database.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
@@ -18,6 +21,7 @@ report_app = typer.Typer(
     no_args_is_help=True, help="Reports from the store: Markdown with PNG charts."
 )
 app.add_typer(report_app, name="report")
+app.command("chaos")(chaos_cmd)
 
 DbUrl = Annotated[
     str | None,
