@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
@@ -38,6 +39,10 @@ from serving.store import CHANNELS, utcnow
 from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
+
+
+class NotReady(BaseModel):
+    detail: dict[str, Any] = Field(description='{"ready": false, "reason": "..."}')
 
 
 def create_app(
@@ -126,6 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)  # database faults: 503 + Retry-After; refused values: 422
+    app.router.route_class = errors.ApiRoute  # the routes below: documented errors
     app.state.settings = settings
     app.state.services = svc
     app.state.models = models
@@ -145,7 +151,11 @@ def create_app(
         and the database are doing."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        responses={503: {"model": NotReady, "description": "Not ready, and why."}},
+    )
     def readyz() -> dict[str, Any]:
         """Ready when the model is loaded and the database answers (no key needed)."""
         if svc.predictor is None:
@@ -164,7 +174,12 @@ def create_app(
             "model_reload_error": models.error,
         }
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         """Prometheus metrics (no key needed; keep the port private)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)

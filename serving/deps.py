@@ -83,6 +83,7 @@ def require(*roles: str) -> Callable[..., Principal]:
             )
         return principal
 
+    dependency.roles = roles + ("admin",)  # read by serving.errors.error_statuses
     return dependency
 
 

@@ -14,9 +14,12 @@ what to fix, never a database error).
   control characters, NUL included, become spaces and lone surrogates become U+FFFD.
   The length is preserved, so evidence offsets stay valid. A customer's message is
   never refused for a stray byte.
-- Times lie between 1970-01-01 and 2999-12-31 (UTC; a time without a zone is UTC), so
-  date arithmetic (SLA deadlines, windows of days) cannot overflow. When a message was
-  received is also at most a day after the service clock (``received_problem``).
+- Times are ISO 8601 strings (a number, which pydantic would read as seconds since
+  1970, is refused) between 1970-01-01 and 2999-12-31 (UTC; a time without a zone is
+  UTC), so date arithmetic (SLA deadlines, windows of days) cannot overflow. When a
+  message was received is also at most a day after the service clock (``received_problem``).
+- Request bodies (``RequestBody``) refuse keys they do not declare (422 naming the
+  key), so a misspelt field is never ignored in silence.
 """
 
 from __future__ import annotations
@@ -27,12 +30,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import AfterValidator, BeforeValidator, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from sqlalchemy.orm import InstrumentedAttribute
 
 from serving.store import ConsentEvent, Message, ReplyTemplate
 
 MAX_ROW_ID = 2**31 - 1
+
+
+class RequestBody(BaseModel):
+    """The base of every JSON request body: an undeclared key is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description=f"A row id (1 to {MAX_ROW_ID}).")]
 
@@ -141,6 +158,11 @@ def free_text(max_length: int | None = None, min_length: int | None = None) -> A
 
 FreeText = free_text()
 
+# Text the service reads (a message, a text to classify) must hold more than whitespace
+# and control characters (read as spaces): the schema says so with a pattern, the route
+# refuses such text with a message naming the item.
+TextToRead = Annotated[FreeText, Field(json_schema_extra={"pattern": r"\S"})]
+
 
 def bounded_text(column: InstrumentedAttribute, min_length: int | None = None) -> Any:
     """Free text stored in a String column: cleaned, and at most the column's length."""
@@ -169,7 +191,20 @@ def _check_time(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_check_time)]
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _refuse_numbers(value: Any) -> Any:
+    """A number (or a string of one) is not a time here, though pydantic would read it
+    as seconds (or milliseconds) since 1970."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(
+            "expected an ISO 8601 date-time such as 2026-11-20T18:00:00Z, not a number"
+        )
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_refuse_numbers), AfterValidator(_check_time)]
 
 
 def received_problem(value: datetime, now: datetime) -> str | None:

@@ -13,16 +13,16 @@ from sqlalchemy.exc import IntegrityError
 from serving.auth import DuplicateKeyName, Principal, create_key, revoke
 from serving.db import transaction
 from serving.deps import Services, admin_role, services
-from serving.errors import RetryReads
-from serving.fields import RowId, identifier
+from serving.errors import ApiRoute
+from serving.fields import RequestBody, RowId, identifier
 from serving.store import ApiKey
 
 KeyName = identifier(ApiKey.name, min_length=1)
 
-router = APIRouter(tags=["admin"], route_class=RetryReads)
+router = APIRouter(tags=["admin"], route_class=ApiRoute)
 
 
-class KeyIn(BaseModel):
+class KeyIn(RequestBody):
     name: KeyName
     role: Literal["service", "agent", "admin"]
 
@@ -51,7 +51,12 @@ def _out(row: ApiKey) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/keys", response_model=NewKeyOut, status_code=201)
+@router.post(
+    "/v1/keys",
+    response_model=NewKeyOut,
+    status_code=201,
+    responses={409: {"description": "An active key of the role has the name."}},
+)
 def new_key(
     body: KeyIn, svc: Services = Depends(services), _: Principal = Depends(admin_role)
 ) -> NewKeyOut:

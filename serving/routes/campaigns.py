@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,12 +23,13 @@ from serving import campaigns as camp
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, admin_role, agent_role, service_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
     Email,
     Marketplace,
     ProductId,
+    RequestBody,
     RowId,
     Timestamp,
     bounded_text,
@@ -46,13 +47,13 @@ CampaignSubject = bounded_text(Campaign.subject)
 CampaignBody = free_text(min_length=1, max_length=50_000)
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["campaigns"], route_class=RetryReads)
+router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
 
 
 # -- orders and consent ------------------------------------------------------------------
 
 
-class OrderIn(BaseModel):
+class OrderIn(RequestBody):
     order_id: OrderRef
     customer_id: CustomerRef
     product_id: ProductId | None = None
@@ -62,11 +63,11 @@ class OrderIn(BaseModel):
     )
 
 
-class OrdersIn(BaseModel):
+class OrdersIn(RequestBody):
     orders: list[OrderIn] = Field(..., min_length=1, max_length=10_000)
 
 
-class ConsentIn(BaseModel):
+class ConsentIn(RequestBody):
     email: Email | None = Field(None, description="Address for the own list.")
     source: ConsentSourceRequired = Field(
         ...,
@@ -75,7 +76,7 @@ class ConsentIn(BaseModel):
     at: Timestamp | None = Field(None, description="When it was given (default: now).")
 
 
-class OptOutIn(BaseModel):
+class OptOutIn(RequestBody):
     source: ConsentSource | None = Field(None, description="e.g. 'ticket 42', 'unsubscribe link'")
 
 
@@ -179,7 +180,7 @@ def post_opt_out(
 # -- campaigns -----------------------------------------------------------------------------
 
 
-class CampaignIn(BaseModel):
+class CampaignIn(RequestBody):
     name: CampaignName
     kind: Literal["marketing", "review_request"]
     channel: Literal["marketplace_messaging", "own_email"]
@@ -285,7 +286,12 @@ def show_campaign(
         return CampaignOut(**camp.campaign_view(_campaign(s, campaign_id)))
 
 
-@router.post("/v1/campaigns/{campaign_id}/runs", response_model=RunDetail, status_code=201)
+@router.post(
+    "/v1/campaigns/{campaign_id}/runs",
+    response_model=RunDetail,
+    status_code=201,
+    responses={409: {"description": "Another run of a review request is in progress."}},
+)
 def run_campaign(
     campaign_id: RowId, svc: Services = Depends(services), who: Principal = Depends(admin_role)
 ) -> RunDetail:
@@ -373,7 +379,30 @@ def show_run(
         return _detail(run_row, camp.run_contacts(s, run_id))
 
 
-@router.get("/v1/campaigns/{campaign_id}/runs/{run_id}/export", response_class=PlainTextResponse)
+@router.get(
+    "/v1/campaigns/{campaign_id}/runs/{run_id}/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "JSON (the campaign, the run and its messages), or the messages "
+            "as CSV with a header row.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["campaign", "run", "messages"],
+                        "properties": {
+                            "campaign": {"type": "object"},
+                            "run": {"type": "object"},
+                            "messages": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                },
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 def export_run(
     campaign_id: RowId,
     run_id: RowId,
@@ -385,7 +414,7 @@ def export_run(
     ),
     svc: Services = Depends(services),
     _: Principal = Depends(admin_role),
-) -> PlainTextResponse:
+) -> Response:
     """The rendered messages of a run, for the seller's mail tool."""
     with svc.sessions() as s:
         campaign = _campaign(s, campaign_id)
@@ -393,4 +422,4 @@ def export_run(
         contacts = camp.run_contacts(s, run_id)
         body = camp.export_messages(campaign, run_row, contacts, format, redacted=redact)
     media = "application/json" if format == "json" else "text/csv"
-    return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")
+    return Response(body, media_type=f"{media}; charset=utf-8")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import selectinload
 from serving.auth import Principal
 from serving.campaigns import consent_states
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.fields import CustomerId
 from serving.store import (
     CLOSED_STATES,
@@ -26,7 +26,7 @@ from serving.store import (
 )
 from serving.tickets import effective_state
 
-router = APIRouter(tags=["customers"], route_class=RetryReads)
+router = APIRouter(tags=["customers"], route_class=ApiRoute)
 
 SENTIMENT_SCORE = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
 

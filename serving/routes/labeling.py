@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.labeling import next_to_label
 
-router = APIRouter(tags=["labeling"], route_class=RetryReads)
+router = APIRouter(tags=["labeling"], route_class=ApiRoute)
 
 
 @router.get("/v1/labeling/next")

@@ -6,13 +6,13 @@ import asyncio
 import logging
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainValidator
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from model.predictor import Prediction, clean_text
@@ -20,14 +20,15 @@ from serving.auth import Principal
 from serving.batcher import Overloaded, Unavailable
 from serving.db import describe, is_transient, transaction
 from serving.deps import Services, service_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
     ExternalId,
-    FreeText,
     Marketplace,
     OrderId,
     ProductId,
+    RequestBody,
+    TextToRead,
     Timestamp,
     column_length,
     identifier_problem,
@@ -46,15 +47,20 @@ from serving.store import CHANNELS, Message
 from serving.tickets import NewMessage, find_existing, store_message
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["messages"], route_class=RetryReads)
+router = APIRouter(tags=["messages"], route_class=ApiRoute)
 
 Channel = Literal["email", "review", "chat", "social"]
 assert set(Channel.__args__) == set(CHANNELS)
+Stars = Annotated[int, Field(ge=1, le=5)]
 
 
-class MessageIn(BaseModel):
+class MessageIn(RequestBody):
     channel: Channel = Field(..., description="Where the message came from.")
-    text: str = Field(..., description="What the customer wrote.")
+    text: TextToRead = Field(
+        ...,
+        description="What the customer wrote: more than whitespace and control characters "
+        "(read as spaces).",
+    )
     subject: str | None = Field(None, description="E-mail subject or review title.")
     external_id: ExternalId | None = Field(
         None, description="Idempotency key: a retry with it never stores twice."
@@ -70,8 +76,23 @@ class MessageIn(BaseModel):
     )
 
 
-class MessageBatch(BaseModel):
+class MessageBatch(RequestBody):
     messages: list[MessageIn] = Field(..., min_length=1)
+
+
+def _one_or_batch(value: Any) -> MessageIn | MessageBatch:
+    """A body with ``messages`` is a batch, any other one message: validated as that
+    alone, so its errors are its own (a union would also report the other form's)."""
+    if isinstance(value, MessageIn | MessageBatch):
+        return value
+    batch = isinstance(value, dict) and "messages" in value
+    return (MessageBatch if batch else MessageIn).model_validate(value)
+
+
+MessagesIn = Annotated[
+    MessageIn | MessageBatch,
+    PlainValidator(_one_or_batch, json_schema_input_type=MessageIn | MessageBatch),
+]
 
 
 class StoredMessage(BaseModel):
@@ -93,14 +114,14 @@ class StoredMessages(BaseModel):
     messages: list[StoredMessage]
 
 
-class ClassifyRequest(BaseModel):
-    texts: list[FreeText] = Field(
+class ClassifyRequest(RequestBody):
+    texts: list[TextToRead] = Field(
         ...,
         min_length=1,
         description="Texts to classify (not stored); control characters are read as spaces "
-        "and lone surrogates as U+FFFD.",
+        "and lone surrogates as U+FFFD, and a text must hold more than that and whitespace.",
     )
-    ratings: list[int | None] | None = Field(
+    ratings: list[Stars | None] | None = Field(
         None,
         description="Optional star rating (1-5, or null) per text, in the same order: "
         "a review's rating is read with its text.",
@@ -258,10 +279,12 @@ def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
     "/v1/messages",
     response_model=StoredMessages,
     status_code=201,
-    responses={200: {"description": "Every message was already stored (a retry)."}},
+    responses={
+        200: {"model": StoredMessages, "description": "Every message was already stored (a retry)."}
+    },
 )
 def post_messages(
-    body: MessageIn | MessageBatch,
+    body: MessagesIn,
     response: Response,
     svc: Services = Depends(services),
     _: Principal = Depends(service_role),
@@ -359,6 +382,7 @@ def _email_message(
     "/v1/messages/email",
     response_model=StoredMessages,
     status_code=201,
+    responses={200: {"model": StoredMessages, "description": "Already stored (a retry)."}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -402,18 +426,12 @@ async def classify(
     """Classify texts without storing them."""
     pred = svc.require_predictor()
     check_limits(svc, body.texts, "texts")
-    if body.ratings is not None:
-        if len(body.ratings) != len(body.texts):
-            raise HTTPException(
-                422,
-                detail=f"ratings has {len(body.ratings)} items for {len(body.texts)} texts: "
-                "give one per text (null for none), or leave ratings out",
-            )
-        bad = [i for i, r in enumerate(body.ratings) if r is not None and not 1 <= r <= 5]
-        if bad:
-            raise HTTPException(
-                422, detail=f"ratings[{bad[0]}] must be a star rating from 1 to 5, or null"
-            )
+    if body.ratings is not None and len(body.ratings) != len(body.texts):
+        raise HTTPException(
+            422,
+            detail=f"ratings has {len(body.ratings)} items for {len(body.texts)} texts: "
+            "give one per text (null for none), or leave ratings out",
+        )
     try:
         if svc.batcher is None:
             results = await run_in_threadpool(pred.predict, body.texts, body.evidence, body.ratings)

@@ -11,11 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from model.registry import RegistryError
 from serving.auth import Principal
 from serving.deps import Services, admin_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.learning import JobConflict, JobRunner, LoadFailed, ModelManager
 from serving.tickets import export_labels
 
-router = APIRouter(tags=["models"], route_class=RetryReads)
+router = APIRouter(tags=["models"], route_class=ApiRoute)
+NO_REGISTRY: dict = {409: {"description": "The service does not follow a registry."}}
+REFUSED: dict = {
+    409: {
+        "description": "No registry, a job already running, nothing to train on, or a "
+        "version that fails to load (the current one keeps serving)."
+    }
+}
 
 
 def _models(request: Request) -> ModelManager:
@@ -113,7 +120,7 @@ def get_job(job_id: str, request: Request, _: Principal = Depends(admin_role)) -
         ) from None
 
 
-@router.post("/v1/models/retrain", status_code=202)
+@router.post("/v1/models/retrain", status_code=202, responses=REFUSED)
 def retrain(
     body: RetrainIn,
     request: Request,
@@ -141,7 +148,7 @@ def retrain(
         raise HTTPException(409, detail=str(exc)) from exc
 
 
-@router.post("/v1/models/rollback")
+@router.post("/v1/models/rollback", responses=REFUSED)
 async def rollback(request: Request, who: Principal = Depends(admin_role)) -> dict[str, Any]:
     """Serve the previously active version again (loaded before the switch)."""
     models = _models(request)
@@ -155,7 +162,7 @@ async def rollback(request: Request, who: Principal = Depends(admin_role)) -> di
     return {"active": ptr["version"], "serving": models.serving}
 
 
-@router.get("/v1/models/{version}")
+@router.get("/v1/models/{version}", responses=NO_REGISTRY)
 def show_model(
     version: str, request: Request, _: Principal = Depends(admin_role)
 ) -> dict[str, Any]:
@@ -168,7 +175,7 @@ def show_model(
     return {**v.info, "active": v.name == reg.active()}
 
 
-@router.post("/v1/models/{version}/promote")
+@router.post("/v1/models/{version}/promote", responses=REFUSED)
 async def promote(
     version: str, request: Request, who: Principal = Depends(admin_role)
 ) -> dict[str, Any]:

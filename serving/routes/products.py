@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.fields import ProductId, Timestamp
 from serving.insights import SpikeConfig, all_products, product_insights
 from serving.store import as_utc
 
-router = APIRouter(tags=["products"], route_class=RetryReads)
+router = APIRouter(tags=["products"], route_class=ApiRoute)
 
 
 class SpikeParams:

@@ -13,12 +13,12 @@ from sqlalchemy.orm import selectinload
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
-from serving.fields import ProductId, RowId, Timestamp, free_text
+from serving.errors import ApiRoute
+from serving.fields import ProductId, RequestBody, RowId, Timestamp, free_text
 from serving.store import Message, Ticket
 
 Note = free_text(max_length=10_000)
-router = APIRouter(tags=["reviews"], route_class=RetryReads)
+router = APIRouter(tags=["reviews"], route_class=ApiRoute)
 
 
 class ReviewOut(BaseModel):
@@ -43,7 +43,7 @@ class ReviewOut(BaseModel):
     )
 
 
-class HandledIn(BaseModel):
+class HandledIn(RequestBody):
     note: Note | None = None
 
 

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
+from serving.errors import ApiRoute
 from serving.fields import Timestamp
 from serving.stats import agent_stats, queue_kpis
 from serving.store import as_utc
 
-router = APIRouter(tags=["statistics"], route_class=RetryReads)
+router = APIRouter(tags=["statistics"], route_class=ApiRoute)
 
 
 def _period(svc: Services, since: datetime | None, until: datetime | None):

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, admin_role, agent_role, services
-from serving.errors import RetryReads
-from serving.fields import FreeText, RowId, TemplateName, bounded_text, free_text
+from serving.errors import ApiRoute
+from serving.fields import FreeText, RequestBody, RowId, TemplateName, bounded_text, free_text
 from serving.store import ReplyTemplate
 from serving.templates import (
     PLACEHOLDERS,
@@ -30,10 +30,10 @@ from serving.tickets import NotFound, get_ticket
 
 TemplateTitle = bounded_text(ReplyTemplate.title, min_length=1)
 TemplateBody = free_text(min_length=1, max_length=20_000)
-router = APIRouter(tags=["reply templates"], route_class=RetryReads)
+router = APIRouter(tags=["reply templates"], route_class=ApiRoute)
 
 
-class TemplateIn(BaseModel):
+class TemplateIn(RequestBody):
     issue_type: str = Field(..., description="A label of the served taxonomy's issue_type task.")
     lang: str = Field(..., description="Language code, e.g. en or zh.")
     title: TemplateTitle
@@ -118,7 +118,12 @@ def list_templates(
     return [_out(t, svc) for t in templates.values()]
 
 
-@router.post("/v1/templates", response_model=TemplateOut, status_code=201)
+@router.post(
+    "/v1/templates",
+    response_model=TemplateOut,
+    status_code=201,
+    responses={409: {"description": "A template has the name (PUT replaces it)."}},
+)
 def add_template(
     body: NewTemplateIn, svc: Services = Depends(services), who: Principal = Depends(admin_role)
 ) -> TemplateOut:

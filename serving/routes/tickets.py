@@ -7,14 +7,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
-from serving.errors import RetryReads
-from serving.fields import RowId, free_text
+from serving.errors import ApiRoute
+from serving.fields import RequestBody, RowId, free_text
 from serving.tickets import (
     Conflict,
     NotFound,
@@ -33,7 +33,8 @@ from serving.tickets import (
 
 ReplyText = free_text(min_length=1, max_length=100_000)
 Note = free_text(max_length=10_000)
-router = APIRouter(tags=["queues and tickets"], route_class=RetryReads)
+router = APIRouter(tags=["queues and tickets"], route_class=ApiRoute)
+HELD: dict = {409: {"description": "The ticket is closed, or claimed by another key."}}
 
 
 class QueueInfo(BaseModel):
@@ -76,18 +77,18 @@ class ClaimOut(BaseModel):
     ticket: TicketOut | None = Field(description="None when the queue has nothing to claim.")
 
 
-class ReplyIn(BaseModel):
+class ReplyIn(RequestBody):
     text: ReplyText = Field(..., description="The reply sent.")
     wait_for_customer: bool = Field(
         False, description="Set the ticket to waiting_on_customer (and release the claim)."
     )
 
 
-class CloseIn(BaseModel):
+class CloseIn(RequestBody):
     note: Note | None = None
 
 
-class LabelsIn(BaseModel):
+class LabelsIn(RequestBody):
     labels: dict[str, str | list[str]] = Field(
         ...,
         description='Task -> label(s), e.g. {"issue_type": ["refund_return"], "urgency": "high"}',
@@ -174,7 +175,7 @@ def show_ticket(
             raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut)
+@router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut, responses=HELD)
 def release_ticket(
     ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
 ) -> TicketOut:
@@ -186,7 +187,7 @@ def release_ticket(
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/reply", response_model=TicketOut)
+@router.post("/v1/tickets/{ticket_id}/reply", response_model=TicketOut, responses=HELD)
 def reply_ticket(
     ticket_id: RowId,
     body: ReplyIn,
@@ -221,7 +222,7 @@ def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, 
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut)
+@router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut, responses=HELD)
 def resolve_ticket(
     ticket_id: RowId,
     body: CloseIn | None = None,
@@ -232,7 +233,7 @@ def resolve_ticket(
     return _close(svc, ticket_id, body, who, "resolved")
 
 
-@router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut)
+@router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut, responses=HELD)
 def no_response_needed(
     ticket_id: RowId,
     body: CloseIn | None = None,
@@ -243,7 +244,7 @@ def no_response_needed(
     return _close(svc, ticket_id, body, who, "no_response_needed")
 
 
-@router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut)
+@router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut, responses=HELD)
 def post_labels(
     ticket_id: RowId,
     body: LabelsIn,
@@ -262,7 +263,19 @@ def post_labels(
     )
 
 
-@router.get("/v1/labels/export", response_class=PlainTextResponse)
+@router.get(
+    "/v1/labels/export",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "One JSON object a line (jsonl) or CSV with a header row.",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 def labels_export(
     format: Literal["jsonl", "csv"] = Query("jsonl"),
     redact: bool = Query(
@@ -272,10 +285,10 @@ def labels_export(
     ),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
-) -> PlainTextResponse:
+) -> Response:
     """Agents' labels in the labelled-data format that ``carelens train`` reads."""
     taxonomy = svc.require_predictor().taxonomy
     with svc.sessions() as s:
         body = export_labels(s, taxonomy, format, redacted=redact)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
-    return PlainTextResponse(body, media_type=f"{media}; charset=utf-8")
+    return Response(body, media_type=f"{media}; charset=utf-8")

@@ -272,7 +272,8 @@ def test_access_log_carries_no_personal_data(live, caplog):
         "/v1/customers/jane.doe%40example.com",
         "/v1/customers/112-1234567-7654321?x=13812345678",
     ):
-        assert httpx.get(live.url + path, headers=KEY).status_code in (200, 404)
+        # 422 for the unknown query parameter: the access log is written all the same
+        assert httpx.get(live.url + path, headers=KEY).status_code in (200, 404, 422)
     access = [r for r in caplog.records if r.name == "uvicorn.access"]
     assert len(access) == 3
     text = "\n".join(r.getMessage() for r in access)
