@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
@@ -17,7 +17,10 @@ from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, identifier
 from serving.store import ApiKey
 
-KeyName = identifier(ApiKey.name, min_length=1)
+# stored trimmed: a name of blanks only is refused (the pattern says so)
+KeyName = Annotated[
+    identifier(ApiKey.name, min_length=1), Field(json_schema_extra={"pattern": r"\S"})
+]
 
 router = APIRouter(tags=["admin"], route_class=ApiRoute)
 

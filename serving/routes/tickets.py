@@ -92,6 +92,7 @@ class LabelsIn(RequestBody):
     labels: dict[str, str | list[str]] = Field(
         ...,
         description='Task -> label(s), e.g. {"issue_type": ["refund_return"], "urgency": "high"}',
+        json_schema_extra={"minProperties": 1},  # refused with the reason by validate_labels
     )
 
 

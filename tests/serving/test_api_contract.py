@@ -108,6 +108,10 @@ def test_what_the_service_refuses_the_schema_refuses(desk):
     assert schemas["MessageIn"]["properties"]["text"]["pattern"] == r"\S"
     ratings = schemas["ClassifyRequest"]["properties"]["ratings"]["anyOf"][0]["items"]["anyOf"][0]
     assert (ratings["minimum"], ratings["maximum"]) == (1, 5)
+    assert schemas["LabelsIn"]["properties"]["labels"]["minProperties"] == 1
+    assert schemas["KeyIn"]["properties"]["name"]["pattern"] == r"\S"
+    r = desk.http.post("/v1/tickets/1/labels", json={"labels": {}}, headers=H)
+    assert r.status_code == 422 and "at least one task" in r.json()["detail"]
     for texts in ([""], [" \x00\t"]):
         r = desk.http.post("/v1/classify", json={"texts": texts}, headers=H)
         assert r.status_code == 422 and "texts[0] is empty" in r.json()["detail"]
