@@ -447,20 +447,41 @@ def rule_precision(
         Path | None, typer.Option(help="Rules file (default data/rules.yaml).")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Labelled corpus for the recall (default data/labels/corpus.csv)."),
+    ] = None,
 ) -> None:
     """Precision per critical rule: of the judged hits that the current rules still make
-    (each text read from its source by id), how many a person judged right."""
+    (each text read from its source by id), how many a person judged right; and recall
+    on the labelled corpus: of its critical safety_hazard rows, how many the safety rule
+    catches, and of all its critical rows, how many any rule catches."""
     from model.rules import RulesError, RuleSet
-    from training.rule_check import judged_precision
+    from model.taxonomy import Taxonomy
+    from training.corpus import CORPUS_FILE, load_corpus
+    from training.data import DataError
+    from training.rule_check import judged_precision, recall
 
     try:
-        result = judged_precision(judged, RuleSet.load(rules), data_dir)
-    except (RulesError, ValueError, OSError) as exc:
+        ruleset = RuleSet.load(rules)
+        result = judged_precision(judged, ruleset, data_dir)
+        rows = load_corpus(corpus or CORPUS_FILE, Taxonomy.default(), data_dir)
+    except (RulesError, DataError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
     for rule, p in result.items():
         typer.echo(
             f"{rule:12s} {p['correct']:3d}/{p['judged']:<3d} precision {p['precision']:.3f}"
             f"  ({p['no_longer_hit']} judged hits no longer made)"
+        )
+    for name, r in recall(ruleset, rows).items():
+        what = (
+            "critical safety_hazard rows, safety rule"
+            if name == "safety"
+            else ("critical rows, any rule")
+        )
+        typer.echo(
+            f"recall {r['caught']}/{r['rows']} {what}"
+            + (f": {r['recall']:.3f}" if r["recall"] is not None else "")
         )
 
 

@@ -18,6 +18,9 @@ FIRES = [
     ("My son got food poisoning from it", "safety"),
     ("插头冒烟了，差点着火", "safety"),
     ("充电的时候漏电，电到我了", "safety"),
+    ("不新鲜，拉肚子两天了", "safety"),
+    ("洗了这个我都过敏了", "safety"),
+    ("电源适配器用一会儿就很烫手", "safety"),
     ("I have contacted my lawyer about this", "legal"),
     ("我要找律师起诉你们", "legal"),
     ("I will report you to the FTC", "regulator"),
@@ -41,6 +44,9 @@ HARMLESS = [
     "Fired up to play this guitar every day",
     "I'd like to dispute nothing, just asking about delivery",
     "炸鸡很好吃，送得也快",
+    "很新鲜，吃了也没拉肚子",
+    "我是过敏体质，用了这个没过敏",
+    "这个事情是个烫手山芋",
 ]
 
 
