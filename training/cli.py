@@ -490,13 +490,15 @@ def draw_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the annotation batches and key.json.")],
     data_dir: Annotated[Path | None, typer.Option(help="Public data folder.")] = None,
     supplement: Annotated[
-        bool,
+        int,
         typer.Option(
-            help="The targeted supplement instead (rows likely to raise a safety hazard, a "
-            "wrong item, damage or a size problem), as batches numbered after the main "
-            "draw's and key_supplement.json."
+            min=0,
+            help="A targeted supplement round instead of the main draw: 1 (rows likely to "
+            "raise a safety hazard, a wrong item, damage or a size problem), 2 (praise words "
+            "in complaints, negated complaints, Chinese reviews that ask for action now or "
+            "are lukewarm); batches numbered after the earlier draws' and key_supplement*.json.",
         ),
-    ] = False,
+    ] = 0,
 ) -> None:
     """Draw the corpus's texts from the public data (seeded, documented in
     data/labels/README.md) and write them as annotation batches: id, text and star
@@ -504,20 +506,20 @@ def draw_cmd(
     from collections import Counter
 
     from training.corpus import (
-        BATCH_GROUPS,
-        SUPPLEMENT_BATCHES,
+        SUPPLEMENTS,
         draw,
         draw_supplement,
+        supplement_first_batch,
         write_batches,
     )
 
     try:
-        rows = draw_supplement(data_dir) if supplement else draw(data_dir)
+        rows = draw_supplement(data_dir, supplement) if supplement else draw(data_dir)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if supplement:
-        first = sum(n for _, n in BATCH_GROUPS) + 1
-        key = write_batches(rows, out, SUPPLEMENT_BATCHES, first, "key_supplement.json")
+        _, groups, key_name = SUPPLEMENTS[supplement - 1]
+        key = write_batches(rows, out, groups, supplement_first_batch(supplement), key_name)
     else:
         key = write_batches(rows, out)
     for source, n in sorted(Counter(r.source for r in rows).items()):

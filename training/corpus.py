@@ -135,6 +135,51 @@ SUPPLEMENT_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
 )
 
+# The second round: what a triage gets wrong when words and meaning part ways, and the
+# urgency a Chinese review rarely states outright. Praise words in a complaint ("thanks
+# for nothing", 真是太快了 about a month's wait), negated complaints ("no problems",
+# "didn't break"), a threat to leave a bad review or return the item, a delivery hours
+# late, and the lukewarm review (还行, 一般) between praise and complaint.
+_PRAISE_WORDS_EN = (
+    r"\b(thanks?( you)?( so much| a lot| for nothing)?|great|love|awesome|amazing|wonderful"
+    r"|perfect|best|nice|brilliant|fantastic|appreciate\w*|impressive|well done|good job)\b"
+)
+_NEGATED_EN = (
+    r"(not bad|no (complaints?|problems?|issues?)|never had (a|any) (problem|issue)"
+    r"|(didn't|did not|doesn't|does not|won't|hasn't|haven't) (break|disappoint|fail|stop)"
+    r"|can't complain|nothing wrong|without (any )?(problems?|issues?)|not (too|that) "
+    r"(expensive|hard|difficult|loud|heavy))"
+)
+_PRAISE_WORDS_ZH = r"(呵呵|真是(太)?好|真(行|棒|快|好|不错)|谢谢(你们|商家|卖家|客服)|太(棒|好|快)了|服了|佩服|厉害|感动)"
+_ACT_NOW_ZH = (
+    r"(差评|再也不|不会再|投诉|退货|退款|换货|骗子?|假货|催|几天了|还没(到|收到|发货)"
+    r"|联系不上|不理|没人(回|理))"
+)
+_LATE_FOOD_ZH = (
+    r"(两个(多)?小时|一个(多)?小时|催|超时|送错|漏送|少送|凉了|洒了|撒了|差评|再也不|投诉|退款)"
+)
+_LUKEWARM_ZH = r"(还行|一般|凑合|中规中矩|还可以|马马虎虎|说得过去|不好不坏)"
+SUPPLEMENT_2: tuple[Stratum, ...] = (
+    Stratum("twitter_airline", 120, {"airline_sentiment": ("negative",)}, _PRAISE_WORDS_EN),
+    Stratum("xci_complaints", 60, match=_PRAISE_WORDS_EN),
+    Stratum("amazon_reviews", 60, {"overall": ("4", "5")}, _NEGATED_EN),
+    Stratum("chinese_online_shopping", 70, {"label": ("0",)}, _PRAISE_WORDS_ZH),
+    Stratum("chinese_online_shopping", 100, match=_ACT_NOW_ZH),
+    Stratum("chinese_online_shopping", 60, match=_LUKEWARM_ZH),
+    Stratum("chinese_waimai", 70, {"label": ("0",)}, _LATE_FOOD_ZH),
+)
+SUPPLEMENT_2_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("twitter_airline", "xci_complaints", "amazon_reviews"), 1),
+    (("chinese_online_shopping", "chinese_waimai"), 2),
+)
+# every round: its strata, its batches and its key file, drawn in this order after PLAN
+SUPPLEMENTS: tuple[
+    tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
+] = (
+    (SUPPLEMENT, SUPPLEMENT_BATCHES, "key_supplement.json"),
+    (SUPPLEMENT_2, SUPPLEMENT_2_BATCHES, "key_supplement2.json"),
+)
+
 
 @dataclass
 class DrawnRow:
@@ -259,10 +304,23 @@ def write_batches(
     return key
 
 
-def draw_supplement(data_root: str | Path | None = None) -> list[DrawnRow]:
-    """The targeted supplement's rows (``SUPPLEMENT``), drawn after PLAN's."""
-    planned = len(draw(data_root))
-    return draw(data_root, PLAN + SUPPLEMENT)[planned:]
+def draw_supplement(data_root: str | Path | None = None, round: int = 1) -> list[DrawnRow]:
+    """The rows of supplement ``round`` (1 for ``SUPPLEMENT``, 2 for ``SUPPLEMENT_2``),
+    drawn after PLAN's and the earlier rounds' with the same generator."""
+    if not 1 <= round <= len(SUPPLEMENTS):
+        raise ValueError(f"supplement round must be 1 to {len(SUPPLEMENTS)}, got {round}")
+    before = PLAN + tuple(s for strata, _, _ in SUPPLEMENTS[: round - 1] for s in strata)
+    drawn = draw(data_root, before + SUPPLEMENTS[round - 1][0])
+    return drawn[len(draw(data_root, before)) :]
+
+
+def supplement_first_batch(round: int) -> int:
+    """The number of supplement ``round``'s first batch: after PLAN's and earlier rounds'."""
+    return (
+        1
+        + sum(n for _, n in BATCH_GROUPS)
+        + sum(n for _, groups, _ in SUPPLEMENTS[: round - 1] for _, n in groups)
+    )
 
 
 Labels = dict[str, Any]  # issue_type: tuple of labels (sorted); sentiment, urgency: str

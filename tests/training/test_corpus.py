@@ -91,6 +91,31 @@ def test_a_targeted_stratum_reads_matching_texts_and_leaves_the_plan_as_it_was(p
     assert len(rows) == len(plan) + 4
 
 
+def test_supplement_rounds_draw_after_the_plan_and_earlier_rounds(public, monkeypatch):
+    import training.corpus as corpus
+
+    one = (Stratum("amazon_reviews", 2, match=r"of 2 stars"),)
+    two = (Stratum("amazon_reviews", 3, match=r"of [23] stars"),)
+    monkeypatch.setattr(corpus, "PLAN", PLAN)
+    monkeypatch.setattr(corpus, "BATCH_GROUPS", ((("amazon_reviews",), 2),))
+    monkeypatch.setattr(
+        corpus,
+        "SUPPLEMENTS",
+        (
+            (one, ((("amazon_reviews",), 1),), "key_supplement.json"),
+            (two, ((("amazon_reviews",), 1),), "key_supplement2.json"),
+        ),
+    )
+    first, second = corpus.draw_supplement(public, 1), corpus.draw_supplement(public, 2)
+    everything = draw(public, PLAN + one + two)
+    assert [r.id for r in first + second] == [r.id for r in everything[len(draw(public, PLAN)) :]]
+    assert len(second) == 3 and not {r.id for r in first} & {r.id for r in second}
+    # the batches carry on the numbering: two of the plan, one per earlier round
+    assert corpus.supplement_first_batch(1) == 3 and corpus.supplement_first_batch(2) == 4
+    with pytest.raises(ValueError, match="1 to 2"):
+        corpus.draw_supplement(public, 3)
+
+
 def _tsv(path, lines):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join("\t".join(x) for x in lines) + "\n", encoding="utf-8")
