@@ -9,9 +9,10 @@ side channel and the heads are not in the graph (they stay in torch at run time)
 Exporter: ``torch.onnx.export`` with the TorchScript tracer (``dynamo=False``): it
 exports the Hugging Face BERT family in well under a second and needs no extra
 packages. Quantization: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights,
-per output channel; activations quantized per batch at run time), weight MatMuls
-only — the embeddings, the attention products and each layer's feed-forward output
-projection stay fp32 (``_fp32_matmuls``).
+per output channel; activations quantized per batch at run time), the attention's
+query, key and value projections only — every other MatMul (the attention output, both
+feed-forward projections), the embeddings and the attention products stay fp32
+(``_fp32_matmuls``).
 """
 
 from __future__ import annotations
@@ -98,19 +99,18 @@ def _export_fp32(model: CarelensModel, path: Path) -> None:
 
 
 def _fp32_matmuls(src: Path) -> list[str]:
-    """The feed-forward output projections (``layer.N/output/dense``): their inputs, the
-    GELU activations, have outliers that a per-batch int8 scale crushes, and kept in fp32
-    they bring int8's labels much closer to fp32's for part of the speed-up (README:
-    *The starter model and evaluation*, int8)."""
+    """Every weight MatMul but the attention's query, key and value projections. The
+    feed-forward layers' inputs (the layer-normed states and the GELU activations) have
+    outliers that a per-batch int8 scale crushes: quantized, they flip the issue-type
+    decisions that sit near a threshold (docs/benchmarks.md, int8)."""
     import onnx
 
     graph = onnx.load(str(src), load_external_data=False).graph
+    qkv = ("/query/", "/key/", "/value/")
     return [
         n.name
         for n in graph.node
-        if n.op_type == "MatMul"
-        and n.name.endswith("/output/dense/MatMul")
-        and "/attention/" not in n.name
+        if n.op_type == "MatMul" and "/layer." in n.name and not any(k in n.name for k in qkv)
     ]
 
 

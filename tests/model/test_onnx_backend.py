@@ -50,6 +50,19 @@ def test_export_writes_both_graphs_and_what_they_came_from(exported_dir):
     assert info["files"]["onnx"]["max_abs_diff_vs_torch"] < 1e-4
 
 
+def test_int8_quantizes_only_the_attention_query_key_and_value(exported_dir):
+    """The feed-forward and attention-output MatMuls stay fp32: their inputs' outliers
+    would flip labels near a threshold under a per-batch int8 scale."""
+    import onnx
+
+    graph = onnx.load(str(exported_dir / "onnx" / "encoder.int8.onnx")).graph
+    int8 = {n.name for n in graph.node if n.op_type == "MatMulInteger"}
+    fp32 = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert int8 and all(any(k in n for k in ("/query/", "/key/", "/value/")) for n in int8)
+    for kept in ("/intermediate/dense/", "/output/dense/", "/attention/output/dense/"):
+        assert any(kept in n for n in fp32), kept
+
+
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
 def test_backend_labels_agree_with_torch(exported_dir, backend):
     texts = sample_texts()
