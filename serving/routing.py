@@ -1,7 +1,7 @@
 """Routing rules, SLA deadlines and the priority score,
 all read from one validated config file (``data/routing.yaml`` by default).
 
-Priority (documented in the README):
+Priority (documented in docs/service.md):
 
     points      = urgency points + negative-sentiment points
                   + repeat_contact_points * min(earlier contacts in N days, max)

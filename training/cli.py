@@ -23,7 +23,7 @@ def _fail(message: str) -> typer.Exit:
 @app.command("train")
 def train_cmd(
     config: Annotated[
-        Path, typer.Option("--config", "-c", help="YAML training config (see README).")
+        Path, typer.Option("--config", "-c", help="YAML training config (see docs/training.md).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
