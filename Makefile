@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make serve   install everything, build the model if there is none, run the API
+#   make serve   install everything, run the API (with no model yet: serve a quick model
+#                within minutes, build the starter in the background and switch to it)
 #   make test    install everything, run the tests
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The first `make serve` builds the starter model (about 25 minutes on 2 idle cores).
+# `make model` builds the starter model in the foreground (about 25 minutes on 2 idle cores)
 $(MODEL_DIR)/model_config.json: | $(STAMP)
 	@test -d "$(CARELENS_DATA)" || { echo "No model at $(MODEL_DIR) and no public data at $(CARELENS_DATA) to build one: set CARELENS_DATA, or CARELENS_MODEL_DIR to a model directory."; exit 2; }
 	@echo "No model at $(MODEL_DIR): building the starter model from $(CARELENS_DATA)."
@@ -31,8 +32,9 @@ $(MODEL_DIR)/model_config.json: | $(STAMP)
 
 model: $(MODEL_DIR)/model_config.json
 
-serve: $(STAMP) model
-	$(BIN)/carelens serve --model $(MODEL_DIR)
+serve: $(STAMP)
+	@test -f "$(MODEL_DIR)/model_config.json" || test -d "$(CARELENS_DATA)" || { echo "No model at $(MODEL_DIR) and no public data at $(CARELENS_DATA) to build one: set CARELENS_DATA, or CARELENS_MODEL_DIR to a model directory."; exit 2; }
+	$(BIN)/carelens serve --model $(MODEL_DIR) --build-missing
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -41,6 +41,9 @@ class ModelConfig:
     task_weights: dict[str, float] = field(default_factory=dict)
     ngram: NgramConfig = field(default_factory=NgramConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
+    # the sparse path alone: the encoder is never run and the heads are neutral (a
+    # model that is not fine-tuned: `carelens train --epochs 0`)
+    sparse_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -214,6 +217,25 @@ class MultiTaskClassifier(nn.Module):
             else:
                 self.heads[task.name] = nn.Linear(features, task.num_labels)
 
+    def silence_heads(self) -> None:
+        """Make every head neutral, so the model's output is its sparse path alone: the
+        linear heads output zeros, the ordinal head a uniform distribution (a model that
+        is not fine-tuned, e.g. the quick model served while the starter builds)."""
+        with torch.no_grad():
+            for head in self.heads.values():
+                if isinstance(head, OrdinalHead):
+                    k = head.threshold_gaps.numel() + 2
+                    # P(y >= j) = (k - j) / k, j = 1..k-1: thresholds at logit(j / k)
+                    cuts = torch.logit(torch.arange(1, k, dtype=torch.float32) / k)
+                    head.score.weight.zero_()
+                    head.score.bias.zero_()
+                    head.first_threshold.fill_(float(cuts[0]))
+                    gaps = (cuts[1:] - cuts[:-1] - 1e-4).clamp_min(1e-3)
+                    head.threshold_gaps.copy_(torch.log(torch.expm1(gaps)))
+                else:
+                    head.weight.zero_()
+                    head.bias.zero_()
+
     #: a lower precision (torch.bfloat16) the encoder runs in under CPU autocast; set
     #: by the training loop while it fine-tunes (``TrainConfig.bf16``), never saved.
     #: The pooling, heads and sparse path stay in float32.
@@ -247,7 +269,7 @@ class MultiTaskClassifier(nn.Module):
         ``pooled`` is an encoder output computed elsewhere (the ONNX Runtime backend)."""
         if pooled is not None:
             pooled = pooled.to(torch.float32)
-        elif skip_encoder:
+        elif skip_encoder or self.config.sparse_only:
             hidden = int(self.encoder.config.hidden_size)
             pooled = torch.zeros((input_ids.shape[0], hidden), dtype=torch.float32)
         else:

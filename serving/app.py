@@ -22,6 +22,7 @@ from model.registry import Registry
 from serving import db, errors
 from serving.auth import ensure_key
 from serving.batcher import MicroBatcher
+from serving.builder import ModelBuilder
 from serving.deps import Services
 from serving.guard import RequestGuard
 from serving.learning import JobRunner, ModelManager
@@ -72,6 +73,7 @@ def create_app(
     )
     metrics.watch_store(svc.sessions, clock)
     models = ModelManager(svc, Registry(settings.registry) if settings.follow_registry else None)
+    builder = ModelBuilder(models, settings.model_dir, settings.jobs_dir / "model-build")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -85,11 +87,16 @@ def create_app(
                     s, "bootstrap-admin", "admin", settings.bootstrap_admin_key.get_secret_value()
                 )
         svc.predictor = predictor
-        if predictor is None:
+        startup = models.startup_dir() if predictor is None else None
+        if startup == settings.model_dir and settings.build_missing and builder.needed():
+            # nothing to serve yet: answer at once, build in the background
+            svc.model_error = f"no model at {settings.model_dir} yet: building one"
+            builder.start()
+        elif predictor is None:
             try:
                 svc.predictor = await run_in_threadpool(
                     Predictor.load,
-                    models.startup_dir(),
+                    startup,
                     backend=settings.backend,
                     batch_size=settings.batch_size,
                     max_tokens=settings.max_tokens,
@@ -119,6 +126,7 @@ def create_app(
         ).start()
         yield
         svc.batcher.stop()
+        builder.stop()
         models.stop()
         engine.dispose()
 
@@ -135,6 +143,7 @@ def create_app(
     app.state.settings = settings
     app.state.services = svc
     app.state.models = models
+    app.state.builder = builder
     app.state.jobs = JobRunner(
         settings.jobs_dir, Registry(settings.registry), lambda _: models.follow()
     )
@@ -157,9 +166,11 @@ def create_app(
         responses={503: {"model": NotReady, "description": "Not ready, and why."}},
     )
     def readyz() -> dict[str, Any]:
-        """Ready when the model is loaded and the database answers (no key needed)."""
+        """Ready when the model is loaded and the database answers (no key needed).
+        While a missing model is built (``build_missing``), ``build`` says how far."""
+        build = {"build": builder.status()} if builder.stage is not None else {}
         if svc.predictor is None:
-            raise HTTPException(503, detail={"ready": False, "reason": svc.model_error})
+            raise HTTPException(503, detail={"ready": False, "reason": svc.model_error, **build})
         try:
             db.ping(engine)
         except Exception as exc:
@@ -172,6 +183,7 @@ def create_app(
             "trained": bool(svc.predictor.model.train_config),
             "database": engine.dialect.name,
             "model_reload_error": models.error,
+            **build,
         }
 
     @app.get(

@@ -48,6 +48,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     database_url: DbUrl = None,
+    build_missing: Annotated[
+        bool | None,
+        typer.Option(
+            "--build-missing",
+            help="With no model there yet: serve at once, build the quick model (minutes), "
+            "then the starter (about 25 minutes), switching to each when it is ready.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API under uvicorn (migrates the database first)."""
     import uvicorn
@@ -55,7 +63,13 @@ def serve(
     from serving.app import create_app
     from serving.redact import uvicorn_log_config
 
-    settings = _settings(model_dir=model, host=host, port=port, database_url=database_url)
+    settings = _settings(
+        model_dir=model,
+        host=host,
+        port=port,
+        database_url=database_url,
+        build_missing=build_missing,
+    )
     extra = {"log_config": uvicorn_log_config()} if settings.redact_logs else {}
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="info", **extra

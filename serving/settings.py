@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Spike test: pseudo-messages of the shop-wide share in the baseline.",
     )
+    build_missing: bool = Field(
+        False,
+        description="With no model at model_dir: start anyway and build one in the "
+        "background (a quick model within minutes, then the starter), serving each as soon "
+        "as it is ready; /readyz says how far the build is.",
+    )
     registry: Path = Field(
         default_factory=default_registry_dir,
         description="Model registry whose active version is served (hot reload).",

@@ -20,13 +20,36 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+ProgressFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--progress-file",
+        help="Keep {stage, fraction, message} here (JSON), updated as the build goes.",
+    ),
+]
+
+
+def _progress_writer(path: Path | None):
+    from model.registry import write_json_atomic
+
+    def report(stage: str, fraction: float, message: str) -> None:
+        if path is not None:
+            write_json_atomic(
+                path, {"stage": stage, "fraction": round(fraction, 3), "message": message}
+            )
+
+    return report
+
+
 @app.command("train")
 def train_cmd(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="YAML training config (see docs/training.md).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
-    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=0, help="Fine-tuning passes; 0: the sparse path alone.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per text.")] = None,
@@ -42,6 +65,7 @@ def train_cmd(
         Path | None,
         typer.Option(help="Public data folder (default $CARELENS_DATA or ../shared/data)."),
     ] = None,
+    progress_file: ProgressFile = None,
 ) -> None:
     """Fine-tune a model on the data listed in a config; calibrate it; save it."""
     from training.data import DataError
@@ -63,8 +87,9 @@ def train_cmd(
         raise _fail(f"config file not found: {config}")
     try:
         cfg = TrainConfig.from_file(config, flags)
-        metrics = run(cfg, out)
+        metrics = run(cfg, out, report=_progress_writer(progress_file))
     except (ValueError, DataError, SourceError) as exc:
+        _progress_writer(progress_file)("failed", 1.0, str(exc))
         raise _fail(f"{config}: {exc}") from exc
     typer.echo(
         json.dumps(
@@ -96,20 +121,32 @@ def starter(
         typer.Option(help="Public data folder (default $CARELENS_DATA or ../shared/data)."),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1)] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="The sparse n-gram path alone, no fine-tuning: a few minutes instead of "
+            "about 25, and weaker labels (what the service answers with while the starter "
+            "builds).",
+        ),
+    ] = False,
+    progress_file: ProgressFile = None,
 ) -> None:
-    """Build the default model from all public sources (data/configs/starter.yaml)."""
+    """Build the default model from the labelled corpus and the public sources
+    (data/configs/starter.yaml)."""
     from model.paths import default_model_dir
 
     train_cmd(
         config=STARTER_CONFIG,
         out=out or default_model_dir(),
-        epochs=None,
+        epochs=0 if quick else None,
         batch_size=None,
         learning_rate=None,
         max_length=None,
         seed=None,
         threads=threads,
         data_dir=data_dir,
+        progress_file=progress_file,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +190,18 @@ def calibrate_model(
     return logits
 
 
-def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train a model from ``cfg`` into ``out_dir``; returns a summary."""
+Report = Callable[[str, float, str], None]  # (stage, fraction done, message)
+
+
+def run(
+    cfg: TrainConfig, out_dir: str | Path, progress: bool = True, report: Report | None = None
+) -> dict[str, Any]:
+    """Train a model from ``cfg`` into ``out_dir``; returns a summary. ``report(stage,
+    fraction, message)`` hears how far it is (stages: data, vocabulary, sparse,
+    fine-tuning, calibrating, done)."""
     t0 = time.perf_counter()
+    report = report or (lambda stage, fraction, message: None)
+    report("data", 0.0, "reading the training data")
     taxonomy = load_taxonomy(cfg)
     train_rows, val, rest = build_sets(cfg, taxonomy)
     if not train_rows:
@@ -213,6 +222,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
     )
     pre_history: list[dict] = []
     unique_train = list({id(r): r for r in train_rows}.values())
+    report("vocabulary", 0.03, f"{len(train_rows)} training rows; preparing the vocabulary")
     if cfg.trim_vocab:
         # every text it trains on (fine-tuning and the sparse path's rows), never the
         # validation texts: those are cut as any new message would be
@@ -222,7 +232,19 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
             raise ValueError(f"trim_vocab: {exc}") from exc
         log.info("vocabulary trimmed from %d to %d pieces", before, after)
         pre_history.append({"vocabulary_trimmed": {"before": before, "after": after}})
-    if cfg.sparse:
+    sparse_only = cfg.epochs == 0
+    if sparse_only:
+        if not cfg.sparse:
+            raise ValueError("epochs: 0 trains nothing without the sparse path (set sparse: true)")
+        # no fine-tuning: the model is its sparse path alone, fitted once on all rows
+        # below (a quick model, built in minutes); the heads are made neutral and the
+        # encoder is never run
+        model.config.sparse_only = True
+        model.classifier.silence_heads()
+    # the share of the whole build each stage takes (fine-tuning dominates if it runs)
+    tuned = 0.0 if sparse_only else 0.85
+    if cfg.sparse and not sparse_only:
+        report("sparse", 0.05, "fitting the sparse n-gram path")
         # fitted on rows fine-tuning will not see, so on the fine-tuning rows its logits
         # are out-of-sample and the encoder learns what it gets wrong
         if not rest:
@@ -244,12 +266,23 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         # (on rows they have memorised, the joint loss would start near zero)
         pre_rows = rest or unique_train
         pre_history += pretrain_ngrams(model, pre_rows, cfg, cfg.ngram_pretrain_epochs, progress)
-    result = train(model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress)
-    if cfg.sparse and cfg.sparse_refit and rest:
+
+    def on_step(step: int, total: int) -> None:
+        if step == total or step % 20 == 0:
+            epoch = min(cfg.epochs, 1 + (step - 1) * cfg.epochs // max(total, 1))
+            message = f"fine-tuning, epoch {epoch}/{cfg.epochs}, step {step}/{total}"
+            report("fine-tuning", 0.1 + tuned * step / max(total, 1), message)
+
+    result = train(
+        model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress, on_step=on_step
+    )
+    if cfg.sparse and ((cfg.sparse_refit and rest) or sparse_only):
+        report("sparse", 0.1 + tuned, "fitting the sparse n-gram path on all training rows")
         sparse = fit_sparse(
             model, unique_train + rest, cfg.sparse_c, progress, cfg.class_balance, cfg.label_balance
         )
         result["history"].append({"sparse_refit": sparse})
+    report("calibrating", 0.97 if tuned else 0.9, "calibrating on the validation rows")
     val_logits = calibrate_model(model, val_rows, cfg.target_precision)
     # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds
     per_source = {}
@@ -273,4 +306,5 @@ def run(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict[st
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     model.save_pretrained(out_dir)
+    report("done", 1.0, f"saved to {out_dir}")
     return model.metrics

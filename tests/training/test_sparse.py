@@ -233,3 +233,77 @@ def test_class_balance_raises_the_rare_class():
         return float(probs["issue_type"][:, rare_id].mean())
 
     assert rare_prob(1.0) > rare_prob(0.0)
+
+
+def test_zero_epochs_is_the_sparse_path_alone(tmp_path, tiny_backbone_dir):
+    """``epochs: 0`` (``carelens starter --quick``): one sparse fit on every training
+    row, neutral heads, the encoder never run; the reports name each stage."""
+    import json
+
+    from training.pipeline import run
+    from training.trainer import TrainConfig
+
+    rows = _rows(300)
+    path = tmp_path / "toy.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": e.text, **e.labels}, ensure_ascii=False) for e in rows),
+        encoding="utf-8",
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "backbone": str(tiny_backbone_dir),
+            "data": [{"path": str(path), "name": "toy", "max_rows": 100}],
+            "epochs": 0,
+            "max_length": 32,
+            "cjk_min_count": 1,
+            "ngram": False,
+            "sparse": True,
+            "val_fraction": 0.2,
+        }
+    )
+    reports = []
+    metrics = run(cfg, tmp_path / "m", progress=False, report=lambda *r: reports.append(r))
+    steps = {k: v for entry in metrics["history"] for k, v in entry.items()}
+    assert "sparse_fit" not in steps and steps["sparse_refit"]["rows"] > 200
+    assert metrics["validation_per_source"]["toy"]["issue_type"] > 0.9
+    assert [r[0] for r in reports][-2:] == ["calibrating", "done"]
+    fractions = [r[1] for r in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    model = CarelensModel.from_pretrained(tmp_path / "m")
+    clf = model.classifier
+    assert model.config.sparse_only
+    ordinal = ordinal_probs(clf.heads["urgency"](torch.randn(3, 32)))
+    assert torch.allclose(ordinal, torch.full_like(ordinal, 1 / ordinal.shape[1]), atol=1e-3)
+    calls = []
+    clf.encoder.register_forward_hook(lambda *a: calls.append(1))
+    texts = [e.text for e in rows[:8]]
+    logits, _ = model.batched_logits(texts, 8, calibrated=False)
+    ids, tf = clf.sparse_inputs(texts)
+    sparse = clf.sparse_logits(ids, tf)
+    lo, hi = clf.sparse_slices["issue_type"]
+    assert not calls  # the encoder never ran
+    assert torch.allclose(logits["issue_type"], sparse[:, lo:hi], atol=1e-5)
+
+
+def test_zero_epochs_needs_the_sparse_path(tmp_path, tiny_backbone_dir):
+    import json
+
+    from training.pipeline import run
+    from training.trainer import TrainConfig
+
+    path = tmp_path / "toy.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": e.text, **e.labels}) for e in _rows(60)), encoding="utf-8"
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "backbone": str(tiny_backbone_dir),
+            "data": [{"path": str(path), "name": "toy"}],
+            "epochs": 0,
+            "ngram": False,
+            "sparse": False,
+        }
+    )
+    with pytest.raises(ValueError, match="sparse"):
+        run(cfg, tmp_path / "m", progress=False)
