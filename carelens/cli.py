@@ -13,6 +13,7 @@ from model.cli import bench_predict
 from model.registry_cli import app as models_app
 from serving.bench import bench_api
 from serving.cli import app as serving_app
+from serving.first_answer import bench_first_answer
 from training import retrain_cli
 from training.cli import app as training_app
 
@@ -32,6 +33,7 @@ bench_app = typer.Typer(
 )
 bench_app.command("predict")(bench_predict)
 bench_app.command("api")(bench_api)
+bench_app.command("first-answer")(bench_first_answer)
 app.add_typer(bench_app, name="bench")
 
 
