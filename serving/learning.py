@@ -372,8 +372,8 @@ def export_labels_file(database_url: str | None, taxonomy_file: Path, out: Path)
     ``out``; returns the number of tickets."""
     from model.taxonomy import Taxonomy
     from serving import db
+    from serving.corrections import export_labels
     from serving.settings import Settings
-    from serving.tickets import export_labels
 
     url = database_url or Settings().database_url
     engine = db.make_engine(url)

@@ -61,6 +61,18 @@ class SlaOverride:
     marketplace: str | None = None
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Where one message goes (``RoutingConfig.decide``)."""
+
+    queue: str
+    sla_hours: float
+    sla_due_at: datetime
+    points: float  # priority points: urgency, sentiment, repeat contacts
+    rank_at: datetime  # the deadline moved earlier by the points (``rank_at``)
+    no_response_needed: bool  # closed at once (e.g. a positive review)
+
+
 @dataclass
 class RoutingConfig:
     queues: dict[str, str]
@@ -225,6 +237,31 @@ class RoutingConfig:
                 raise RoutingError(f"{self.source}: sla override: unknown channel {o.channel!r}")
 
     # -- use -------------------------------------------------------------------
+    def decide(
+        self,
+        labels: dict[str, list[str]],
+        facts: dict[str, Any],
+        received_at: datetime,
+        marketplace: str | None = None,
+        earlier_contacts: int = 0,
+        sla_hours: float | None = None,
+    ) -> Decision:
+        """The routing file's one answer for a message: its queue, its SLA deadline,
+        its priority and whether it needs an answer at all. ``facts``: what the
+        conditions besides the labels read (channel, needs_review, rule, stars);
+        ``sla_hours`` overrides the file's hours (CARELENS_SLA_HOURS)."""
+        hours = sla_hours or self.sla_hours(facts.get("channel"), marketplace)
+        due = deadline(received_at, hours)
+        points = self.points(labels, earlier_contacts)
+        return Decision(
+            queue=self.route(labels, facts),
+            sla_hours=hours,
+            sla_due_at=due,
+            points=points,
+            rank_at=rank_at(due, points),
+            no_response_needed=self.no_response_needed(labels, facts),
+        )
+
     def route(self, labels: dict[str, list[str]], facts: dict[str, Any]) -> str:
         for route in self.routes:
             if route.matches(labels, facts):

@@ -8,11 +8,7 @@ ticket is claimable again (it shows as ``open``).
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,8 +17,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    exists,
-    func,
     insert,
     literal,
     or_,
@@ -32,19 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased, contains_eager, selectinload
 
-from model.predictor import Prediction as ModelPrediction
-from model.taxonomy import Taxonomy
-from serving.redact import pseudonym, redact
-from serving.routing import RoutingConfig, deadline, priority_at, rank_at
+from serving.routing import RoutingConfig, priority_at
 from serving.store import (
     CLOSED_STATES,
-    LabelCorrection,
     Message,
-    Prediction,
     Ticket,
     TicketEvent,
     UTCDateTime,
-    as_utc,
 )
 
 LATE_WINDOWS_DAYS = (7, 30, 90)
@@ -56,170 +44,6 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """No such ticket / review (HTTP 404)."""
-
-
-@dataclass
-class NewMessage:
-    channel: str
-    text: str
-    subject: str | None = None
-    external_id: str | None = None
-    customer_id: str | None = None
-    order_id: str | None = None
-    product_id: str | None = None
-    marketplace: str | None = None
-    rating: int | None = None
-    received_at: datetime | None = None
-    lang: str = "und"
-
-    @property
-    def model_text(self) -> str:
-        """What the model reads: the subject line (when there is one) and the text."""
-        return f"{self.subject}\n{self.text}" if self.subject else self.text
-
-
-def find_existing(session: Session, external_ids: list[str]) -> dict[str, Message]:
-    if not external_ids:
-        return {}
-    rows = session.scalars(
-        select(Message)
-        .where(Message.external_id.in_(external_ids))
-        .options(selectinload(Message.ticket), selectinload(Message.prediction))
-    )
-    return {m.external_id: m for m in rows}
-
-
-def earlier_contacts(session: Session, customer_id: str | None, before: datetime, days: int) -> int:
-    if not customer_id:
-        return 0
-    return session.scalar(
-        select(func.count(Message.id)).where(
-            Message.customer_id == customer_id,
-            Message.received_at < before,
-            Message.received_at >= before - timedelta(days=days),
-        )
-    )
-
-
-def find_reopenable(
-    session: Session, item: NewMessage, received: datetime, days: int
-) -> Ticket | None:
-    """The resolved ticket that a follow-up ``item`` reopens, or None.
-
-    A follow-up is a message (not a review) from the same customer, received after the
-    earlier ticket (not a review either) was resolved, and either
-    - about the same order: both carry the same order id (any time later), or
-    - one of the two has no order id and it arrives within ``days`` of the resolution.
-    Two different order ids never match. A ticket is reopened at most once (the work goes
-    on in the follow-up's ticket); the most recently resolved match wins."""
-    if not item.customer_id or item.channel == "review":
-        return None
-    already = exists().where(TicketEvent.ticket_id == Ticket.id, TicketEvent.kind == "reopened")
-    rows = session.execute(
-        select(Ticket, Message.order_id)
-        .join(Message, Message.id == Ticket.message_id)
-        .where(
-            Message.customer_id == item.customer_id,
-            Message.channel != "review",
-            Ticket.state == "resolved",
-            Ticket.resolved_at <= received,
-            ~already,
-        )
-        .order_by(Ticket.resolved_at.desc(), Ticket.id.desc())
-    ).all()
-    for ticket, order_id in rows:
-        if item.order_id and order_id:
-            if item.order_id == order_id:
-                return ticket
-        elif days and ticket.resolved_at >= received - timedelta(days=days):
-            return ticket
-    return None
-
-
-def store_message(
-    session: Session,
-    item: NewMessage,
-    prediction: ModelPrediction,
-    routing: RoutingConfig,
-    model_version: str,
-    now: datetime,
-    sla_hours: float | None = None,
-) -> Message:
-    """Insert the message, the model's prediction and its routed ticket (no commit).
-
-    A follow-up to a resolved ticket (see ``find_reopenable``) still gets its own ticket
-    (its own text, labels, queue and a fresh SLA); the resolved ticket records a
-    ``reopened`` event naming it, and the new one a ``follow_up`` event naming the old."""
-    received = as_utc(item.received_at) if item.received_at else now
-    reopens = find_reopenable(session, item, received, routing.reopen_days)
-    message = Message(
-        external_id=item.external_id,
-        channel=item.channel,
-        subject=item.subject,
-        text=item.text,
-        lang=item.lang,
-        customer_id=item.customer_id,
-        order_id=item.order_id,
-        product_id=item.product_id,
-        marketplace=item.marketplace,
-        rating=item.rating,
-        received_at=received,
-        created_at=now,
-    )
-    session.add(message)
-    model_labels = prediction.model_labels or prediction.labels
-    session.add(
-        Prediction(
-            message=message,
-            model_version=model_version,
-            labels=model_labels,
-            output=prediction.to_dict(),
-            needs_review=prediction.needs_review,
-            created_at=now,
-        )
-    )
-    labels = prediction.labels  # the critical rules applied (model.rules)
-    hits = [h.to_dict() for h in prediction.rule_hits]
-    facts = {
-        "channel": item.channel,
-        "needs_review": prediction.needs_review and not hits,
-        "rule": [h["rule"] for h in hits],
-        "stars": item.rating,
-    }
-    queue = routing.route(labels, facts)
-    hours = sla_hours or routing.sla_hours(item.channel, item.marketplace)
-    due = deadline(received, hours)
-    contacts = earlier_contacts(session, item.customer_id, received, routing.repeat_days)
-    points = routing.points(labels, contacts)
-    ticket = Ticket(
-        message=message,
-        queue=queue,
-        state="open",
-        labels=labels,
-        rule_hits=hits,
-        base_priority=points,
-        rank_at=rank_at(due, points),
-        sla_hours=hours,
-        sla_due_at=due,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(ticket)
-    session.add(TicketEvent(ticket=ticket, kind="created", actor=None, at=now, note=queue))
-    if reopens is not None:
-        session.flush()
-        note = {"message_id": message.id, "ticket_id": ticket.id}
-        _event(session, reopens, "reopened", None, now, note=json.dumps(note))
-        note = json.dumps({"reopened_ticket_id": reopens.id})
-        session.add(TicketEvent(ticket=ticket, kind="follow_up", actor=None, at=now, note=note))
-    if routing.no_response_needed(labels, facts):
-        ticket.state = "no_response_needed"
-        ticket.resolved_at = now
-        session.add(
-            TicketEvent(ticket=ticket, kind="no_response_needed", actor=None, at=now, note="rule")
-        )
-    session.flush()
-    return message
 
 
 # -- reading ----------------------------------------------------------------------
@@ -355,7 +179,7 @@ def late_response_rates(
 # -- changing ---------------------------------------------------------------------
 
 
-def _event(
+def event(
     session: Session,
     ticket: Ticket,
     kind: str,
@@ -428,7 +252,7 @@ def claim_next(
     if ticket is None:
         return None
     if ticket.state == "claimed":  # an expired lease
-        _event(
+        event(
             session,
             ticket,
             "lease_expired",
@@ -439,7 +263,7 @@ def claim_next(
     ticket.state = "claimed"
     ticket.claimed_by, ticket.claimed_by_key_id = actor, actor_key_id
     ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    _event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
+    event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
     session.flush()
     return ticket
 
@@ -572,7 +396,7 @@ def release(
         raise Conflict(f"ticket {ticket.id} is not claimed")
     _check_holder(ticket, actor, now, is_admin, actor_key_id)
     _unclaim(ticket, "open")
-    _event(session, ticket, "released", actor, now, actor_key_id=actor_key_id)
+    event(session, ticket, "released", actor, now, actor_key_id=actor_key_id)
 
 
 def reply(
@@ -594,7 +418,7 @@ def reply(
     else:
         ticket.state, ticket.claimed_by, ticket.claimed_by_key_id = "claimed", actor, actor_key_id
         ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    _event(session, ticket, "replied", actor, now, note=text, actor_key_id=actor_key_id)
+    event(session, ticket, "replied", actor, now, note=text, actor_key_id=actor_key_id)
 
 
 def close(
@@ -612,109 +436,4 @@ def close(
     _check_holder(ticket, actor, now, is_admin, actor_key_id)
     _unclaim(ticket, state)
     ticket.resolved_at = now
-    _event(session, ticket, state, actor, now, note=note, actor_key_id=actor_key_id)
-
-
-def validate_labels(taxonomy: Taxonomy, labels: dict[str, Any]) -> dict[str, list[str]]:
-    """Agent labels: task -> label or list of labels. Multi-label tasks take any subset
-    (an empty list means "no issue"); the others exactly one label."""
-    if not labels:
-        raise ValueError("labels: give at least one task")
-    out = {}
-    for task_name, value in labels.items():
-        if task_name not in taxonomy:
-            raise ValueError(
-                f"labels.{task_name}: unknown task (tasks: {', '.join(taxonomy.task_names)})"
-            )
-        task = taxonomy[task_name]
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ValueError(f"labels.{task_name}: expected a label or a list of labels")
-        unknown = [v for v in values if v not in task.label_names]
-        if unknown:
-            raise ValueError(
-                f"labels.{task_name}: unknown label {unknown[0]!r} "
-                f"(labels: {', '.join(task.label_names)})"
-            )
-        if not task.is_multilabel and len(values) != 1:
-            raise ValueError(f"labels.{task_name}: a {task.kind} task takes exactly one label")
-        out[task_name] = list(dict.fromkeys(values))
-    return out
-
-
-def correct_labels(
-    session: Session,
-    ticket: Ticket,
-    labels: dict[str, list[str]],
-    actor: str,
-    now: datetime,
-    actor_key_id: int | None = None,
-) -> LabelCorrection:
-    row = LabelCorrection(
-        ticket_id=ticket.id, labels=labels, actor=actor, actor_key_id=actor_key_id, created_at=now
-    )
-    session.add(row)
-    ticket.labels = {**ticket.labels, **labels}
-    _event(
-        session,
-        ticket,
-        "labels_corrected",
-        actor,
-        now,
-        note=json.dumps(labels),
-        actor_key_id=actor_key_id,
-    )
-    session.flush()
-    return row
-
-
-def export_labels(
-    session: Session, taxonomy: Taxonomy, fmt: str = "jsonl", redacted: bool = False
-) -> str:
-    """Agents' labels in the labelled-data format (one row per ticket; later
-    corrections of a task win). Tasks nobody labelled stay empty (= not labelled).
-    ``redacted``: personal data in the text masked (``serving.redact``) and the
-    customer id replaced by a stable pseudonym (rows of one customer stay together)."""
-    rows = session.execute(
-        select(LabelCorrection, Message)
-        .join(Ticket, Ticket.id == LabelCorrection.ticket_id)
-        .join(Message, Message.id == Ticket.message_id)
-        .order_by(LabelCorrection.id)
-    ).all()
-    merged: dict[int, dict[str, Any]] = {}
-    for corr, msg in rows:
-        rec = merged.setdefault(
-            msg.id,
-            {
-                "id": f"msg-{msg.id}",
-                "text": f"{msg.subject}\n{msg.text}" if msg.subject else msg.text,
-                "lang": msg.lang,
-                "source": f"tickets:{msg.channel}",
-                "rating": msg.rating,
-                "product_id": msg.product_id,
-                "customer_id": msg.customer_id,
-                "labelled_at": corr.created_at.isoformat(),
-                "labelled_by": corr.actor,
-            },
-        )
-        rec.update(corr.labels)
-        rec["labelled_at"], rec["labelled_by"] = corr.created_at.isoformat(), corr.actor
-    records = list(merged.values())
-    if redacted:
-        for r in records:
-            r["text"] = redact(r["text"])
-            r["customer_id"] = pseudonym(r["customer_id"], "customer")
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    buf = io.StringIO()
-    fields = ["id", "text", "lang", "source", "rating", "product_id", "customer_id"]
-    fields += taxonomy.task_names + ["labelled_at", "labelled_by"]
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    for r in records:
-        row = dict(r)
-        for task in taxonomy.task_names:
-            if task in r:
-                row[task] = "|".join(r[task]) if r[task] else "-"
-        writer.writerow(row)
-    return buf.getvalue()
+    event(session, ticket, state, actor, now, note=note, actor_key_id=actor_key_id)

@@ -42,9 +42,9 @@ from serving.inbound import (
     detect_language,
     parse_email,
 )
+from serving.ingestion import NewMessage, find_existing, store_message
 from serving.routing import priority_at
 from serving.store import CHANNELS, Message
-from serving.tickets import NewMessage, find_existing, store_message
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["messages"], route_class=ApiRoute)

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.registry import RegistryError
 from serving.auth import Principal
+from serving.corrections import export_labels
 from serving.deps import Services, admin_role, services
 from serving.errors import ApiRoute
 from serving.learning import JobConflict, JobRunner, LoadFailed, ModelManager
-from serving.tickets import export_labels
 
 router = APIRouter(tags=["models"], route_class=ApiRoute)
 NO_REGISTRY: dict = {409: {"description": "The service does not follow a registry."}}

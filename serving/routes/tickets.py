@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from serving.auth import Principal
+from serving.corrections import correct_labels, export_labels, validate_labels
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
@@ -20,15 +21,12 @@ from serving.tickets import (
     NotFound,
     claim_next,
     close,
-    correct_labels,
-    export_labels,
     get_ticket,
     queue_overview,
     queue_tickets,
     release,
     reply,
     ticket_view,
-    validate_labels,
 )
 
 ReplyText = free_text(min_length=1, max_length=100_000)

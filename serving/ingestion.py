@@ -1,0 +1,182 @@
+"""A message arrives: it is stored with the model's prediction and becomes a routed
+ticket, in the caller's transaction (no HTTP here; ``serving.routes.messages`` calls it).
+
+The walk: the predictor's labels (the critical rules applied) -> the routing file's
+one decision (``RoutingConfig.decide``: queue, SLA deadline, priority, whether an answer
+is needed) -> the message, its prediction, its ticket and the ticket's first events.
+A follow-up to a resolved ticket is recognised here (``find_reopenable``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from model.predictor import Prediction as ModelPrediction
+from serving.routing import RoutingConfig
+from serving.store import Message, Prediction, Ticket, TicketEvent, as_utc
+from serving.tickets import event
+
+
+@dataclass
+class NewMessage:
+    channel: str
+    text: str
+    subject: str | None = None
+    external_id: str | None = None
+    customer_id: str | None = None
+    order_id: str | None = None
+    product_id: str | None = None
+    marketplace: str | None = None
+    rating: int | None = None
+    received_at: datetime | None = None
+    lang: str = "und"
+
+    @property
+    def model_text(self) -> str:
+        """What the model reads: the subject line (when there is one) and the text."""
+        return f"{self.subject}\n{self.text}" if self.subject else self.text
+
+
+def find_existing(session: Session, external_ids: list[str]) -> dict[str, Message]:
+    if not external_ids:
+        return {}
+    rows = session.scalars(
+        select(Message)
+        .where(Message.external_id.in_(external_ids))
+        .options(selectinload(Message.ticket), selectinload(Message.prediction))
+    )
+    return {m.external_id: m for m in rows}
+
+
+def earlier_contacts(session: Session, customer_id: str | None, before: datetime, days: int) -> int:
+    if not customer_id:
+        return 0
+    return session.scalar(
+        select(func.count(Message.id)).where(
+            Message.customer_id == customer_id,
+            Message.received_at < before,
+            Message.received_at >= before - timedelta(days=days),
+        )
+    )
+
+
+def find_reopenable(
+    session: Session, item: NewMessage, received: datetime, days: int
+) -> Ticket | None:
+    """The resolved ticket that a follow-up ``item`` reopens, or None.
+
+    A follow-up is a message (not a review) from the same customer, received after the
+    earlier ticket (not a review either) was resolved, and either
+    - about the same order: both carry the same order id (any time later), or
+    - one of the two has no order id and it arrives within ``days`` of the resolution.
+    Two different order ids never match. A ticket is reopened at most once (the work goes
+    on in the follow-up's ticket); the most recently resolved match wins."""
+    if not item.customer_id or item.channel == "review":
+        return None
+    already = exists().where(TicketEvent.ticket_id == Ticket.id, TicketEvent.kind == "reopened")
+    rows = session.execute(
+        select(Ticket, Message.order_id)
+        .join(Message, Message.id == Ticket.message_id)
+        .where(
+            Message.customer_id == item.customer_id,
+            Message.channel != "review",
+            Ticket.state == "resolved",
+            Ticket.resolved_at <= received,
+            ~already,
+        )
+        .order_by(Ticket.resolved_at.desc(), Ticket.id.desc())
+    ).all()
+    for ticket, order_id in rows:
+        if item.order_id and order_id:
+            if item.order_id == order_id:
+                return ticket
+        elif days and ticket.resolved_at >= received - timedelta(days=days):
+            return ticket
+    return None
+
+
+def store_message(
+    session: Session,
+    item: NewMessage,
+    prediction: ModelPrediction,
+    routing: RoutingConfig,
+    model_version: str,
+    now: datetime,
+    sla_hours: float | None = None,
+) -> Message:
+    """Insert the message, the model's prediction and its routed ticket (no commit).
+
+    A follow-up to a resolved ticket (see ``find_reopenable``) still gets its own ticket
+    (its own text, labels, queue and a fresh SLA); the resolved ticket records a
+    ``reopened`` event naming it, and the new one a ``follow_up`` event naming the old."""
+    received = as_utc(item.received_at) if item.received_at else now
+    reopens = find_reopenable(session, item, received, routing.reopen_days)
+    message = Message(
+        external_id=item.external_id,
+        channel=item.channel,
+        subject=item.subject,
+        text=item.text,
+        lang=item.lang,
+        customer_id=item.customer_id,
+        order_id=item.order_id,
+        product_id=item.product_id,
+        marketplace=item.marketplace,
+        rating=item.rating,
+        received_at=received,
+        created_at=now,
+    )
+    session.add(message)
+    model_labels = prediction.model_labels or prediction.labels
+    session.add(
+        Prediction(
+            message=message,
+            model_version=model_version,
+            labels=model_labels,
+            output=prediction.to_dict(),
+            needs_review=prediction.needs_review,
+            created_at=now,
+        )
+    )
+    labels = prediction.labels  # the critical rules applied (model.rules)
+    hits = [h.to_dict() for h in prediction.rule_hits]
+    facts = {
+        "channel": item.channel,
+        "needs_review": prediction.needs_review and not hits,
+        "rule": [h["rule"] for h in hits],
+        "stars": item.rating,
+    }
+    contacts = earlier_contacts(session, item.customer_id, received, routing.repeat_days)
+    decision = routing.decide(labels, facts, received, item.marketplace, contacts, sla_hours)
+    ticket = Ticket(
+        message=message,
+        queue=decision.queue,
+        state="open",
+        labels=labels,
+        rule_hits=hits,
+        base_priority=decision.points,
+        rank_at=decision.rank_at,
+        sla_hours=decision.sla_hours,
+        sla_due_at=decision.sla_due_at,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(ticket)
+    session.add(TicketEvent(ticket=ticket, kind="created", actor=None, at=now, note=decision.queue))
+    if reopens is not None:
+        session.flush()
+        note = {"message_id": message.id, "ticket_id": ticket.id}
+        event(session, reopens, "reopened", None, now, note=json.dumps(note))
+        note = json.dumps({"reopened_ticket_id": reopens.id})
+        session.add(TicketEvent(ticket=ticket, kind="follow_up", actor=None, at=now, note=note))
+    if decision.no_response_needed:
+        ticket.state = "no_response_needed"
+        ticket.resolved_at = now
+        session.add(
+            TicketEvent(ticket=ticket, kind="no_response_needed", actor=None, at=now, note="rule")
+        )
+    session.flush()
+    return message
