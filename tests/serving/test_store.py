@@ -29,6 +29,20 @@ def test_migrations_build_exactly_the_models(db_url):
         engine.dispose()
 
 
+def test_the_routing_file_answers_once_per_message():
+    from datetime import UTC, datetime
+
+    cfg = RoutingConfig.load()
+    labels = {"issue_type": ["refund_return"], "sentiment": ["negative"], "urgency": ["high"]}
+    received = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+    facts = {"channel": "email", "needs_review": False, "rule": [], "stars": None}
+    d = cfg.decide(labels, facts, received, "amazon.com", earlier_contacts=1)
+    assert (d.queue, d.sla_hours, d.points) == ("returns", 24, 24 + 6 + 6)
+    assert d.sla_due_at == deadline(received, 24) and not d.no_response_needed
+    assert (d.sla_due_at - d.rank_at).total_seconds() == d.points * 3600
+    assert cfg.decide(labels, facts, received, sla_hours=2).sla_hours == 2
+
+
 def test_default_routing_file_fits_the_default_taxonomy():
     cfg = RoutingConfig.load()
     cfg.validate(Taxonomy.default(), CHANNELS)
