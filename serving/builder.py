@@ -1,6 +1,6 @@
 """Building the model the service serves when there is none yet (``build_missing``).
 
-A fresh installation has no model: the starter takes about 25 minutes to build on two
+A fresh installation has no model: the starter takes about half an hour to build on two
 cores. With ``CARELENS_BUILD_MISSING=true`` (``carelens serve --build-missing``, what
 ``make serve`` runs) the service starts at once and builds in the background, in a
 subprocess running ``carelens starter`` (serving never imports training):

@@ -53,7 +53,7 @@ def serve(
         typer.Option(
             "--build-missing",
             help="With no model there yet: serve at once, build the quick model (minutes), "
-            "then the starter (about 25 minutes), switching to each when it is ready.",
+            "then the starter (about half an hour), switching to each when it is ready.",
         ),
     ] = None,
 ) -> None:

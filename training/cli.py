@@ -126,7 +126,7 @@ def starter(
         typer.Option(
             "--quick",
             help="The sparse n-gram path alone, no fine-tuning: a few minutes instead of "
-            "about 25, and weaker labels (what the service answers with while the starter "
+            "about half an hour, and weaker labels (what the service answers with while the starter "
             "builds).",
         ),
     ] = False,
