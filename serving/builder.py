@@ -90,8 +90,9 @@ class ModelBuilder:
             except LoadFailed as exc:
                 self._failed(f"the {stage} model was built but does not load: {exc}")
                 return
+            if target == self.model_dir:
+                self.stage = "done"  # before the swap: whoever sees the starter sees done
             self.models.swap(pred, f"{stage} model built")
-        self.stage = "done"
 
     def _build(self, stage: str, target: Path, extra: list[str]) -> bool:
         tmp = target.with_name(target.name + ".building")
