@@ -103,6 +103,8 @@ class ModelBuilder:
         cmd = [*self.command, "--out", str(tmp), "--progress-file", str(progress), *extra]
         log.info("building the %s model into %s (log: %s)", stage, target, self.log_file(stage))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        if self._stop.is_set():
+            return False
         with self.log_file(stage).open("wb") as out:
             self._proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
