@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -30,17 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
+from model.bench import cpu_name
 from serving.bench import free_port
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(
@@ -65,7 +55,7 @@ def measure(
     )
     out: dict[str, Any] = {
         "commit": commit,
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -136,30 +136,37 @@ def test_fit_refuses_a_model_without_the_path():
         fit_sparse(tiny_model(), _rows(20), progress=False)
 
 
-def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_backbone_dir):
+def _toy_config(tmp_path, backbone, n_rows: int = 300, **overrides):
+    """A training config over ``n_rows`` toy rows written to a labelled file."""
     import json
 
-    from training.pipeline import run
-    from training.trainer import TrainConfig, _optimizer
+    from training.trainer import TrainConfig
 
-    rows = _rows(300)
     path = tmp_path / "toy.jsonl"
     path.write_text(
-        "\n".join(json.dumps({"text": e.text, **e.labels}, ensure_ascii=False) for e in rows),
+        "\n".join(
+            json.dumps({"text": e.text, **e.labels}, ensure_ascii=False) for e in _rows(n_rows)
+        ),
         encoding="utf-8",
     )
-    cfg = TrainConfig.from_dict(
-        {
-            "backbone": str(tiny_backbone_dir),
-            "data": [{"path": str(path), "name": "toy", "max_rows": 100}],
-            "epochs": 1,
-            "max_length": 32,
-            "cjk_min_count": 1,
-            "ngram": False,
-            "sparse": True,
-            "val_fraction": 0.2,
-        }
-    )
+    spec = {
+        "backbone": str(backbone),
+        "data": [{"path": str(path), "name": "toy", "max_rows": 100}],
+        "epochs": 1,
+        "max_length": 32,
+        "cjk_min_count": 1,
+        "ngram": False,
+        "sparse": True,
+        "val_fraction": 0.2,
+    }
+    return TrainConfig.from_dict({**spec, **overrides})
+
+
+def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_backbone_dir):
+    from training.pipeline import run
+    from training.trainer import _optimizer
+
+    cfg = _toy_config(tmp_path, tiny_backbone_dir)
     metrics = run(cfg, tmp_path / "m", progress=False)
     steps = {k: v for entry in metrics["history"] for k, v in entry.items()}
     # first on the rows fine-tuning leaves out, then on all training rows
@@ -238,29 +245,10 @@ def test_class_balance_raises_the_rare_class():
 def test_zero_epochs_is_the_sparse_path_alone(tmp_path, tiny_backbone_dir):
     """``epochs: 0`` (``carelens starter --quick``): one sparse fit on every training
     row, neutral heads, the encoder never run; the reports name each stage."""
-    import json
-
     from training.pipeline import run
-    from training.trainer import TrainConfig
 
     rows = _rows(300)
-    path = tmp_path / "toy.jsonl"
-    path.write_text(
-        "\n".join(json.dumps({"text": e.text, **e.labels}, ensure_ascii=False) for e in rows),
-        encoding="utf-8",
-    )
-    cfg = TrainConfig.from_dict(
-        {
-            "backbone": str(tiny_backbone_dir),
-            "data": [{"path": str(path), "name": "toy", "max_rows": 100}],
-            "epochs": 0,
-            "max_length": 32,
-            "cjk_min_count": 1,
-            "ngram": False,
-            "sparse": True,
-            "val_fraction": 0.2,
-        }
-    )
+    cfg = _toy_config(tmp_path, tiny_backbone_dir, epochs=0)
     reports = []
     metrics = run(cfg, tmp_path / "m", progress=False, report=lambda *r: reports.append(r))
     steps = {k: v for entry in metrics["history"] for k, v in entry.items()}
@@ -287,23 +275,8 @@ def test_zero_epochs_is_the_sparse_path_alone(tmp_path, tiny_backbone_dir):
 
 
 def test_zero_epochs_needs_the_sparse_path(tmp_path, tiny_backbone_dir):
-    import json
-
     from training.pipeline import run
-    from training.trainer import TrainConfig
 
-    path = tmp_path / "toy.jsonl"
-    path.write_text(
-        "\n".join(json.dumps({"text": e.text, **e.labels}) for e in _rows(60)), encoding="utf-8"
-    )
-    cfg = TrainConfig.from_dict(
-        {
-            "backbone": str(tiny_backbone_dir),
-            "data": [{"path": str(path), "name": "toy"}],
-            "epochs": 0,
-            "ngram": False,
-            "sparse": False,
-        }
-    )
+    cfg = _toy_config(tmp_path, tiny_backbone_dir, 60, epochs=0, sparse=False)
     with pytest.raises(ValueError, match="sparse"):
         run(cfg, tmp_path / "m", progress=False)
