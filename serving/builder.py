@@ -85,14 +85,13 @@ class ModelBuilder:
                 log.info("serving the quick model built earlier at %s", target)
             elif not self._build(stage, target, extra):
                 return
+            if target == self.model_dir:
+                self.stage = "done"  # before the swap: whoever sees the starter sees done
             try:
-                pred = self.models.load(target)
+                self.models.serve_dir(target, f"{stage} model built")
             except LoadFailed as exc:
                 self._failed(f"the {stage} model was built but does not load: {exc}")
                 return
-            if target == self.model_dir:
-                self.stage = "done"  # before the swap: whoever sees the starter sees done
-            self.models.swap(pred, f"{stage} model built")
 
     def _build(self, stage: str, target: Path, extra: list[str]) -> bool:
         tmp = target.with_name(target.name + ".building")

@@ -135,6 +135,12 @@ class ModelManager:
         del self.switches[:-20]
         log.info("now serving %s (%s)", pred.model_version, reason)
 
+    def serve_dir(self, path: Path, reason: str) -> None:
+        """Load the model at ``path`` and serve it (``LoadFailed``: the old one stays),
+        under the same lock as the registry's switches."""
+        with self._lock:
+            self.swap(self.load(path), reason)
+
     def _fail(self, version: str, exc: Exception) -> None:
         self.failed_version = version
         self.error = f"{exc}; still serving {self.serving or 'nothing'}"

@@ -128,7 +128,11 @@ def test_a_quick_model_left_by_an_earlier_start_is_served_again(fresh, tmp_path,
     with TestClient(app) as tc:
         ready = _wait_for(lambda: _ready(tc, "starter-quick"))
         assert ready["build"]["stage"] == "starter"
-    # shutting down stopped the starter build: no model where one would be loaded
+        build = app.state.builder
+        _wait_for(lambda: build._proc is not None)
+        assert build._proc.poll() is None  # the starter build runs
+    # shutting down stopped it: the process is gone, no model where one would be loaded
+    assert build._proc.poll() is not None
     assert not (tmp_path / "models" / "starter").exists()
 
 
