@@ -21,12 +21,15 @@ from model.pretrained import ModelLoadError
 from model.registry import Registry
 from serving import db, errors
 from serving.auth import ensure_key
+from serving.autoreply import AutoReplyError, AutoReplyPolicy
 from serving.batcher import MicroBatcher
 from serving.builder import ModelBuilder
 from serving.deps import Services
 from serving.guard import RequestGuard
 from serving.learning import JobRunner, ModelManager
+from serving.mailbox import Every, ImapConfig, poll_once
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
+from serving.outbox import SmtpConfig, deliver_due
 from serving.redact import install_log_redaction
 from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routes import campaigns as campaign_routes
@@ -46,6 +49,44 @@ class NotReady(BaseModel):
     detail: dict[str, Any] = Field(description='{"ready": false, "reason": "..."}')
 
 
+def start_mail_workers(svc: Services) -> dict[str, Every]:
+    """The mailbox poller and the outbox delivery, each when configured with a period."""
+    settings, workers = svc.settings, {}
+    imap = ImapConfig.from_settings(settings)
+    if imap is not None and settings.imap_poll_seconds > 0:
+        handle = messages.mailbox_handler(svc)
+        workers["inbox"] = Every(
+            "mailbox-poll", lambda: poll_once(imap, handle), settings.imap_poll_seconds
+        ).start()
+    smtp = SmtpConfig.from_settings(settings)
+    if smtp is not None and settings.outbox_poll_seconds > 0:
+        workers["outbox"] = Every(
+            "outbox-delivery",
+            lambda: deliver_due(
+                svc.sessions,
+                smtp,
+                svc.clock,
+                max_attempts=settings.outbox_max_attempts,
+                skip_locked=svc.skip_locked,
+            ),
+            settings.outbox_poll_seconds,
+        ).start()
+    return workers
+
+
+def mail_status(workers: dict[str, Every]) -> dict[str, Any]:
+    """What /readyz says of the mail workers: the last round's report and error."""
+    out = {}
+    for name, worker in workers.items():
+        last = worker.last
+        out[name] = {
+            "every_seconds": worker.seconds,
+            "error": worker.error or getattr(last, "error", None),
+            "last": last.to_dict() if hasattr(last, "to_dict") else None,
+        }
+    return out
+
+
 def create_app(
     settings: Settings | None = None,
     predictor: Predictor | None = None,
@@ -58,7 +99,9 @@ def create_app(
     if settings.redact_logs:
         install_log_redaction()
     routing = RoutingConfig.load(settings.routing_file)
-    load_file_templates(settings.templates_dir)  # a bad template file stops the app here
+    file_templates = load_file_templates(settings.templates_dir)  # a bad file stops the app
+    autoreply = AutoReplyPolicy.load(settings.autoreply_file)  # so does a bad policy file
+    autoreply.validate(list(routing.queues), file_templates)
     if settings.sla_hours:
         routing.sla_default_hours = settings.sla_hours
     engine = db.make_engine(settings.database_url)
@@ -70,10 +113,12 @@ def create_app(
         routing=routing,
         metrics=metrics,
         clock=clock,
+        autoreply=autoreply,
     )
     metrics.watch_store(svc.sessions, clock)
     models = ModelManager(svc, Registry(settings.registry) if settings.follow_registry else None)
     builder = ModelBuilder(models, settings.model_dir, settings.jobs_dir / "model-build")
+    mail_workers: dict[str, Every] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -111,7 +156,8 @@ def create_app(
         if svc.predictor is not None:
             try:
                 routing.validate(svc.predictor.taxonomy, CHANNELS, svc.predictor.rules.names)
-            except RoutingError as exc:
+                autoreply.check_taxonomy(svc.predictor.taxonomy)
+            except (RoutingError, AutoReplyError) as exc:
                 svc.model_error = f"routing file does not fit the model: {exc}"
                 log.error("%s", svc.model_error)
                 svc.predictor = None
@@ -124,7 +170,10 @@ def create_app(
             max_wait_ms=settings.batch_max_wait_ms,
             queue_size=settings.batch_queue_size,
         ).start()
+        mail_workers.update(start_mail_workers(svc))
         yield
+        for worker in mail_workers.values():
+            worker.stop()
         svc.batcher.stop()
         builder.stop()
         models.stop()
@@ -177,6 +226,7 @@ def create_app(
             raise HTTPException(
                 503, detail={"ready": False, "reason": f"database unreachable: {exc}"}
             ) from exc
+        mail = {"mail": mail_status(mail_workers)} if mail_workers else {}
         return {
             "ready": True,
             "model_version": svc.predictor.model_version,
@@ -184,6 +234,7 @@ def create_app(
             "database": engine.dialect.name,
             "model_reload_error": models.error,
             **build,
+            **mail,
         }
 
     @app.get(

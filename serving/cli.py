@@ -22,6 +22,12 @@ report_app = typer.Typer(
 )
 app.add_typer(report_app, name="report")
 app.command("chaos")(chaos_cmd)
+mail_app = typer.Typer(
+    no_args_is_help=True,
+    help="The mailbox: read customer mail over IMAP, send queued replies over SMTP "
+    "(settings: CARELENS_IMAP_*, CARELENS_SMTP_*, CARELENS_MAIL_FROM).",
+)
+app.add_typer(mail_app, name="mail")
 
 DbUrl = Annotated[
     str | None,
@@ -249,3 +255,161 @@ def report_kpis(
     finally:
         engine.dispose()
     typer.echo(f"{result['report']}: {result['agents']} agents, {result['queues']} queues")
+
+
+@mail_app.command("poll")
+def mail_poll(
+    url: Annotated[
+        str, typer.Option(help="The running service that stores the messages.")
+    ] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="CARELENS_API_KEY", help="A service key ($CARELENS_API_KEY)."),
+    ] = None,
+    every: Annotated[
+        float | None,
+        typer.Option(help="Poll again every SECONDS until stopped (default: once)."),
+    ] = None,
+) -> None:
+    """Read the unseen messages of the IMAP mailbox (CARELENS_IMAP_HOST, _PORT,
+    _SECURITY, _USER, _PASSWORD, _FOLDER) into the service, marking each seen once
+    its ticket is stored."""
+    import time
+
+    from serving.client import CarelensClient
+    from serving.mailbox import ImapConfig, MailboxError, MailboxStop, http_handler, poll_once
+
+    console = Console(stderr=True)
+    cfg = ImapConfig.from_settings(_settings())
+    if cfg is None:
+        console.print("[red]No mailbox: set CARELENS_IMAP_HOST (and _USER, _PASSWORD).[/red]")
+        raise typer.Exit(2)
+    if not api_key:
+        console.print("[red]No service key: pass --api-key or set CARELENS_API_KEY.[/red]")
+        raise typer.Exit(2)
+    with CarelensClient(url, api_key=api_key) as client:
+        handle = http_handler(client)
+        while True:
+            try:
+                report = poll_once(cfg, handle)
+            except MailboxStop as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from exc
+            except MailboxError as exc:
+                console.print(f"[red]{exc}[/red]")
+                if every is None:
+                    raise typer.Exit(1) from exc
+            else:
+                console.print(
+                    f"{report.unseen} unseen: {report.stored} stored, "
+                    f"{report.already_stored} already stored, {len(report.rejected)} rejected"
+                    + (f"; {report.error}" if report.error else "")
+                )
+                for line in report.rejected:
+                    console.print(f"  rejected {line}")
+            if every is None:
+                return
+            time.sleep(every)
+
+
+@mail_app.command("send")
+def mail_send(database_url: DbUrl = None) -> None:
+    """Deliver the replies due in the outbox once, over the SMTP relay
+    (CARELENS_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD)."""
+    from serving import db
+    from serving.outbox import SmtpConfig, deliver_due
+    from serving.store import utcnow
+
+    console = Console(stderr=True)
+    settings = _settings(database_url=database_url)
+    cfg = SmtpConfig.from_settings(settings)
+    if cfg is None:
+        console.print("[red]No SMTP relay: set CARELENS_SMTP_HOST.[/red]")
+        raise typer.Exit(2)
+    engine = db.make_engine(settings.database_url)
+    try:
+        report = deliver_due(
+            db.session_factory(engine),
+            cfg,
+            utcnow,
+            max_attempts=settings.outbox_max_attempts,
+            skip_locked=db.is_postgres(engine),
+        )
+    finally:
+        engine.dispose()
+    console.print(
+        f"{report.sent} sent, {report.retrying} to retry, {report.failed} failed"
+        + (f"; last error: {report.error}" if report.error else "")
+    )
+
+
+@mail_app.command("check")
+def mail_check(
+    paths: Annotated[list[Path], typer.Argument(help="E-mail files (.eml) or folders of them.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the counts and each file's outcome as JSON.")
+    ] = None,
+    show: Annotated[int, typer.Option(help="List up to N refused or failed files.")] = 20,
+) -> None:
+    """Parse e-mail files as the service would (nothing is stored): how many give a
+    message, how many are refused and why (no text, over a limit), and how many make
+    the parser fail (a fault of carelens: please report it)."""
+    import json
+    import traceback
+    from collections import Counter
+
+    from serving.inbound import EmailError, parse_email
+
+    console = Console()
+    files = sorted(
+        f
+        for p in paths
+        for f in ([p] if p.is_file() else p.rglob("*"))
+        if f.is_file() and not f.name.startswith(".")
+    )
+    if not files:
+        console.print("[red]No files found.[/red]")
+        raise typer.Exit(2)
+    outcomes, reasons = [], Counter()
+    for f in files:
+        try:
+            parsed = parse_email(f.read_bytes())
+            outcomes.append(
+                {
+                    "file": str(f),
+                    "outcome": "parsed",
+                    "chars": len(parsed.text),
+                    "attachments": len(parsed.attachments),
+                }
+            )
+        except EmailError as exc:
+            reasons[str(exc)] += 1
+            outcomes.append({"file": str(f), "outcome": "refused", "reason": str(exc)})
+        except Exception as exc:  # a fault of ours
+            outcomes.append(
+                {
+                    "file": str(f),
+                    "outcome": "failed",
+                    "reason": repr(exc),
+                    "trace": traceback.format_exc(limit=3),
+                }
+            )
+    counts = Counter(o["outcome"] for o in outcomes)
+    table = Table("outcome", "files")
+    for name in ("parsed", "refused", "failed"):
+        table.add_row(name, str(counts.get(name, 0)))
+    table.add_row("all", str(len(files)))
+    console.print(table)
+    for reason, n in reasons.most_common():
+        console.print(f"  refused ({n}): {reason}")
+    for o in [o for o in outcomes if o["outcome"] != "parsed"][:show]:
+        console.print(f"  {o['outcome']}: {o['file']}: {o['reason']}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "files": len(files),
+            **{k: counts.get(k, 0) for k in ("parsed", "refused", "failed")},
+        }
+        out.write_text(json.dumps({"summary": summary, "files": outcomes}, indent=1))
+    if counts.get("failed"):
+        raise typer.Exit(1)

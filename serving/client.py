@@ -160,10 +160,30 @@ class CarelensClient:
     def ticket(self, ticket_id: int) -> JSON:
         return self._json("GET", f"/v1/tickets/{ticket_id}")
 
+    def tickets(
+        self,
+        state: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        after_id: int | None = None,
+    ) -> list[JSON]:
+        """Tickets by state and queue, in id order (``after_id``: the previous page's last)."""
+        params = _clean({"state": state, "queue": queue, "limit": limit, "after_id": after_id})
+        return self._json("GET", "/v1/tickets", params=params)
+
+    def claim_ticket(self, ticket_id: int) -> JSON:
+        """Lease this ticket to this key (409 when another key holds it)."""
+        return self._json("POST", f"/v1/tickets/{ticket_id}/claim")
+
+    def attachment(self, ticket_id: int, attachment_id: int) -> bytes:
+        return self._request("GET", f"/v1/tickets/{ticket_id}/attachments/{attachment_id}").content
+
     def release(self, ticket_id: int) -> JSON:
         return self._json("POST", f"/v1/tickets/{ticket_id}/release")
 
     def reply(self, ticket_id: int, text: str, wait_for_customer: bool = False) -> JSON:
+        """The ticket after the reply, with ``delivery``: queued for SMTP, or not sent
+        and why."""
         return self._json(
             "POST",
             f"/v1/tickets/{ticket_id}/reply",

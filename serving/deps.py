@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model.predictor import Predictor
 from serving.auth import Principal, authenticate
+from serving.autoreply import AutoReplyPolicy
 from serving.batcher import MicroBatcher
 from serving.db import retry_read
 from serving.metrics import Metrics
@@ -31,6 +32,7 @@ class Services:
     predictor: Predictor | None = None
     model_error: str | None = None
     batcher: MicroBatcher | None = None  # runs every prediction (serving/batcher.py)
+    autoreply: AutoReplyPolicy | None = None  # automatic answers (serving/autoreply.py)
 
     @property
     def skip_locked(self) -> bool:

@@ -219,3 +219,7 @@ def received_problem(value: datetime, now: datetime) -> str | None:
     if aware > now + RECEIVED_AHEAD:
         return f"is more than a day after the service's clock ({now.isoformat()})"
     return None
+
+
+# a person's name as they signed: free text within its column
+CustomerName = bounded_text(Message.customer_name)

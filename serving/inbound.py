@@ -1,6 +1,13 @@
 """What comes in: language detection and raw e-mail (RFC 822) parsing, standard
 library only.
 
+E-mail: the text the customer wrote (plain, else HTML; quoted replies, signatures and
+the marketplace relay's frames removed), the ids it carries (order id, ASIN), where an
+answer goes (Reply-To, else From), the Message-IDs it answers (In-Reply-To,
+References) and its attachments. Chinese mail declared ``gb2312`` or ``gbk`` is read
+as ``gb18030`` (its superset: senders often declare the smaller set), and bytes no
+charset can read are replaced, never refused.
+
 Language: carelens serves English and Chinese, so the language is decided by script:
 ``zh`` when CJK ideographs make up at least 20% of the letters, ``en`` when Latin
 letters are there, else ``und``. (A statistical detector would add nothing for two
@@ -12,7 +19,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
@@ -37,6 +44,37 @@ _QUOTE_HEADERS = [
     re.compile(r"^\s*-{2,}\s*原始邮件\s*-{2,}", re.MULTILINE),
 ]
 _SIGNATURE = re.compile(r"^-- ?$", re.MULTILINE)
+# ASINs: "ASIN: B07XJ8C8F5" or a product link ".../dp/B07XJ8C8F5"
+_ASIN = re.compile(r"(?:\bASIN\s*[:#：]?\s*|/dp/|/gp/product/)([A-Z0-9]{10})\b")
+# Amazon buyer-seller messaging: the buyer's words sit between a "Begin message" and an
+# "End message" line, and the relay adds lines that are no one's words. Both are read
+# line by line on lines of at most RELAY_LINE_MAX characters (boilerplate is short), so
+# a long text costs linear time.
+RELAY_LINE_MAX = 300
+_RELAY_BEGIN = re.compile(r"[-=\s]*Begin message[-=\s]*", re.IGNORECASE)
+_RELAY_END = re.compile(r"[-=\s]*End message[-=\s]*", re.IGNORECASE)
+_RELAY_LINE = re.compile(
+    r"\[?\s*(?:Important:\s*)?Please (?:do not reply|type your reply) above this line"
+    r"|#+\s*-?\s*(?:Please )?type your (?:reply|response) above this line"
+    r"|Was this (?:e-?mail|information) helpful\?"
+    r"|(?:©|\(c\)|Copyright)\s*[\d\s,–-]*Amazon"
+    r"|To respond to this customer, (?:please )?reply to this e-?mail"
+    r"|For Your Information: To help arbitrate disputes"
+    r"|We retain all messages buyers and sellers send"
+    r"|Please note: This e-?mail was sent from a notification-only address",
+    re.IGNORECASE,
+)
+_RELAY_AFFILIATES = "amazon.com, inc. or its affiliates"
+# charsets senders declare for a larger one (read as the larger one)
+_CHARSET_SUPERSETS = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "ascii": "utf-8",
+    "us-ascii": "utf-8",
+    "iso-8859-1": "cp1252",
+    "latin-1": "cp1252",
+}
 _SIGNOFF = re.compile(
     r"^\s*(Sent from my \w+.*|Get Outlook for \w+.*|发自我的\w+.*)$", re.IGNORECASE | re.MULTILINE
 )
@@ -188,6 +226,97 @@ def strip_quotes_and_signature(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def strip_relay_frame(text: str) -> str:
+    """The buyer's words of a marketplace-relayed e-mail: what lies between the relay's
+    "Begin message" and "End message" lines when it has them, without the relay's own
+    lines (reply-above-this-line markers, "Was this email helpful?", copyright)."""
+    lines = text.splitlines()
+
+    def short(i: int) -> str | None:
+        line = lines[i].strip()
+        return line if len(line) <= RELAY_LINE_MAX else None
+
+    begin = next(
+        (i for i in range(len(lines)) if (ln := short(i)) and _RELAY_BEGIN.fullmatch(ln)), None
+    )
+    if begin is not None:
+        end = next(
+            (
+                i
+                for i in range(begin + 1, len(lines))
+                if (ln := short(i)) and _RELAY_END.fullmatch(ln)
+            ),
+            len(lines),
+        )
+        lines = lines[begin + 1 : end]
+    kept = []
+    for line in lines:
+        bare = line.strip()
+        if len(bare) <= RELAY_LINE_MAX and (
+            _RELAY_LINE.match(bare) or _RELAY_AFFILIATES in bare.lower()
+        ):
+            continue
+        kept.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+def find_asin(*texts: str | None) -> str | None:
+    for text in texts:
+        if text and (m := _ASIN.search(text)):
+            return m.group(1)
+    return None
+
+
+def part_text(part: EmailMessage) -> str:
+    """A text part's content: its declared charset, or a superset senders mean by it
+    (``gb2312`` -> ``gb18030``), unknown charsets as UTF-8; what cannot be read is
+    replaced (U+FFFD), never refused."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        payload = str(part.get_payload()).encode("utf-8", "replace")
+    charset = (part.get_content_charset() or "utf-8").lower()
+    charset = _CHARSET_SUPERSETS.get(charset, charset)
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class EmailAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+def attachments_of(msg: EmailMessage, body: EmailMessage | None) -> list[EmailAttachment]:
+    """The parts that are files (named, declared attachments, or not text), in order;
+    the body and the alternative text of a multipart/alternative are not."""
+    out: list[EmailAttachment] = []
+    for part in msg.walk():
+        if part is body or part.is_multipart() or part.get_content_maintype() == "message":
+            continue
+        disposition = part.get_content_disposition()
+        filename = part.get_filename()
+        if part.get_content_maintype() == "text" and not filename and disposition != "attachment":
+            continue  # another rendering of the text (plain beside HTML)
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        name = clean_filename(filename) or f"attachment-{len(out) + 1}"
+        out.append(EmailAttachment(name, part.get_content_type(), payload))
+    return out
+
+
+def clean_filename(name: str | None) -> str | None:
+    """A file name safe to show and to send back: no path, no control characters, at
+    most 200 characters."""
+    if not name:
+        return None
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", str(name)).strip().lstrip(".")
+    return name[:200] or None
+
+
 def find_order_id(*texts: str | None) -> str | None:
     for text in texts:
         if not text:
@@ -212,6 +341,11 @@ class ParsedEmail:
     message_id: str | None
     received_at: datetime | None
     order_id: str | None
+    product_id: str | None = None
+    reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    attachments: list[EmailAttachment] = field(default_factory=list)
+    sender_name: str | None = None
 
 
 def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
@@ -225,6 +359,7 @@ def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
         raise EmailTooLarge(
             f"up to {entities} MIME parts, the limit is {limits.max_parts}", "max_parts"
         )
+    raw = _obsolete_header_names(raw)
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
     except Exception as exc:  # the parser is lenient; anything raised here is fatal
@@ -236,31 +371,97 @@ def parse_email(raw: bytes, limits: EmailLimits | None = None) -> ParsedEmail:
     if not any(k.lower() in ("from", "subject", "date", "message-id", "to") for k in msg):
         raise EmailError("not an RFC 822 message: none of From, To, Subject, Date, Message-ID")
     body = msg.get_body(preferencelist=("plain", "html"))
-    if body is None:
-        raise EmailError("the e-mail has no text/plain or text/html part")
-    try:
-        content = body.get_content()
-    except (LookupError, ValueError) as exc:
-        raise EmailError(f"the e-mail body cannot be decoded: {exc}") from exc
-    if body.get_content_subtype() == "html":
-        content = html_to_text(content)
-    text = strip_quotes_and_signature(content)
-    subject = str(msg.get("subject", "") or "").strip() or None
+    attachments = attachments_of(msg, body)
+    content = "" if body is None else _body_text(body)
+    if body is not None and not content.strip() and body.get_content_subtype() == "plain":
+        # an empty plain part beside the HTML one that holds the words
+        html = msg.get_body(preferencelist=("html",))
+        if html is not None:
+            content = _body_text(html)
+            attachments = attachments_of(msg, html)
+    subject = _header(msg, "subject")
+    text = strip_quotes_and_signature(strip_relay_frame(content))
     if not text:
-        raise EmailError("the e-mail has no text once quotes and signature are removed")
+        if not attachments:
+            raise EmailError(
+                "the e-mail has no text/plain or text/html part"
+                if body is None
+                else "the e-mail has no text once quotes and signature are removed"
+            )
+        # a photo sent without words: the ticket shows what came
+        names = ", ".join(a.filename for a in attachments[:5])
+        text = f"[{len(attachments)} attachment{'s' if len(attachments) > 1 else ''}: {names}]"
     received = None
     if msg.get("date"):
         try:
             received = parsedate_to_datetime(str(msg["date"]))
         except (TypeError, ValueError):
             received = None
-    sender = parseaddr(str(msg.get("from", "")))[1] or None
-    message_id = str(msg.get("message-id", "")).strip() or None
+    sender_name, sender = parseaddr(_header(msg, "from") or "")
+    sender = sender or None
+    reply_to = parseaddr(_header(msg, "reply-to") or "")[1] or sender
+    message_id = _header(msg, "message-id")
+    references = []
+    for name in ("references", "in-reply-to"):
+        for ref in _MSG_ID.findall(_header(msg, name) or ""):
+            if ref not in references:
+                references.append(ref)
     return ParsedEmail(
         text=text,
         subject=subject,
         sender=sender,
         message_id=message_id,
         received_at=received,
-        order_id=find_order_id(subject, text),
+        order_id=find_order_id(subject, text, content),
+        product_id=find_asin(subject, content),
+        reply_to=reply_to if reply_to and "@" in reply_to else None,
+        references=references,
+        attachments=attachments,
+        sender_name=buyer_name(sender_name),
     )
+
+
+# the relay's suffix to a buyer's name: "Ann - Amazon Marketplace", "Ann - Marketplace"
+_RELAY_NAME = re.compile(r"\s*[-–—]\s*(?:Amazon\s*)?Marketplace\s*$", re.IGNORECASE)
+
+
+def buyer_name(display: str | None) -> str | None:
+    """The buyer's name from an e-mail's display name, without a relay's suffix; None
+    when it is an address or empty."""
+    name = _RELAY_NAME.sub("", (display or "").strip()).strip().strip('"').strip()
+    if not name or "@" in name or len(name) > 200:
+        return None
+    return name
+
+
+def _body_text(part: EmailMessage) -> str:
+    text = part_text(part)
+    return html_to_text(text) if part.get_content_subtype() == "html" else text
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_OBS_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+
+
+def _obsolete_header_names(raw: bytes) -> bytes:
+    """RFC 5322's obsolete syntax allows blanks between a header's name and its colon
+    ("Subject  : hello"); the standard parser does not, so they are removed from the
+    header block."""
+    end = _HEADER_END.search(raw)
+    head, rest = (raw[: end.start()], raw[end.start() :]) if end else (raw, b"")
+    fixed = _OBS_NAME.sub(rb"\1:", head)
+    return raw if fixed == head else fixed + rest
+
+
+_MSG_ID = re.compile(r"<[^<>\s]{1,250}>")
+
+
+def _header(msg: EmailMessage, name: str) -> str | None:
+    """A header as text (a header that does not parse is read raw), or None."""
+    try:
+        value = msg.get(name)
+    except (TypeError, ValueError, IndexError, AttributeError):
+        raw = [v for k, v in msg.raw_items() if k.lower() == name]
+        value = raw[0] if raw else None
+    value = str(value or "").strip()
+    return value or None

@@ -89,6 +89,9 @@ class RoutingConfig:
     # a follow-up from the same customer within this many days of a resolution
     # reopens the resolved ticket (same order id: any time); 0 turns the days rule off
     reopen_days: int = 7
+    # a customer's message naming the order of a ticket still in work, within this many
+    # days of the ticket's last activity, joins that ticket (0: only by Message-ID)
+    thread_days: float = 14
     source: str = "routing"
 
     # -- loading ---------------------------------------------------------------
@@ -181,6 +184,12 @@ class RoutingConfig:
             raise fail(f"reopen: expected {{days: N}} ({exc})") from exc
         if reopen_days < 0:
             raise fail("reopen.days must be 0 or more")
+        try:
+            thread_days = float((data.get("threads") or {}).get("days", 14))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise fail(f"threads: expected {{days: N}} ({exc})") from exc
+        if thread_days < 0:
+            raise fail("threads.days must be 0 or more")
         return cls(
             queues=queues,
             default_queue=default_queue,
@@ -194,6 +203,7 @@ class RoutingConfig:
             repeat_max=int(prio.get("repeat_contact_max", 4)),
             repeat_days=int(prio.get("repeat_contact_days", 30)),
             reopen_days=reopen_days,
+            thread_days=thread_days,
             source=source,
         )
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.paths import carelens_home, default_model_dir, default_registry_dir
 from model.rules import DEFAULT_RULES_PATH
+from serving.autoreply import DEFAULT_AUTOREPLY_PATH
 from serving.routing import DEFAULT_ROUTING_PATH
 
 
@@ -145,4 +146,48 @@ class Settings(BaseSettings):
         None,
         description="If set, every campaign run's rendered messages are POSTed here as JSON "
         "(the seller's mail tool sends them; carelens sends no mail).",
+    )
+    # -- the mailbox: mail in over IMAP, replies out over SMTP (docs/mailbox.md) ---------
+    imap_host: str | None = Field(
+        None, description="IMAP server to read customer mail from (unset: no mail in)."
+    )
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_security: Literal["ssl", "starttls", "none"] = Field(
+        "ssl", description="ssl (port 993), starttls (port 143) or none (loopback only)."
+    )
+    imap_user: str | None = None
+    imap_password: SecretStr | None = Field(None, description="Password or app password.")
+    imap_folder: str = "INBOX"
+    imap_timeout: float = Field(30.0, gt=0, description="Seconds to wait on the IMAP server.")
+    imap_poll_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How often the service reads the mailbox (0: it does not; run "
+        "`carelens mail poll` instead).",
+    )
+    smtp_host: str | None = Field(
+        None, description="SMTP relay that sends replies (unset: replies are recorded only)."
+    )
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="starttls (port 587), ssl (port 465) or none (loopback only)."
+    )
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(30.0, gt=0, description="Seconds to wait on the SMTP relay.")
+    mail_from: str | None = Field(
+        None, description="The seller's address replies are sent from, e.g. support@shop.example."
+    )
+    outbox_poll_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How often the service delivers queued replies (0: it does not; run "
+        "`carelens mail send` instead).",
+    )
+    outbox_max_attempts: int = Field(
+        8, ge=1, description="Delivery attempts before a reply is marked failed."
+    )
+    autoreply_file: Path = Field(
+        DEFAULT_AUTOREPLY_PATH,
+        description="Automatic answers per issue type and language (send, draft or off).",
     )

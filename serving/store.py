@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -91,6 +92,8 @@ class Message(Base):
     text: Mapped[str] = mapped_column(Text)
     lang: Mapped[str] = mapped_column(String(8))
     customer_id: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    # the buyer's name as they signed (an e-mail's display name): fills {customer_name}
+    customer_name: Mapped[str | None] = mapped_column(String(200), default=None)
     order_id: Mapped[str | None] = mapped_column(String(100), default=None)
     product_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
     marketplace: Mapped[str | None] = mapped_column(String(50), default=None)
@@ -102,9 +105,33 @@ class Message(Base):
     handled_by: Mapped[str | None] = mapped_column(String(200), default=None)
     handled_by_key_id: Mapped[int | None] = mapped_column(default=None)
     handled_note: Mapped[str | None] = mapped_column(Text, default=None)
+    # e-mail: where an answer goes (Reply-To, else From) and the Message-IDs this one
+    # answers (In-Reply-To and References, space-separated): what threads our reply
+    reply_to: Mapped[str | None] = mapped_column(String(320), default=None)
+    references: Mapped[str | None] = mapped_column(Text, default=None)
+    # a customer's answer joins the ticket it answers instead of opening its own
+    thread_ticket_id: Mapped[int | None] = mapped_column(
+        # use_alter: messages and tickets point at each other
+        ForeignKey("tickets.id", use_alter=True, name="fk_messages_thread_ticket_id_tickets"),
+        index=True,
+        default=None,
+    )
 
     prediction: Mapped[Prediction] = relationship(back_populates="message", uselist=False)
-    ticket: Mapped[Ticket] = relationship(back_populates="message", uselist=False)
+    ticket: Mapped[Ticket | None] = relationship(
+        back_populates="message", uselist=False, foreign_keys="Ticket.message_id"
+    )
+    thread_ticket: Mapped[Ticket | None] = relationship(
+        back_populates="answers", foreign_keys=[thread_ticket_id]
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message", order_by="Attachment.id"
+    )
+
+    @property
+    def own_ticket(self) -> Ticket:
+        """The ticket this message opened, or the one it answered."""
+        return self.ticket if self.ticket is not None else self.thread_ticket
 
 
 class Prediction(Base):
@@ -152,6 +179,8 @@ class Ticket(Base):
     sla_due_at: Mapped[datetime] = mapped_column()
     first_response_at: Mapped[datetime | None] = mapped_column(default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    # the customer answered after our last reply: answer them by then (null otherwise)
+    reply_due_at: Mapped[datetime | None] = mapped_column(default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)
     # who holds the claim: the key id decides, the name is for display
     claimed_by_key_id: Mapped[int | None] = mapped_column(default=None)
@@ -159,9 +188,17 @@ class Ticket(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    message: Mapped[Message] = relationship(back_populates="ticket")
+    message: Mapped[Message] = relationship(back_populates="ticket", foreign_keys=[message_id])
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id"
+    )
+    answers: Mapped[list[Message]] = relationship(
+        back_populates="thread_ticket",
+        foreign_keys="Message.thread_ticket_id",
+        order_by="Message.id",
+    )
+    outbound: Mapped[list[OutboundMail]] = relationship(
+        back_populates="ticket", order_by="OutboundMail.id"
     )
 
 
@@ -179,6 +216,53 @@ class TicketEvent(Base):
     note: Mapped[str | None] = mapped_column(Text, default=None)
 
     ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class Attachment(Base):
+    """A file that came with an e-mail (name, type, size and content, within
+    ``CARELENS_ATTACHMENT_MAX_BYTES``)."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+OUTBOUND_STATES = ("queued", "sending", "sent", "failed")
+
+
+class OutboundMail(Base):
+    """A reply to send by SMTP (the outbox): written in the reply's transaction,
+    delivered by ``serving.outbox`` with retries. ``message_id`` is fixed when the row
+    is written, so a delivery repeated after a crash carries the same Message-ID."""
+
+    __tablename__ = "outbound_mail"
+    __table_args__ = (Index("ix_outbound_mail_state_next", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(300), unique=True)
+    from_addr: Mapped[str] = mapped_column(String(320))
+    to_addr: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    in_reply_to: Mapped[str | None] = mapped_column(String(300), default=None)
+    references: Mapped[str | None] = mapped_column(Text, default=None)
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="outbound")
 
 
 class LabelCorrection(Base):

@@ -32,7 +32,8 @@ ISSUE_TASK = "issue_type"
 FALLBACK_LANG = "en"
 
 PLACEHOLDERS: dict[str, str] = {
-    "customer_name": "the buyer's name (query parameter customer_name; no default)",
+    "customer_name": "the buyer's name (query parameter customer_name), else the name "
+    "the message was signed with",
     "order_id": "the order id of the ticket's message",
     "product": "the product's name (query parameter product), else its product id",
     "product_id": "the product id of the ticket's message",
@@ -397,7 +398,7 @@ def ticket_values(
 ) -> dict[str, str | None]:
     msg = ticket.message
     return {
-        "customer_name": customer_name,
+        "customer_name": customer_name or (msg.customer_name if msg else None),
         "order_id": msg.order_id if msg else None,
         "product": product or (msg.product_id if msg else None),
         "product_id": msg.product_id if msg else None,

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased, contains_eager, selectinload
 
+from serving.autoreply import latest_draft
 from serving.routing import RoutingConfig, priority_at
 from serving.store import (
     CLOSED_STATES,
@@ -67,10 +68,31 @@ def is_breached(ticket: Ticket, now: datetime) -> bool:
     return now > ticket.sla_due_at
 
 
-def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
+def waiting_since(ticket: Ticket) -> datetime | None:
+    """When a ticket waiting on the customer started waiting (its last reply)."""
+    if ticket.state != "waiting_on_customer":
+        return None
+    replies = [e.at for e in ticket.events if e.kind == "replied"]
+    return max(replies) if replies else ticket.updated_at
+
+
+def ticket_view(ticket: Ticket, now: datetime, detail: bool = True) -> dict[str, Any]:
+    """The ticket as the API shows it; ``detail`` adds the customer's answers, the
+    attachments and the outgoing mail (one ticket's page, not a list)."""
     msg = ticket.message
     state = effective_state(ticket, now)
     held = state == "claimed"
+    since = waiting_since(ticket) if state == "waiting_on_customer" else None
+    extra: dict[str, Any] = {}
+    if detail:
+        extra = {
+            "answers": [message_view(m) for m in ticket.answers],
+            "attachments": [
+                attachment_view(a) for m in (msg, *ticket.answers) if m for a in m.attachments
+            ],
+            "outbound": [outbound_view(o) for o in ticket.outbound],
+            "draft": latest_draft(ticket),
+        }
     return {
         "id": ticket.id,
         "message_id": ticket.message_id,
@@ -89,7 +111,39 @@ def ticket_view(ticket: Ticket, now: datetime) -> dict[str, Any]:
         "claimed_by_key_id": ticket.claimed_by_key_id if held else None,
         "lease_expires_at": ticket.lease_expires_at if held else None,
         "created_at": ticket.created_at,
+        "reply_due_at": ticket.reply_due_at,
+        "waiting_since": since,
+        "waiting_hours": round((now - since).total_seconds() / 3600, 2) if since else None,
         "message": message_view(msg) if msg is not None else None,
+        **extra,
+    }
+
+
+def attachment_view(a) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "message_id": a.message_id,
+        "filename": a.filename,
+        "content_type": a.content_type,
+        "size": a.size,
+    }
+
+
+def outbound_view(o) -> dict[str, Any]:
+    """An outgoing reply's delivery: queued, sending, sent or failed (with the last
+    error), attempts, and its Message-ID."""
+    return {
+        "id": o.id,
+        "message_id": o.message_id,
+        "to": o.to_addr,
+        "subject": o.subject,
+        "automatic": o.automatic,
+        "state": o.state,
+        "attempts": o.attempts,
+        "next_attempt_at": o.next_attempt_at if o.state == "queued" else None,
+        "last_error": o.last_error,
+        "created_at": o.created_at,
+        "sent_at": o.sent_at,
     }
 
 
@@ -107,6 +161,7 @@ def message_view(msg: Message) -> dict[str, Any]:
         "marketplace": msg.marketplace,
         "rating": msg.rating,
         "received_at": msg.received_at,
+        "reply_to": msg.reply_to,
     }
 
 
@@ -118,16 +173,39 @@ def _claimable(now: datetime):
 
 
 def queue_tickets(
-    session: Session, queue: str, now: datetime, include_claimed: bool = True, limit: int = 50
+    session: Session,
+    queue: str,
+    now: datetime,
+    include_claimed: bool = True,
+    limit: int = 50,
+    state: str | None = None,
 ) -> list[Ticket]:
-    states = ["open", "claimed"] if include_claimed else ["open"]
+    """A queue's tickets to work (open, and claimed unless ``include_claimed`` is
+    false) in claim order; or those of one ``state`` (e.g. waiting_on_customer)."""
+    states = [state] if state else ["open", "claimed"] if include_claimed else ["open"]
     q = (
         select(Ticket)
         .where(Ticket.queue == queue, Ticket.state.in_(states))
         .order_by(Ticket.rank_at, Ticket.id)
         .limit(limit)
-        .options(selectinload(Ticket.message))
+        .options(selectinload(Ticket.message), selectinload(Ticket.events))
     )
+    return list(session.scalars(q))
+
+
+def list_tickets(
+    session: Session, state: str | None, queue: str | None, limit: int, after_id: int | None
+) -> list[Ticket]:
+    """Tickets by state and queue, oldest first, ``limit`` at a time after ``after_id``
+    (the last id of the previous page)."""
+    q = select(Ticket).order_by(Ticket.id).limit(limit)
+    if state is not None:
+        q = q.where(Ticket.state == state)
+    if queue is not None:
+        q = q.where(Ticket.queue == queue)
+    if after_id is not None:
+        q = q.where(Ticket.id > after_id)
+    q = q.options(selectinload(Ticket.message), selectinload(Ticket.events))
     return list(session.scalars(q))
 
 
@@ -141,6 +219,7 @@ def queue_overview(session: Session, routing: RoutingConfig, now: datetime) -> l
         )
         unclaimed = [t for t in active if effective_state(t, now) == "open"]
         oldest = min((t.created_at for t in unclaimed), default=None)
+        waiting = [t for t in active if t.state == "waiting_on_customer"]
         out.append(
             {
                 "queue": name,
@@ -148,6 +227,7 @@ def queue_overview(session: Session, routing: RoutingConfig, now: datetime) -> l
                 "depth": len(active),
                 "unclaimed": len(unclaimed),
                 "oldest_unclaimed_at": oldest,
+                "waiting_on_customer": len(waiting),
                 "breached": sum(
                     1 for t in active if t.first_response_at is None and now > t.sla_due_at
                 ),
@@ -340,6 +420,41 @@ def _claim_statement():
     )
 
 
+def claim_ticket(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    lease_seconds: int,
+    actor_key_id: int | None = None,
+) -> None:
+    """Lease one given ticket to ``actor``, as ``claim_next`` would: an open ticket, one
+    whose lease ran out (``lease_expired`` event first) or one waiting on the customer;
+    the holder's own claim is renewed. A ticket someone else holds, or a closed one, is
+    a ``Conflict``."""
+    state = effective_state(ticket, now)
+    if state in CLOSED_STATES:
+        raise Conflict(f"ticket {ticket.id} is already {state}")
+    if state == "claimed" and not holds(ticket, actor, actor_key_id):
+        raise Conflict(
+            f"ticket {ticket.id} is claimed by {_holder(ticket)} until "
+            f"{ticket.lease_expires_at.isoformat()}"
+        )
+    if ticket.state == "claimed" and state == "open":  # an expired lease
+        event(
+            session,
+            ticket,
+            "lease_expired",
+            ticket.claimed_by,
+            now,
+            actor_key_id=ticket.claimed_by_key_id,
+        )
+    ticket.state = "claimed"
+    ticket.claimed_by, ticket.claimed_by_key_id = actor, actor_key_id
+    ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
+
+
 def get_ticket(session: Session, ticket_id: int, lock: bool = False) -> Ticket:
     q = select(Ticket).where(Ticket.id == ticket_id).options(selectinload(Ticket.message))
     if lock:
@@ -413,6 +528,7 @@ def reply(
     _check_holder(ticket, actor, now, is_admin, actor_key_id)
     if ticket.first_response_at is None:
         ticket.first_response_at = now
+    ticket.reply_due_at = None  # the customer's latest answer is answered
     if wait_for_customer:
         _unclaim(ticket, "waiting_on_customer")
     else:

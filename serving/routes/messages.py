@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PlainValidator
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from model.predictor import Prediction, clean_text
+from serving import autoreply
 from serving.auth import Principal
 from serving.batcher import Overloaded, Unavailable
 from serving.db import describe, is_transient, transaction
@@ -23,6 +24,7 @@ from serving.deps import Services, service_role, services
 from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
+    CustomerName,
     ExternalId,
     Marketplace,
     OrderId,
@@ -42,7 +44,8 @@ from serving.inbound import (
     detect_language,
     parse_email,
 )
-from serving.ingestion import NewMessage, find_existing, store_message
+from serving.ingestion import NewMessage, earlier_contacts, find_existing, store_message
+from serving.mailbox import Deferred, Rejected
 from serving.routing import priority_at
 from serving.store import CHANNELS, Message
 
@@ -66,6 +69,9 @@ class MessageIn(RequestBody):
         None, description="Idempotency key: a retry with it never stores twice."
     )
     customer_id: CustomerId | None = Field(None, description="Marketplace buyer id.")
+    customer_name: CustomerName | None = Field(
+        None, description="The buyer's name, as they signed: fills {customer_name} in replies."
+    )
     order_id: OrderId | None = None
     product_id: ProductId | None = Field(None, description="ASIN or SKU.")
     marketplace: Marketplace | None = Field(None, description="e.g. amazon.com, amazon.de")
@@ -98,6 +104,11 @@ MessagesIn = Annotated[
 class StoredMessage(BaseModel):
     message_id: int
     ticket_id: int
+    answered: bool = Field(
+        False,
+        description="True when the message is a customer's answer that joined the ticket "
+        "it answers (ticket_id) instead of opening one.",
+    )
     created: bool = Field(description="False when the external_id was already stored.")
     lang: str
     queue: str
@@ -176,10 +187,11 @@ def predict_texts(
 
 
 def _view(message, created: bool, now: datetime) -> StoredMessage:
-    t, p = message.ticket, message.prediction
+    t, p = message.own_ticket, message.prediction
     return StoredMessage(
         message_id=message.id,
         ticket_id=t.id,
+        answered=message.thread_ticket_id is not None,
         created=created,
         lang=message.lang,
         queue=t.queue,
@@ -232,7 +244,10 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
                     if it.external_id in existing:
                         continue
                     version = pred.model_version or predictor.model_version or "unknown"
-                    by_item[id(it)] = store_message(s, it, pred, svc.routing, version, now)
+                    message = store_message(s, it, pred, svc.routing, version, now)
+                    if svc.autoreply is not None and message.ticket is not None:
+                        answer_new_ticket(svc, s, message, pred, now)
+                    by_item[id(it)] = message
                 for it in items:
                     if id(it) in by_item:
                         stored[id(it)] = _view(by_item[id(it)], True, now)
@@ -254,6 +269,17 @@ def ingest(svc: Services, items: list[NewMessage], field: str) -> tuple[list[Sto
     raise AssertionError("unreachable")
 
 
+def answer_new_ticket(svc: Services, s, message, pred: Prediction, now: datetime) -> None:
+    """The automatic-answer policy for a ticket just opened (``serving.autoreply``)."""
+    ticket = message.ticket
+    if ticket.state != "open":
+        return
+    contacts = earlier_contacts(
+        s, message.customer_id, message.received_at, svc.routing.repeat_days
+    )
+    autoreply.apply(s, ticket, pred, svc.autoreply, svc.settings, contacts, now)
+
+
 def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
     text = clean_text(m.text)
     if not text.strip():
@@ -266,6 +292,7 @@ def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
         subject=clean_text(m.subject).strip() or None if m.subject else None,
         external_id=m.external_id,
         customer_id=m.customer_id,
+        customer_name=m.customer_name.strip() or None if m.customer_name else None,
         order_id=m.order_id,
         product_id=m.product_id,
         marketplace=m.marketplace,
@@ -329,17 +356,26 @@ def email_item(
         received = None
     subject = clean_text(parsed.subject).strip() or None if parsed.subject else None
     text = clean_text(parsed.text)
+    order_id = parsed.order_id if parsed.order_id and len(parsed.order_id) <= 100 else None
+    # an address the store cannot keep is no address to answer: the reply is not sent
+    reply_to = parsed.reply_to
+    if reply_to and identifier_problem(reply_to, column_length(Message.reply_to)):
+        reply_to = None
     return NewMessage(
         channel=channel,
         text=text,
         subject=subject,
         external_id=parsed.message_id,
         customer_id=customer_id or sender,
-        order_id=parsed.order_id,
-        product_id=product_id,
+        customer_name=parsed.sender_name,
+        order_id=order_id,
+        product_id=product_id or parsed.product_id,
         marketplace=marketplace,
         received_at=received,
         lang=detect_language(f"{subject or ''} {text}"),
+        reply_to=reply_to,
+        references=[r for r in parsed.references if len(r) <= 300][-20:],
+        attachments=[(a.filename, a.content_type[:200], a.content) for a in parsed.attachments],
     )
 
 
@@ -405,16 +441,49 @@ async def post_email(
     order id found in subject or body; Message-ID is the idempotency key) and store it
     like ``POST /v1/messages``."""
     raw = await request.body()
-    if len(raw) > svc.settings.max_body_bytes:
-        raise HTTPException(413, detail=f"body: the limit is {svc.settings.max_body_bytes} bytes")
     # parsing is CPU work (bounded by the e-mail limits): never on the event loop
-    item = await run_in_threadpool(
-        _email_message, svc, raw, channel, customer_id, product_id, marketplace
+    views, created = await run_in_threadpool(
+        store_email, svc, raw, channel, customer_id, product_id, marketplace
     )
-    views, created = await run_in_threadpool(ingest, svc, [item], "email")
     if not created:
         response.status_code = 200
     return StoredMessages(messages=views)
+
+
+def store_email(
+    svc: Services,
+    raw: bytes,
+    channel: str = "email",
+    customer_id: str | None = None,
+    product_id: str | None = None,
+    marketplace: str | None = None,
+) -> tuple[list[StoredMessage], bool]:
+    """One raw e-mail through the whole walk: parse, classify, store (blocking: call
+    from the thread pool). The route and the mailbox poller both come here; errors are
+    HTTPExceptions (413 over a limit, 422 unusable, 503 try later)."""
+    if len(raw) > svc.settings.max_body_bytes:
+        raise HTTPException(413, detail=f"body: the limit is {svc.settings.max_body_bytes} bytes")
+    item = _email_message(svc, raw, channel, customer_id, product_id, marketplace)
+    return ingest(svc, [item], "email")
+
+
+def mailbox_handler(svc: Services):
+    """What the in-service mailbox poller does with each raw message: ``store_email``;
+    a message it refuses (4xx) is ``Rejected``, anything else that stops it (no model
+    yet, the database down) ``Deferred`` to the next poll."""
+
+    def handle(raw: bytes) -> bool:
+        try:
+            return store_email(svc, raw)[1]
+        except HTTPException as exc:
+            detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+            if 400 <= exc.status_code < 500:
+                raise Rejected(detail) from exc
+            raise Deferred(detail) from exc
+        except SQLAlchemyError as exc:
+            raise Deferred(f"database: {describe(exc)}") from exc
+
+    return handle
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])

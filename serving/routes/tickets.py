@@ -9,19 +9,25 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from serving.auth import Principal
+from serving.autoreply import latest_draft
 from serving.corrections import correct_labels, export_labels, validate_labels
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, free_text
+from serving.outbox import queue_reply
+from serving.store import TICKET_STATES, Attachment
 from serving.tickets import (
     Conflict,
     NotFound,
     claim_next,
+    claim_ticket,
     close,
     get_ticket,
+    list_tickets,
     queue_overview,
     queue_tickets,
     release,
@@ -41,6 +47,7 @@ class QueueInfo(BaseModel):
     depth: int = Field(description="Tickets not closed (open, claimed, waiting on customer).")
     unclaimed: int
     oldest_unclaimed_at: datetime | None
+    waiting_on_customer: int = Field(description="Tickets answered and waiting on the customer.")
     breached: int = Field(description="Active tickets past their deadline with no response.")
     late_response_rate: dict[str, float | None] = Field(
         description="Share of tickets due in the last 7/30/90 days answered late or not at all."
@@ -68,7 +75,41 @@ class TicketOut(BaseModel):
     )
     lease_expires_at: datetime | None
     created_at: datetime
+    reply_due_at: datetime | None = Field(
+        None, description="The customer answered after our last reply: answer them by then."
+    )
+    waiting_since: datetime | None = Field(
+        None, description="Waiting on the customer since (the last reply)."
+    )
+    waiting_hours: float | None = None
     message: dict[str, Any] | None
+    answers: list[dict[str, Any]] = Field(
+        [], description="The customer's later messages that joined this ticket, oldest first."
+    )
+    attachments: list[dict[str, Any]] = Field(
+        [], description="Files that came with the messages (GET .../attachments/{id})."
+    )
+    outbound: list[dict[str, Any]] = Field(
+        [], description="Replies sent by e-mail and their delivery (queued, sent, failed)."
+    )
+    draft: dict[str, Any] | None = Field(
+        None,
+        description="An automatic answer waiting for an agent (template, text, missing "
+        "fields): POST .../draft/send sends it.",
+    )
+
+
+class Delivery(BaseModel):
+    state: Literal["queued", "not_sent"] = Field(
+        description="queued: in the outbox, sent by SMTP with retries (see outbound); "
+        "not_sent: recorded only, and why."
+    )
+    reason: str | None = None
+    outbound_id: int | None = None
+
+
+class ReplyOut(TicketOut):
+    delivery: Delivery
 
 
 class ClaimOut(BaseModel):
@@ -108,6 +149,7 @@ def _ticket_action(svc: Services, ticket_id: int, fn) -> TicketOut:
             ticket = get_ticket(s, ticket_id, lock=svc.skip_locked)
             fn(s, ticket, now)
             s.flush()
+            s.expire(ticket, ["events", "outbound"])  # the view reads what fn added
             return TicketOut(**ticket_view(ticket, now))
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
@@ -128,16 +170,47 @@ def list_queues(
 def list_queue_tickets(
     queue: str,
     include_claimed: bool = Query(True),
+    state: Literal["open", "claimed", "waiting_on_customer"] | None = Query(
+        None, description="Only this state (e.g. waiting_on_customer, with how long each waits)."
+    ),
     limit: int = Query(50, ge=1, le=500),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[TicketOut]:
-    """Open (and claimed) tickets of a queue, highest priority first, ties by age."""
+    """Open (and claimed) tickets of a queue, highest priority first, ties by age; or
+    the tickets of one state."""
     _queue(svc, queue)
     now = svc.clock()
     with svc.sessions() as s:
-        rows = queue_tickets(s, queue, now, include_claimed=include_claimed, limit=limit)
-        return [TicketOut(**ticket_view(t, now)) for t in rows]
+        rows = queue_tickets(
+            s, queue, now, include_claimed=include_claimed, limit=limit, state=state
+        )
+        return [TicketOut(**ticket_view(t, now, detail=False)) for t in rows]
+
+
+TicketState = Literal[TICKET_STATES]  # type: ignore[valid-type]
+
+
+@router.get("/v1/tickets", response_model=list[TicketOut])
+def tickets_list(
+    state: TicketState | None = Query(None, description="e.g. waiting_on_customer"),
+    queue: str | None = Query(None),
+    limit: int = Query(50, ge=1, le=500),
+    after_id: int | None = Query(
+        None, ge=0, description="The last id of the previous page (pages in id order)."
+    ),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> list[TicketOut]:
+    """Tickets by state and queue, in id order, a page at a time."""
+    if queue is not None and queue not in svc.routing.queues:
+        raise HTTPException(
+            422, detail=f"queue: unknown queue {queue!r} (queues: {', '.join(svc.routing.queues)})"
+        )
+    now = svc.clock()
+    with svc.sessions() as s:
+        rows = list_tickets(s, state, queue, limit, after_id)
+        return [TicketOut(**ticket_view(t, now, detail=False)) for t in rows]
 
 
 @router.post("/v1/queues/{queue}/claim", response_model=ClaimOut)
@@ -174,6 +247,65 @@ def show_ticket(
             raise HTTPException(404, detail=str(exc)) from exc
 
 
+@router.post("/v1/tickets/{ticket_id}/claim", response_model=TicketOut, responses=HELD)
+def claim_one(
+    ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+) -> TicketOut:
+    """Lease this ticket to the caller (open, waiting on the customer, or its lease ran
+    out; the caller's own claim is renewed), with claim-next's lease. A ticket another
+    key holds, or a closed one, is a 409."""
+    lease = svc.settings.lease_seconds
+    return _ticket_action(
+        svc,
+        ticket_id,
+        lambda s, t, now: claim_ticket(s, t, who.actor, now, lease, who.key_id),
+    )
+
+
+@router.get(
+    "/v1/tickets/{ticket_id}/attachments/{attachment_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+def download_attachment(
+    ticket_id: RowId,
+    attachment_id: RowId,
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> Response:
+    """A file that came with the ticket's messages, as it came (served as a download,
+    never rendered inline)."""
+    with svc.sessions() as s:
+        try:
+            ticket = get_ticket(s, ticket_id)
+        except NotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
+        message_ids = [ticket.message_id, *(m.id for m in ticket.answers)]
+        att = s.scalar(
+            select(Attachment).where(
+                Attachment.id == attachment_id, Attachment.message_id.in_(message_ids)
+            )
+        )
+        if att is None:
+            raise HTTPException(404, detail=f"ticket {ticket_id} has no attachment {attachment_id}")
+        name = att.filename.replace('"', "_")
+        return Response(
+            att.content,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(name)}",
+                "X-Content-Type-Options": "nosniff",
+                "X-Original-Content-Type": att.content_type,
+            },
+        )
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
 @router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut, responses=HELD)
 def release_ticket(
     ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
@@ -186,29 +318,73 @@ def release_ticket(
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/reply", response_model=TicketOut, responses=HELD)
+@router.post("/v1/tickets/{ticket_id}/reply", response_model=ReplyOut, responses=HELD)
 def reply_ticket(
     ticket_id: RowId,
     body: ReplyIn,
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
-) -> TicketOut:
-    """Record a reply (the first one stops the first-response clock)."""
-    return _ticket_action(
-        svc,
-        ticket_id,
-        lambda s, t, now: reply(
+) -> ReplyOut:
+    """Record a reply (the first one stops the first-response clock) and, for an e-mail
+    with an SMTP relay configured, put it in the outbox in the same transaction: it is
+    sent threaded to the customer's latest message, with retries (``delivery`` and
+    ``outbound`` say how far). Without a relay the reply is recorded only, and
+    ``delivery`` says so."""
+    return _reply(svc, ticket_id, who, lambda t: body.text, body.wait_for_customer)
+
+
+def _reply(svc: Services, ticket_id: int, who: Principal, text_of, wait: bool) -> ReplyOut:
+    """A reply (its text from the locked ticket: ``text_of(ticket)``), recorded and put
+    in the outbox in one transaction."""
+    delivery = {}
+
+    def act(s, t, now):
+        text = text_of(t)
+        reply(
             s,
             t,
             who.actor,
             now,
-            body.text,
-            body.wait_for_customer,
+            text,
+            wait,
             who.role == "admin",
             svc.settings.lease_seconds,
             who.key_id,
-        ),
+        )
+        delivery.update(queue_reply(s, t, text, svc.settings, now).to_dict())
+
+    out = _ticket_action(svc, ticket_id, act)
+    return ReplyOut(**out.model_dump(), delivery=Delivery(**delivery))
+
+
+class DraftIn(RequestBody):
+    wait_for_customer: bool = Field(
+        True, description="Set the ticket to waiting_on_customer (and release the claim)."
     )
+
+
+@router.post("/v1/tickets/{ticket_id}/draft/send", response_model=ReplyOut, responses=HELD)
+def send_draft(
+    ticket_id: RowId,
+    body: DraftIn | None = None,
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
+) -> ReplyOut:
+    """Send the ticket's automatic draft as the caller's reply (one click). 409 when
+    there is no draft, or it lacks a field: fill it in and send it as a reply."""
+
+    def draft_text(t) -> str:
+        draft = latest_draft(t)
+        if draft is None:
+            raise Conflict(f"ticket {t.id} has no draft waiting")
+        if draft.get("missing"):
+            raise Conflict(
+                f"the draft of ticket {t.id} lacks {', '.join(draft['missing'])}: fill "
+                "them in and send it with POST /v1/tickets/{id}/reply"
+            )
+        return draft["text"]
+
+    return _reply(svc, ticket_id, who, draft_text, body.wait_for_customer if body else True)
 
 
 def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, state: str):

@@ -57,6 +57,7 @@ MESSAGE = {
     "subject": "Order late",
     "external_id": f"corpus-{UNIQ}",
     "customer_id": "C-corpus",
+    "customer_name": "Ann Buyer",
     "order_id": "112-1234567-7654321",
     "product_id": "B0CORPUS",
     "marketplace": "amazon.de",
@@ -305,7 +306,10 @@ class Served:
             "message without prediction": "SELECT count(*) FROM messages m WHERE NOT EXISTS "
             "(SELECT 1 FROM predictions p WHERE p.message_id = m.id)",
             "message without ticket": "SELECT count(*) FROM messages m WHERE NOT EXISTS "
-            "(SELECT 1 FROM tickets t WHERE t.message_id = m.id)",
+            "(SELECT 1 FROM tickets t WHERE t.message_id = m.id) AND m.thread_ticket_id IS NULL",
+            "answer without its event": "SELECT count(*) FROM messages m WHERE "
+            "m.thread_ticket_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ticket_events e "
+            "WHERE e.ticket_id = m.thread_ticket_id AND e.kind = 'customer_replied')",
             "ticket without created event": "SELECT count(*) FROM tickets t WHERE NOT EXISTS "
             "(SELECT 1 FROM ticket_events e WHERE e.ticket_id = t.id AND e.kind = 'created')",
             "claimed ticket without holder or lease": "SELECT count(*) FROM tickets WHERE "
@@ -872,7 +876,11 @@ def _message_reads_back(served: Served, sent: dict[str, Any]):
         stored = r.json()["messages"][0]
         if not stored["created"]:
             return None
-        msg = served.http.get(f"/v1/tickets/{stored['ticket_id']}").json()["message"]
+        ticket = served.http.get(f"/v1/tickets/{stored['ticket_id']}").json()
+        # a customer's answer joins the ticket it answers (same customer and order)
+        msg = next(
+            m for m in [ticket["message"], *ticket["answers"]] if m["id"] == stored["message_id"]
+        )
         for name in ("external_id", "customer_id", "order_id", "product_id", "marketplace"):
             if name in sent and msg[name] != sent[name]:
                 return f"{name} stored as {msg[name]!r}, sent {sent[name]!r}"

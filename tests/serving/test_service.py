@@ -30,7 +30,11 @@ ROUTE_ROLES = {
     "/v1/queues": "agent",
     "/v1/queues/{queue}/tickets": "agent",
     "/v1/queues/{queue}/claim": "agent",
+    "/v1/tickets": "agent",
     "/v1/tickets/{ticket_id}": "agent",
+    "/v1/tickets/{ticket_id}/claim": "agent",
+    "/v1/tickets/{ticket_id}/draft/send": "agent",
+    "/v1/tickets/{ticket_id}/attachments/{attachment_id}": "agent",
     "/v1/tickets/{ticket_id}/release": "agent",
     "/v1/tickets/{ticket_id}/reply": "agent",
     "/v1/tickets/{ticket_id}/resolve": "agent",
@@ -77,6 +81,7 @@ def test_every_route_checks_its_role(desk):
         path = route_path.format(
             queue="general",
             ticket_id=1,
+            attachment_id=1,
             review_id=1,
             key_id=1,
             customer_id="c",
@@ -254,7 +259,6 @@ def test_email_parsed_cleaned_and_idempotent(desk):
     for bad, needle in [
         (b"", "empty"),
         (b"just some words without headers", "not an RFC 822"),
-        (b"From: a@b.c\nContent-Type: image/png\n\nxxxx", "no text/plain"),
     ]:
         err = _err(desk.service.post_email, bad)
         assert err.status_code == 422 and needle in err.detail, (bad, err.detail)

@@ -73,7 +73,11 @@ def test_suggested_replies_en_and_zh(seller, planned):  # noqa: F811
         product_id="B0KETTLE01",
     )
     out = desk.agent.suggested_replies(en["ticket_id"])
-    assert [s["name"] for s in out] == ["en.shipping_delivery.late", "en.refund_return.started"]
+    assert [s["name"] for s in out] == [
+        "en.shipping_delivery.late",
+        "en.shipping_delivery.status",
+        "en.refund_return.started",
+    ]
     first = out[0]
     assert first["ready"] and first["missing"] == [] and first["lang_match"] == "exact"
     assert first["label_score"] == 0.9 and first["label_source"] == "model"
@@ -99,7 +103,9 @@ def test_suggested_replies_en_and_zh(seller, planned):  # noqa: F811
         ("zh.damaged_defective.replace", True),
         ("en.damaged_defective.replace", True),
         ("zh.shipping_delivery.late", False),
+        ("zh.shipping_delivery.status", False),
         ("en.shipping_delivery.late", False),
+        ("en.shipping_delivery.status", False),
     ]
     assert out[0]["lang_match"] == "exact" and out[1]["lang_match"] == "fallback"
     assert out[0]["text"] == (
@@ -165,6 +171,7 @@ def test_admins_add_edit_and_delete_templates(seller, planned):  # noqa: F811
     out = desk.agent.suggested_replies(ticket)
     assert [(s["name"], s["source"]) for s in out] == [
         ("en.shipping_delivery.late", "store"),
+        ("en.shipping_delivery.status", "file"),
         ("en.shipping_delivery.tracking", "store"),
     ]
     assert out[0]["text"] == "Sorry there, order O-1 is late. alice"
