@@ -3,8 +3,8 @@ the bench commands write (``--json``), so no figure is copied by hand.
 
 Each ``*.json`` in the folder becomes one section, named after the file: a
 ``bench predict`` run (texts/s, latency and agreement per backend), a ``bench
-first-answer`` run (a newcomer's waits), or any other bench output as its top-level
-figures.
+first-answer`` run (a newcomer's waits), a ``bench autoreply`` run (automatic answers
+per confidence bar), or any other bench output as its top-level figures.
 """
 
 from __future__ import annotations
@@ -86,6 +86,36 @@ def first_answer_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f}%"
+
+
+def autoreply_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"`carelens bench autoreply`: model `{Path(r['model']).name}` "
+        f"(`{r.get('model_version')}`), policy `{r.get('policy')}` (its bar: "
+        f"{r.get('policy_min_confidence')}), the labelled corpus's held-out rows, each taken "
+        "as a first message naming its order; reviews are never answered. Wrong: the "
+        "template's issue type is not among the row's annotated ones.",
+    ]
+    for split, f in r.get("splits", {}).items():
+        lines += [
+            "",
+            f"{split}: {f['rows']:,} rows.",
+            "",
+            "| bar | sent | of which wrong | drafted | of which wrong |",
+            "|---|---|---|---|---|",
+        ]
+        for b in f["bars"]:
+            lines.append(
+                f"| {b['min_confidence']:.2f} | {b['sent']} ({_pct(b['sent_share'])}) "
+                f"| {b['sent_wrong']} ({_pct(b['sent_wrong_share'])}) "
+                f"| {b['drafted']} ({_pct(b['drafted_share'])}) "
+                f"| {b['drafted_wrong']} ({_pct(b['drafted_wrong_share'])}) |"
+            )
+    return lines
+
+
 def other_section(r: dict[str, Any]) -> list[str]:
     lines = ["| figure | value |", "|---|---|"]
     for key, value in r.items():
@@ -110,6 +140,8 @@ def render(json_dir: Path, out: Path) -> str:
             body = predict_section(r)
         elif "first_answer" in r:
             body = first_answer_section(r)
+        elif r.get("bench") == "autoreply":
+            body = autoreply_section(r)
         else:
             body = other_section(r)
         parts.append("\n".join([f"## {f.stem}", "", *body]) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from carelens.bench_autoreply import bench_autoreply
 from carelens.bench_page import bench_page
 from model.cli import app as model_app
 from model.cli import bench_predict
@@ -35,6 +36,7 @@ bench_app = typer.Typer(
 bench_app.command("predict")(bench_predict)
 bench_app.command("api")(bench_api)
 bench_app.command("first-answer")(bench_first_answer)
+bench_app.command("autoreply")(bench_autoreply)
 bench_app.command("page")(bench_page)
 app.add_typer(bench_app, name="bench")
 

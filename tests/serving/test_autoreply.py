@@ -300,3 +300,37 @@ def test_the_policy_names_templates_and_queues_that_exist():
         AutoReplyPolicy.from_dict({"queues_off": ["nope"]}).validate(["shipping"], {})
     default = AutoReplyPolicy.load()
     default.validate(["escalations", "triage", "shipping"], load_file_templates())
+
+
+def test_the_autoreply_bench_counts_answers_and_wrong_templates(triage_model_dir):
+    from carelens.bench_autoreply import measure
+    from model.predictor import Predictor
+    from serving.routing import RoutingConfig
+    from training.data import Example
+
+    text = "where is my order please"
+    rows = [
+        Example(
+            text=text,
+            labels={"issue_type": ["shipping_delivery"]},
+            meta={"source": "xci_complaints", "lang": "en"},
+        ),
+        Example(
+            text=text,
+            labels={"issue_type": ["refund_return"]},
+            meta={"source": "xci_complaints", "lang": "en"},
+        ),
+        Example(
+            text=text,
+            labels={"issue_type": ["shipping_delivery"]},
+            meta={"source": "amazon_reviews", "lang": "en", "rating": "2"},
+        ),
+    ]
+    preds = Predictor.load(triage_model_dir).predict([r.text for r in rows])
+    out = measure(
+        rows, preds, AutoReplyPolicy.load(), RoutingConfig.load(), load_file_templates(), [0.0, 1.0]
+    )
+    low, high = out["bars"]
+    assert (low["sent"], low["sent_wrong"], low["sent_wrong_share"]) == (2, 1, 0.5)
+    assert low["per_source"] == {"xci_complaints": {"send": 2, "send_wrong": 1}}
+    assert high["sent"] == 0 and high["sent_wrong_share"] is None
