@@ -110,7 +110,7 @@ def connect(cfg: ImapConfig) -> imaplib.IMAP4:
     except imaplib.IMAP4.error as exc:
         _logout(conn)
         raise MailboxError(
-            f"the IMAP server {cfg.where} refused the login of {cfg.user!r} "
+            f"the IMAP server {cfg.where} refused the login "
             f"(check CARELENS_IMAP_USER and CARELENS_IMAP_PASSWORD, or an app password): "
             f"{_text(exc)}"
         ) from exc

@@ -497,3 +497,26 @@ def test_obsolete_blanks_before_a_header_colon_are_read():
         "Saying hello",
         "Hello there.",
     )
+
+
+def test_a_refused_login_shows_in_readyz_and_the_service_stays_up(make_app, db_url, dovecot):
+    app = make_app(
+        db_url,
+        imap_host="127.0.0.1",
+        imap_port=dovecot.port,
+        imap_security="none",
+        imap_user=IMAP_USER,
+        imap_password="wrong",
+        imap_poll_seconds=0.2,
+    )
+    with TestClient(app) as tc:
+        deadline = time.monotonic() + 20
+        inbox = {}
+        while time.monotonic() < deadline:
+            ready = tc.get("/readyz").json()
+            inbox = ready["mail"]["inbox"]
+            if inbox["error"]:
+                break
+            time.sleep(0.1)
+        assert ready["ready"] is True
+        assert "refused the login" in inbox["error"] and "CARELENS_IMAP_PASSWORD" in inbox["error"]
