@@ -210,6 +210,7 @@ class CarelensClient:
         self,
         product_id: str | None = None,
         stars: list[int] | None = None,
+        customer_id: str | None = None,
         sentiment: str | None = None,
         issue_type: str | None = None,
         handled: bool | None = None,
@@ -221,6 +222,7 @@ class CarelensClient:
         params = _clean(
             {
                 "product_id": product_id,
+                "customer_id": customer_id,
                 "stars": stars,
                 "sentiment": sentiment,
                 "issue_type": issue_type,

@@ -547,9 +547,30 @@ def close(
     is_admin: bool,
     actor_key_id: int | None = None,
 ) -> None:
-    """``resolved`` or ``no_response_needed`` (stops the SLA clock)."""
+    """``resolved`` or ``no_response_needed`` (stops the SLA clock). Resolving a
+    review's ticket marks the review handled, when it was not yet."""
     assert state in CLOSED_STATES
     _check_holder(ticket, actor, now, is_admin, actor_key_id)
     _unclaim(ticket, state)
     ticket.resolved_at = now
     event(session, ticket, state, actor, now, note=note, actor_key_id=actor_key_id)
+    msg = ticket.message
+    review = msg is not None and msg.channel == "review"
+    if state == "resolved" and review and msg.handled_at is None:
+        msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, actor, actor_key_id
+        msg.handled_note = note
+
+
+def resolve_handled_review(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    note: str | None,
+    actor_key_id: int | None = None,
+) -> None:
+    """A review marked handled resolves its ticket, whoever holds the claim (the
+    holder's lease ends with it)."""
+    _unclaim(ticket, "resolved")
+    ticket.resolved_at = now
+    event(session, ticket, "resolved", actor, now, note=note, actor_key_id=actor_key_id)

@@ -14,8 +14,9 @@ from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
-from serving.fields import ProductId, RequestBody, RowId, Timestamp, free_text
-from serving.store import Message, Ticket
+from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
+from serving.store import CLOSED_STATES, Message, Ticket
+from serving.tickets import event, resolve_handled_review
 
 Note = free_text(max_length=10_000)
 router = APIRouter(tags=["reviews"], route_class=ApiRoute)
@@ -56,6 +57,7 @@ def _is_negative(labels: dict[str, Any], rating: int | None) -> bool:
 @router.get("/v1/reviews", response_model=list[ReviewOut])
 def list_reviews(
     product_id: ProductId | None = Query(None, description="ASIN or SKU."),
+    customer_id: CustomerId | None = Query(None, description="The buyer's reviews only."),
     stars: list[int] | None = Query(None, description="Star ratings to keep (repeatable)."),
     sentiment: str | None = Query(None),
     issue_type: str | None = Query(None),
@@ -76,6 +78,8 @@ def list_reviews(
     )
     if product_id is not None:
         q = q.where(Message.product_id == product_id)
+    if customer_id is not None:
+        q = q.where(Message.customer_id == customer_id)
     if stars:
         bad = [s for s in stars if not 1 <= s <= 5]
         if bad:
@@ -137,20 +141,32 @@ def mark_handled(
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> dict[str, Any]:
-    """Mark a review handled (who, when, note)."""
+    """Mark a review handled (who, when, note) and resolve its ticket. The first
+    handling is kept; a later one adds to the ticket's history (``review_handled``
+    events), never overwriting the first handler or note."""
     now = svc.clock()
+    note = body.note if body else None
     with transaction(svc.sessions) as s:
         msg = s.get(Message, review_id)
         if msg is None or msg.channel != "review":
             raise HTTPException(404, detail=f"review {review_id} not found")
-        msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, who.actor, who.key_id
-        msg.handled_note = body.note if body else None
         ticket = s.scalar(select(Ticket).where(Ticket.message_id == msg.id))
+        first = msg.handled_at is None
+        if first:
+            msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, who.actor, who.key_id
+            msg.handled_note = note
+        if ticket is not None:
+            event(s, ticket, "review_handled", who.actor, now, note=note, actor_key_id=who.key_id)
+            if ticket.state not in CLOSED_STATES:
+                resolve_handled_review(s, ticket, who.actor, now, note, who.key_id)
         return {
             "id": msg.id,
             "handled": True,
-            "handled_at": now,
-            "handled_by": who.actor,
-            "handled_by_key_id": who.key_id,
+            "handled_at": msg.handled_at,
+            "handled_by": msg.handled_by,
+            "handled_by_key_id": msg.handled_by_key_id,
+            "handled_note": msg.handled_note,
+            "first": first,
             "ticket_id": ticket.id if ticket else None,
+            "ticket_state": ticket.state if ticket else None,
         }

@@ -1,0 +1,97 @@
+"""Reviews tied to their tickets, the buyer filter, and list routes that refuse query
+parameters they do not take."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.client import CarelensError
+from serving.store import Ticket, TicketEvent
+
+
+def _review(desk, text="Broke after a week", customer="A1", stars=1):
+    return desk.service.post_message(
+        channel="review", text=text, rating=stars, customer_id=customer, product_id="B0KETTLE"
+    )
+
+
+def _kinds(desk, ticket_id):
+    with desk.sessions() as s:
+        return [e.kind for e in s.get(Ticket, ticket_id).events]
+
+
+def test_marking_a_review_handled_resolves_its_ticket_and_keeps_the_first_handler(desk):
+    posted = _review(desk)
+    first = desk.agent.mark_review_handled(posted["message_id"], note="replied publicly")
+    assert first["first"] and first["ticket_state"] == "resolved"
+    assert desk.agent.ticket(posted["ticket_id"])["state"] == "resolved"
+
+    again = desk.agent2.mark_review_handled(posted["message_id"], note="called the buyer")
+    assert not again["first"]
+    assert (again["handled_by"], again["handled_note"]) == ("alice", "replied publicly")
+    assert _kinds(desk, posted["ticket_id"]).count("review_handled") == 2
+    with desk.sessions() as s:
+        notes = [
+            (e.actor, e.note)
+            for e in s.query(TicketEvent).filter_by(
+                ticket_id=posted["ticket_id"], kind="review_handled"
+            )
+        ]
+    assert notes == [("alice", "replied publicly"), ("bob", "called the buyer")]
+
+
+def test_resolving_a_reviews_ticket_marks_the_review_handled(desk):
+    posted = _review(desk)
+    desk.agent.claim_ticket(posted["ticket_id"])
+    desk.agent.resolve(posted["ticket_id"], note="refund sent")
+    [review] = desk.agent.reviews(customer_id="A1")
+    assert review["handled"] and review["handled_by"] == "alice"
+    assert review["handled_note"] == "refund sent"
+
+
+def test_a_claimed_reviews_ticket_is_resolved_when_the_review_is_handled(desk):
+    posted = _review(desk)
+    desk.agent2.claim_ticket(posted["ticket_id"])
+    desk.agent.mark_review_handled(posted["message_id"])
+    ticket = desk.agent.ticket(posted["ticket_id"])
+    assert ticket["state"] == "resolved" and ticket["claimed_by"] is None
+
+
+def test_reviews_of_one_buyer(desk):
+    _review(desk, customer="A1")
+    _review(desk, "Lid cracked", customer="B2")
+    _review(desk, "Leaks", customer="A1", stars=2)
+    assert {r["text"] for r in desk.agent.reviews(customer_id="A1")} == {
+        "Broke after a week",
+        "Leaks",
+    }
+    assert desk.agent.reviews(customer_id="nobody") == []
+
+
+@pytest.mark.parametrize(
+    "path, params, unknown",
+    [
+        ("/v1/reviews", {"prodct_id": "B0KETTLE"}, "prodct_id"),
+        ("/v1/reviews", {"customer": "A1", "handled": "false"}, "customer"),
+        ("/v1/tickets", {"stat": "open"}, "stat"),
+        ("/v1/queues/general/tickets", {"limt": "5"}, "limt"),
+        ("/v1/queues", {"x": "1"}, "x"),
+    ],
+)
+def test_list_routes_refuse_query_parameters_they_do_not_take(desk, path, params, unknown):
+    r = desk.http.get(path, params=params, headers={"X-API-Key": desk.agent.api_key})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["query", unknown] and error["msg"].startswith("unknown query parameter")
+
+
+def test_known_query_parameters_still_work(desk):
+    _review(desk)
+    r = desk.http.get(
+        "/v1/reviews",
+        params={"customer_id": "A1", "limit": 5},
+        headers={"X-API-Key": desk.agent.api_key},
+    )
+    assert r.status_code == 200 and len(r.json()) == 1
+    with pytest.raises(CarelensError):
+        desk.agent.tickets(state="nonsense")
