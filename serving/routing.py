@@ -80,6 +80,8 @@ class RoutingConfig:
     routes: list[Route]
     sla_default_hours: float
     sla_overrides: list[SlaOverride]
+    # urgency label -> at most this many hours, whatever the channel's SLA
+    sla_urgency_hours: dict[str, float] = field(default_factory=dict)
     no_response: list[Route] = field(default_factory=list)
     urgency_points: dict[str, float] = field(default_factory=dict)
     sentiment_points: dict[str, float] = field(default_factory=dict)
@@ -171,6 +173,14 @@ class RoutingConfig:
             raise fail(f"sla: every override needs numeric `hours` ({exc})") from exc
         if default_hours <= 0 or any(o.hours <= 0 for o in overrides):
             raise fail("sla: hours must be positive")
+        try:
+            urgency_hours = {
+                str(k): float(v) for k, v in (sla.get("urgency_hours") or {}).items()
+            }
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise fail(f"sla.urgency_hours: expected {{urgency label: hours}} ({exc})") from exc
+        if any(h <= 0 for h in urgency_hours.values()):
+            raise fail("sla.urgency_hours: hours must be positive")
 
         if "rules" in data:
             raise fail(
@@ -196,6 +206,7 @@ class RoutingConfig:
             routes=routes,
             sla_default_hours=default_hours,
             sla_overrides=overrides,
+            sla_urgency_hours=urgency_hours,
             no_response=no_response,
             urgency_points={str(k): float(v) for k, v in (prio.get("urgency") or {}).items()},
             sentiment_points={str(k): float(v) for k, v in (prio.get("sentiment") or {}).items()},
@@ -242,6 +253,8 @@ class RoutingConfig:
         for name, table in (("urgency", self.urgency_points), ("sentiment", self.sentiment_points)):
             if table and name in taxonomy:
                 check(f"priority.{name}", name, list(table))
+        if self.sla_urgency_hours and "urgency" in taxonomy:
+            check("sla.urgency_hours", "urgency", list(self.sla_urgency_hours))
         for o in self.sla_overrides:
             if o.channel is not None and o.channel not in channels:
                 raise RoutingError(f"{self.source}: sla override: unknown channel {o.channel!r}")
@@ -261,6 +274,10 @@ class RoutingConfig:
         conditions besides the labels read (channel, needs_review, rule, stars);
         ``sla_hours`` overrides the file's hours (CARELENS_SLA_HOURS)."""
         hours = sla_hours or self.sla_hours(facts.get("channel"), marketplace)
+        # critical and high urgency are answered soon whatever the channel's SLA (a
+        # safety review is not left for the reviews' three days)
+        for label in labels.get("urgency", []):
+            hours = min(hours, self.sla_urgency_hours.get(label, hours))
         due = deadline(received_at, hours)
         points = self.points(labels, earlier_contacts)
         return Decision(

@@ -118,3 +118,20 @@ def test_language_order_ids_and_quotes():
     assert find_order_id("no order here") is None
     text = "Thanks!\n\n在 2026年11月20日，卖家 写道：\n> 已发货"
     assert strip_quotes_and_signature(text) == "Thanks!"
+
+
+def test_critical_and_high_urgency_shorten_any_channels_deadline():
+    cfg = RoutingConfig.load()
+    received = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+    facts = {"channel": "review", "needs_review": False, "rule": ["safety"], "stars": 1}
+
+    def hours(urgency, channel="review"):
+        labels = {"issue_type": ["safety_hazard"], "sentiment": ["negative"], "urgency": [urgency]}
+        return cfg.decide(labels, {**facts, "channel": channel}, received).sla_hours
+
+    assert (hours("low"), hours("medium"), hours("high"), hours("critical")) == (72, 72, 24, 4)
+    assert hours("critical", "chat") == 4 and hours("high", "chat") == 4
+    with pytest.raises(RoutingError, match="urgency_hours"):
+        RoutingConfig.from_dict(
+            {"queues": {"g": ""}, "default_queue": "g", "sla": {"urgency_hours": {"high": 0}}}
+        )
