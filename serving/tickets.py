@@ -242,11 +242,38 @@ def late_response_rates(
 ) -> dict[str, float | None]:
     """Share of tickets whose first-response deadline fell in the last N days that
     were answered late or not at all (no-response-needed in time is not late)."""
-    since = now - timedelta(days=max(LATE_WINDOWS_DAYS))
-    q = select(Ticket).where(Ticket.sla_due_at >= since, Ticket.sla_due_at <= now)
+    q = _due_in_windows(now)
     if queue is not None:
         q = q.where(Ticket.queue == queue)
+    return _rates(list(session.scalars(q)), now)
+
+
+def buyer_message_late_rates(session: Session, now: datetime) -> dict[str, Any]:
+    """The late-response rate as Amazon counts it: buyer messages (e-mail) only, whose
+    24-hour deadline fell in the last 7/30/90 days, shop-wide and per marketplace;
+    reviews and chats have their own deadlines and are not counted."""
+    q = (
+        _due_in_windows(now)
+        .join(Message, Message.id == Ticket.message_id)
+        .where(Message.channel == "email")
+        .options(contains_eager(Ticket.message))
+    )
     tickets = list(session.scalars(q))
+    by_market: dict[str, list[Ticket]] = {}
+    for t in tickets:
+        by_market.setdefault(t.message.marketplace or "unknown", []).append(t)
+    return {
+        "shop": _rates(tickets, now),
+        "marketplaces": {m: _rates(ts, now) for m, ts in sorted(by_market.items())},
+    }
+
+
+def _due_in_windows(now: datetime):
+    since = now - timedelta(days=max(LATE_WINDOWS_DAYS))
+    return select(Ticket).where(Ticket.sla_due_at >= since, Ticket.sla_due_at <= now)
+
+
+def _rates(tickets: list[Ticket], now: datetime) -> dict[str, float | None]:
     rates: dict[str, float | None] = {}
     for days in LATE_WINDOWS_DAYS:
         window = [t for t in tickets if t.sla_due_at >= now - timedelta(days=days)]

@@ -12,6 +12,7 @@ from serving.errors import ApiRoute
 from serving.fields import Timestamp
 from serving.stats import agent_stats, queue_kpis
 from serving.store import as_utc
+from serving.tickets import buyer_message_late_rates
 
 router = APIRouter(tags=["statistics"], route_class=ApiRoute)
 
@@ -48,8 +49,10 @@ def stats_kpis(
     _: Principal = Depends(agent_role),
 ) -> dict:
     """Per queue over the period: the same figures (reopened: tickets of the queue reopened
-    in the period), plus late-response rates 7/30/90 d."""
+    in the period), plus late-response rates 7/30/90 d; and the late-response rate as
+    Amazon counts it (buyer e-mails only, shop-wide and per marketplace)."""
     since, until, now = _period(svc, since, until)
     with svc.sessions() as s:
         rows = queue_kpis(s, list(svc.routing.queues), since, until, now)
-    return {"since": since, "until": until, "queues": rows}
+        late = buyer_message_late_rates(s, now)
+    return {"since": since, "until": until, "queues": rows, "buyer_messages_late_response": late}

@@ -95,3 +95,26 @@ def test_known_query_parameters_still_work(desk):
     assert r.status_code == 200 and len(r.json()) == 1
     with pytest.raises(CarelensError):
         desk.agent.tickets(state="nonsense")
+
+
+def test_late_response_rate_counts_buyer_messages_only_per_marketplace(desk, clock):
+    def post(channel, customer, marketplace, **kw):
+        return desk.service.post_message(
+            channel=channel, text="Where is my parcel?", customer_id=customer,
+            marketplace=marketplace, **kw,
+        )["ticket_id"]  # fmt: skip
+
+    on_time = post("email", "c1", "amazon.com")
+    late = post("email", "c2", "amazon.de")
+    post("chat", "c3", "amazon.com")  # never answered: a chat's own deadline
+    post("review", "c4", "amazon.com", rating=1)  # never answered: a review's own deadline
+    clock.advance(hours=1)
+    desk.agent.reply(on_time, "On its way.")
+    clock.advance(hours=29)
+    desk.agent.reply(late, "Sorry, on its way.")
+    clock.advance(days=3)
+    kpis = desk.agent.kpis()
+    late_rates = kpis["buyer_messages_late_response"]
+    assert late_rates["shop"] == {"7d": 0.5, "30d": 0.5, "90d": 0.5}
+    assert late_rates["marketplaces"]["amazon.com"]["7d"] == 0.0
+    assert late_rates["marketplaces"]["amazon.de"]["7d"] == 1.0
