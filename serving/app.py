@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
 from model.registry import Registry
-from serving import db, errors
+from serving import alerts, db, errors
 from serving.auth import ensure_key
 from serving.autoreply import AutoReplyError, AutoReplyPolicy
 from serving.batcher import MicroBatcher
@@ -49,9 +49,14 @@ class NotReady(BaseModel):
     detail: dict[str, Any] = Field(description='{"ready": false, "reason": "..."}')
 
 
-def start_mail_workers(svc: Services) -> dict[str, Every]:
-    """The mailbox poller and the outbox delivery, each when configured with a period."""
+def start_workers(svc: Services) -> dict[str, Every]:
+    """The background workers, each when configured with a period: the mailbox poller,
+    the outbox delivery, the SLA alerts."""
     settings, workers = svc.settings, {}
+    if settings.sla_alert_poll_seconds > 0:
+        workers["sla_alerts"] = Every(
+            "sla-alerts", lambda: alerts.run_once(svc), settings.sla_alert_poll_seconds
+        ).start()
     imap = ImapConfig.from_settings(settings)
     if imap is not None and settings.imap_poll_seconds > 0:
         handle = messages.mailbox_handler(svc)
@@ -74,16 +79,21 @@ def start_mail_workers(svc: Services) -> dict[str, Every]:
     return workers
 
 
-def mail_status(workers: dict[str, Every]) -> dict[str, Any]:
-    """What /readyz says of the mail workers: the last round's report and error."""
-    out = {}
+def worker_status(workers: dict[str, Every]) -> dict[str, Any]:
+    """What /readyz says of the background workers: the last round's report and
+    error, the mail workers under ``mail``."""
+    out: dict[str, Any] = {}
     for name, worker in workers.items():
         last = worker.last
-        out[name] = {
+        view = {
             "every_seconds": worker.seconds,
             "error": worker.error or getattr(last, "error", None),
-            "last": last.to_dict() if hasattr(last, "to_dict") else None,
+            "last": last.to_dict() if hasattr(last, "to_dict") else last,
         }
+        if name in ("inbox", "outbox"):
+            out.setdefault("mail", {})[name] = view
+        else:
+            out[name] = view
     return out
 
 
@@ -118,7 +128,7 @@ def create_app(
     metrics.watch_store(svc.sessions, clock)
     models = ModelManager(svc, Registry(settings.registry) if settings.follow_registry else None)
     builder = ModelBuilder(models, settings.model_dir, settings.jobs_dir / "model-build")
-    mail_workers: dict[str, Every] = {}
+    workers: dict[str, Every] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -170,9 +180,9 @@ def create_app(
             max_wait_ms=settings.batch_max_wait_ms,
             queue_size=settings.batch_queue_size,
         ).start()
-        mail_workers.update(start_mail_workers(svc))
+        workers.update(start_workers(svc))
         yield
-        for worker in mail_workers.values():
+        for worker in workers.values():
             worker.stop()
         svc.batcher.stop()
         builder.stop()
@@ -226,7 +236,7 @@ def create_app(
             raise HTTPException(
                 503, detail={"ready": False, "reason": f"database unreachable: {exc}"}
             ) from exc
-        mail = {"mail": mail_status(mail_workers)} if mail_workers else {}
+        background = worker_status(workers)
         return {
             "ready": True,
             "model_version": svc.predictor.model_version,
@@ -234,7 +244,7 @@ def create_app(
             "database": engine.dialect.name,
             "model_reload_error": models.error,
             **build,
-            **mail,
+            **background,
         }
 
     @app.get(

@@ -94,6 +94,8 @@ class RoutingConfig:
     # a customer's message naming the order of a ticket still in work, within this many
     # days of the ticket's last activity, joins that ticket (0: only by Message-ID)
     thread_days: float = 14
+    # queue -> addresses told when a ticket's answer is about to be late (SLA alerts)
+    owners: dict[str, list[str]] = field(default_factory=dict)
     source: str = "routing"
 
     # -- loading ---------------------------------------------------------------
@@ -174,9 +176,7 @@ class RoutingConfig:
         if default_hours <= 0 or any(o.hours <= 0 for o in overrides):
             raise fail("sla: hours must be positive")
         try:
-            urgency_hours = {
-                str(k): float(v) for k, v in (sla.get("urgency_hours") or {}).items()
-            }
+            urgency_hours = {str(k): float(v) for k, v in (sla.get("urgency_hours") or {}).items()}
         except (AttributeError, TypeError, ValueError) as exc:
             raise fail(f"sla.urgency_hours: expected {{urgency label: hours}} ({exc})") from exc
         if any(h <= 0 for h in urgency_hours.values()):
@@ -200,6 +200,20 @@ class RoutingConfig:
             raise fail(f"threads: expected {{days: N}} ({exc})") from exc
         if thread_days < 0:
             raise fail("threads.days must be 0 or more")
+        owners_raw = data.get("owners") or {}
+        if not isinstance(owners_raw, dict):
+            raise fail("`owners` must map queue names to lists of e-mail addresses")
+        owners: dict[str, list[str]] = {}
+        for q, addresses in owners_raw.items():
+            if str(q) not in queues:
+                raise fail(f"owners: unknown queue {q!r}")
+            if isinstance(addresses, str):
+                addresses = [addresses]
+            if not isinstance(addresses, list) or not all(
+                isinstance(a, str) and "@" in a for a in addresses
+            ):
+                raise fail(f"owners.{q}: expected a list of e-mail addresses")
+            owners[str(q)] = list(addresses)
         return cls(
             queues=queues,
             default_queue=default_queue,
@@ -215,6 +229,7 @@ class RoutingConfig:
             repeat_days=int(prio.get("repeat_contact_days", 30)),
             reopen_days=reopen_days,
             thread_days=thread_days,
+            owners=owners,
             source=source,
         )
 

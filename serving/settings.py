@@ -191,3 +191,13 @@ class Settings(BaseSettings):
         DEFAULT_AUTOREPLY_PATH,
         description="Automatic answers per issue type and language (send, draft or off).",
     )
+    sla_alert_lead_hours: float = Field(
+        2.0, ge=0, description="Warn this many hours before a ticket's answer is late."
+    )
+    sla_alert_webhook_url: str | None = Field(
+        None,
+        description="If set, SLA alerts (due soon, late) are POSTed here as JSON, once each.",
+    )
+    sla_alert_poll_seconds: float = Field(
+        60.0, ge=0, description="How often the service looks for SLA alerts to send (0: never)."
+    )

@@ -265,6 +265,25 @@ class OutboundMail(Base):
     ticket: Mapped[Ticket] = relationship(back_populates="outbound")
 
 
+class SlaAlert(Base):
+    """A warning that a ticket's answer is about to be late (``due_soon``) or is late
+    (``breached``): one per ticket, kind and deadline (the unique index makes it once,
+    whichever process sees it first), with what its delivery got."""
+
+    __tablename__ = "sla_alerts"
+    __table_args__ = (
+        Index("ux_sla_alerts_ticket_kind_due", "ticket_id", "kind", "due_at", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # due_soon | breached
+    due_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
+    email_status: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class LabelCorrection(Base):
     """An agent's labels for a ticket's message (training data for the learning loop)."""
 

@@ -80,6 +80,7 @@ def make_app(tiny_model_dir, tmp_path, clock):
         settings.setdefault("bootstrap_admin_key", ADMIN_KEY)
         settings.setdefault("registry", tmp_path / "registry")  # never the real var/registry
         settings.setdefault("jobs_dir", tmp_path / "jobs")
+        settings.setdefault("sla_alert_poll_seconds", 0)  # the alert tests run it themselves
         return create_app(
             Settings(model_dir=tiny_model_dir, database_url=db_url, **settings), clock=clock
         )

@@ -1,4 +1,4 @@
-"""the mailbox: reply addresses and threads, attachments, the outbox
+"""the mailbox: reply addresses and threads, attachments, the outbox, SLA alerts
 
 Revision ID: 0005
 Revises: 0004
@@ -13,6 +13,8 @@ Create Date: 2026-12-04 10:00:00
 - ``attachments``: the files that came with an e-mail.
 - ``outbound_mail``: replies to send by SMTP, delivered with retries (``automatic``:
   an automatic answer).
+- ``sla_alerts``: the warnings sent before and when a ticket's answer is late, once
+  each.
 
 Existing rows keep null in the new columns. The columns are added in place (SQLite
 rebuilds no table). The downgrade drops them on PostgreSQL; on SQLite it refuses (the
@@ -82,6 +84,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbound_mail_ticket_id", "outbound_mail", ["ticket_id"])
     op.create_index("ix_outbound_mail_state_next", "outbound_mail", ["state", "next_attempt_at"])
+    op.create_table(
+        "sla_alerts",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("ticket_id", sa.Integer(), sa.ForeignKey("tickets.id"), nullable=False),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("due_at", serving.store.UTCDateTime(), nullable=False),
+        sa.Column("created_at", serving.store.UTCDateTime(), nullable=False),
+        sa.Column("webhook_status", sa.Text(), nullable=True),
+        sa.Column("email_status", sa.Text(), nullable=True),
+    )
+    op.create_index(
+        "ux_sla_alerts_ticket_kind_due", "sla_alerts", ["ticket_id", "kind", "due_at"], unique=True
+    )
 
 
 def downgrade() -> None:
@@ -92,6 +107,7 @@ def downgrade() -> None:
             "0005 cannot be undone on SQLite: restore the database file backed up before "
             "the upgrade (docs/operations.md, Backups)"
         )
+    op.drop_table("sla_alerts")
     op.drop_table("outbound_mail")
     op.drop_table("attachments")
     op.drop_column("tickets", "reply_due_at")
