@@ -68,6 +68,45 @@ RULE_SOLICITATION_WINDOW = (
     "the order was delivered); got {lo}-{hi} days"
 )
 
+RULE_REVIEW_WORDING = (
+    "a review_request may not {what} (found: {found!r}): Amazon's customer product reviews "
+    "policy forbids asking for a positive review and offering compensation for a review "
+    "(money, gift cards, free or discounted products, refunds or other incentives), and the "
+    "FTC's guide for marketers (Soliciting and Paying for Online Reviews) says: don't offer "
+    "an incentive in exchange for a review, and don't ask only for positive ones. Ask for an "
+    "honest review, and nothing in return."
+)
+# wording a review request may not use: asking for a good review ...
+POSITIVE_ASK_RE = re.compile(
+    r"\b(?:positive|good|great|glowing|favou?rable|excellent|nice|5[- ]?star|five[- ]?star)"
+    r"\s+(?:review|rating|feedback)s?\b"
+    r"|\b(?:5|five)\s+stars?\b"
+    r"|\bif\s+you\s+(?:are|were)\s+(?:happy|satisfied|pleased)\b"
+    r"|好评|五星|5星|满分",
+    re.IGNORECASE,
+)
+# ... or offering something for it
+INCENTIVE_RE = re.compile(
+    r"\b(?:free|discount(?:ed)?|coupons?|vouchers?|gift(?:\s*cards?)?|rebates?|cash\s*back|"
+    r"rewards?|giveaways?|compensat\w*)\b"
+    r"|\bin\s+(?:return|exchange)\s+for\b|\d+\s*%\s*off\b|[$€£]\s*\d+"
+    r"|返现|红包|优惠券|礼品|赠品|免费|折扣|奖励",
+    re.IGNORECASE,
+)
+
+
+def wording_problem(subject: str | None, body: str) -> str | None:
+    """Why a review request's wording breaks the reviews policy, or None."""
+    text = f"{subject or ''}\n{body or ''}"
+    if m := POSITIVE_ASK_RE.search(text):
+        return RULE_REVIEW_WORDING.format(what="ask for a positive review", found=m.group(0))
+    if m := INCENTIVE_RE.search(text):
+        return RULE_REVIEW_WORDING.format(
+            what="offer anything in return for a review", found=m.group(0)
+        )
+    return None
+
+
 # audience keys a review request may never use (sentiment, rating, issue type, tickets,
 # review or message history): matched as parts of a key's name
 SELECTIVE_KEY_RE = re.compile(
@@ -186,6 +225,8 @@ def validate(
             )
         if not isinstance(out["no_open_ticket"], bool):
             raise CampaignInvalid("audience.no_open_ticket: give true or false")
+    if kind == "review_request" and (problem := wording_problem(subject, body)):
+        raise CampaignRefused(problem)
     if channel == "own_email" and not (subject or "").strip():
         raise CampaignInvalid("subject: an own_email campaign needs a subject line")
     if not (body or "").strip():

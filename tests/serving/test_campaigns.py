@@ -477,3 +477,55 @@ def test_campaigns_on_the_shop(db_url, clock):
             if m.channel == "review" and shop.effective_labels(m)["sentiment"] == ["negative"]
         }
         assert included & negative  # unhappy reviewers are asked too
+
+
+@pytest.mark.parametrize(
+    "subject, body, what, found",
+    [
+        (
+            None,
+            "Loved it? Leave us a 5-star review for {order_id}!",
+            "ask for a positive",
+            "5-star review",
+        ),
+        (
+            None,
+            "Please leave a positive review of {product_id}",
+            "ask for a positive",
+            "positive review",
+        ),
+        ("Five stars?", "Tell us about order {order_id}", "ask for a positive", "Five stars"),
+        (None, "If you are happy, review {order_id}", "ask for a positive", "If you are happy"),
+        (None, "Review {order_id} and get a $10 gift card", "offer anything", "$10"),
+        (
+            None,
+            "Review order {order_id} in exchange for 20% off",
+            "offer anything",
+            "in exchange for",
+        ),
+        (None, "给个好评吧，订单 {order_id}", "ask for a positive", "好评"),
+        (None, "评价订单 {order_id} 即可返现", "offer anything", "返现"),
+    ],
+)
+def test_review_request_wording_is_checked(desk, subject, body, what, found):
+    err = _err(
+        desk.admin.create_campaign,
+        "ask",
+        "review_request",
+        "marketplace_messaging",
+        subject=subject,
+        body=body,
+    )
+    assert err.status_code == 422
+    assert err.detail.startswith(f"a review_request may not {what}")
+    assert f"(found: {found!r})" in err.detail and "FTC" in err.detail
+
+
+def test_an_honest_review_request_passes_the_wording_check(desk):
+    ok = desk.admin.create_campaign(
+        "honest ask",
+        "review_request",
+        "marketplace_messaging",
+        body="How is your {product_id}? We would value your honest review of order {order_id}.",
+    )
+    assert ok["kind"] == "review_request"
