@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from model.paths import carelens_home
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
 from model.registry import Registry
@@ -36,10 +37,12 @@ from serving.routes import campaigns as campaign_routes
 from serving.routes import labeling as labeling_routes
 from serving.routes import models as model_routes
 from serving.routes import products as product_routes
+from serving.routes import surveys as survey_routes
 from serving.routes import templates as template_routes
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.store import CHANNELS, utcnow
+from serving.surveys import load_secret
 from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,10 @@ def create_app(
         metrics=metrics,
         clock=clock,
         autoreply=autoreply,
+        survey_secret=load_secret(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            carelens_home(),
+        ),
     )
     metrics.watch_store(svc.sessions, clock)
     models = ModelManager(svc, Registry(settings.registry) if settings.follow_registry else None)
@@ -264,4 +271,5 @@ def create_app(
     for module in (template_routes, campaign_routes):
         app.include_router(module.router)
     app.include_router(product_routes.router)
+    app.include_router(survey_routes.router)
     return app

@@ -201,3 +201,13 @@ class Settings(BaseSettings):
     sla_alert_poll_seconds: float = Field(
         60.0, ge=0, description="How often the service looks for SLA alerts to send (0: never)."
     )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The address customers reach the service at (survey links in replies).",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signs survey links (default: a key generated once in "
+        "$CARELENS_HOME/secret_key). Changing it voids the links already sent.",
+    )
+    survey_days: int = Field(30, ge=1, description="How long a survey link stays open (days).")

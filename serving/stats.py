@@ -8,6 +8,9 @@ Reopened = ``reopened`` events in the period (a follow-up from the customer reop
 resolved ticket, see ``serving.tickets.find_reopenable``), counted for the agent whose
 ``resolved`` event came last before the reopen and for the ticket's queue.
 
+CSAT (``serving.surveys``): per agent for the tickets they resolved, per queue, issue
+type and week, over the tickets resolved in the period (reviews excluded).
+
 An agent is a key (its id, shown with its name): two keys that carry the same name
 are two agents. Rows recorded without a key id count under the name alone."""
 
@@ -21,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from serving.store import LabelCorrection, Ticket, TicketEvent
+from serving.surveys import csat, csat_figures
 from serving.tickets import is_breached, late_response_rates
 
 ACTIONS = ("replied", "resolved", "no_response_needed")
@@ -133,8 +137,10 @@ def agent_stats(session: Session, since: datetime, until: datetime, now: datetim
     for agent, _queue in reopens(session, since, until):
         if agent is not None:
             reopened[agent] = reopened.get(agent, 0) + 1
+    satisfaction = csat_figures(session, since, until, resolver)["agents"]
     out = []
-    for agent in sorted(set(by_agent) | set(corrections) | set(reopened), key=_order):
+    agents = set(by_agent) | set(corrections) | set(reopened) | set(satisfaction)
+    for agent in sorted(agents, key=_order):
         mine = by_agent.get(agent, [])
         # response times count for the agent who sent the first reply
         answered = [t for t in mine if first_by.get(t.id) == agent or t.first_response_at is None]
@@ -142,8 +148,18 @@ def agent_stats(session: Session, since: datetime, until: datetime, now: datetim
         row["tickets_handled"] = len(mine)
         row["labels_corrected"] = corrections.get(agent, 0)
         row["reopened"] = reopened.get(agent, 0)
+        row["csat"] = satisfaction.get(agent) or csat(0, [])
         out.append(row)
     return out
+
+
+def resolver(ticket: Ticket) -> Agent | None:
+    """Who resolved the ticket last (the agent its satisfaction survey counts for)."""
+    last = None
+    for e in ticket.events:
+        if e.kind == "resolved":
+            last = _agent(e.actor_key_id, e.actor)
+    return last
 
 
 def queue_kpis(
@@ -153,6 +169,7 @@ def queue_kpis(
     reopened: dict[str, int] = {}
     for _agent, queue in reopens(session, since, until):
         reopened[queue] = reopened.get(queue, 0) + 1
+    satisfaction = csat_figures(session, since, until, resolver)["queues"]
     out = []
     for q in queues:
         mine = [t for t in tickets if t.queue == q]
@@ -162,6 +179,7 @@ def queue_kpis(
                 **_summary(mine, now),
                 "reopened": reopened.get(q, 0),
                 "late_response_rate": late_response_rates(session, now, queue=q),
+                "csat": satisfaction.get(q) or csat(0, []),
             }
         )
     return out

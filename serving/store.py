@@ -200,6 +200,7 @@ class Ticket(Base):
     outbound: Mapped[list[OutboundMail]] = relationship(
         back_populates="ticket", order_by="OutboundMail.id"
     )
+    survey: Mapped[SurveyAnswer | None] = relationship(uselist=False, viewonly=True)
 
 
 class TicketEvent(Base):
@@ -282,6 +283,20 @@ class SlaAlert(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
     email_status: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SurveyAnswer(Base):
+    """A customer's answer to the satisfaction survey of a resolved ticket: one per
+    ticket (the unique ticket id makes the link single-use)."""
+
+    __tablename__ = "survey_answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), unique=True)
+    stars: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    lang: Mapped[str] = mapped_column(String(8))
+    answered_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LabelCorrection(Base):

@@ -40,6 +40,7 @@ PLACEHOLDERS: dict[str, str] = {
     "marketplace": "the marketplace of the ticket's message",
     "ticket_id": "the ticket's number",
     "agent_name": "the name of the API key that asks",
+    "survey_link": "the ticket's satisfaction survey link (not for reviews)",
 }
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 LANG_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,4})?$")
@@ -395,6 +396,7 @@ def ticket_values(
     agent_name: str | None,
     customer_name: str | None = None,
     product: str | None = None,
+    survey_link: str | None = None,
 ) -> dict[str, str | None]:
     msg = ticket.message
     return {
@@ -405,4 +407,5 @@ def ticket_values(
         "marketplace": msg.marketplace if msg else None,
         "ticket_id": str(ticket.id),
         "agent_name": agent_name,
+        "survey_link": survey_link if msg is not None and msg.channel != "review" else None,
     }

@@ -76,9 +76,13 @@ def waiting_since(ticket: Ticket) -> datetime | None:
     return max(replies) if replies else ticket.updated_at
 
 
-def ticket_view(ticket: Ticket, now: datetime, detail: bool = True) -> dict[str, Any]:
+def ticket_view(
+    ticket: Ticket, now: datetime, detail: bool = True, survey_url: str | None = None
+) -> dict[str, Any]:
     """The ticket as the API shows it; ``detail`` adds the customer's answers, the
-    attachments and the outgoing mail (one ticket's page, not a list)."""
+    attachments, the outgoing mail and the satisfaction survey (its link, ``survey_url``,
+    for a ticket that can have one; the customer's answer) - one ticket's page, not a
+    list."""
     msg = ticket.message
     state = effective_state(ticket, now)
     held = state == "claimed"
@@ -92,6 +96,8 @@ def ticket_view(ticket: Ticket, now: datetime, detail: bool = True) -> dict[str,
             ],
             "outbound": [outbound_view(o) for o in ticket.outbound],
             "draft": latest_draft(ticket),
+            "survey_url": survey_url if msg is not None and msg.channel != "review" else None,
+            "survey": survey_view(ticket.survey) if ticket.survey is not None else None,
         }
     return {
         "id": ticket.id,
@@ -117,6 +123,10 @@ def ticket_view(ticket: Ticket, now: datetime, detail: bool = True) -> dict[str,
         "message": message_view(msg) if msg is not None else None,
         **extra,
     }
+
+
+def survey_view(a) -> dict[str, Any]:
+    return {"stars": a.stars, "comment": a.comment, "lang": a.lang, "answered_at": a.answered_at}
 
 
 def attachment_view(a) -> dict[str, Any]:

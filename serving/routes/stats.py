@@ -10,8 +10,9 @@ from serving.auth import Principal
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import Timestamp
-from serving.stats import agent_stats, queue_kpis
+from serving.stats import agent_stats, queue_kpis, resolver
 from serving.store import as_utc
+from serving.surveys import csat_figures
 from serving.tickets import buyer_message_late_rates
 
 router = APIRouter(tags=["statistics"], route_class=ApiRoute)
@@ -35,7 +36,8 @@ def stats_agents(
 ) -> dict:
     """Per agent over the period: tickets handled, median and p90 first-response hours
     (tickets they answered first), median resolution hours, SLA met %, labels corrected,
-    reopened (their resolutions that a customer's follow-up reopened in the period)."""
+    reopened (their resolutions that a customer's follow-up reopened in the period), and
+    CSAT of the tickets they resolved."""
     since, until, now = _period(svc, since, until)
     with svc.sessions() as s:
         return {"since": since, "until": until, "agents": agent_stats(s, since, until, now)}
@@ -49,10 +51,19 @@ def stats_kpis(
     _: Principal = Depends(agent_role),
 ) -> dict:
     """Per queue over the period: the same figures (reopened: tickets of the queue reopened
-    in the period), plus late-response rates 7/30/90 d; and the late-response rate as
-    Amazon counts it (buyer e-mails only, shop-wide and per marketplace)."""
+    in the period), plus late-response rates 7/30/90 d and CSAT; the late-response rate
+    as Amazon counts it (buyer e-mails only, shop-wide and per marketplace); CSAT
+    overall, per issue type and per week (surveys sent, answered, response rate, mean
+    stars, share of 4-5 stars)."""
     since, until, now = _period(svc, since, until)
     with svc.sessions() as s:
         rows = queue_kpis(s, list(svc.routing.queues), since, until, now)
         late = buyer_message_late_rates(s, now)
-    return {"since": since, "until": until, "queues": rows, "buyer_messages_late_response": late}
+        satisfaction = csat_figures(s, since, until, resolver)
+    return {
+        "since": since,
+        "until": until,
+        "queues": rows,
+        "buyer_messages_late_response": late,
+        "csat": {k: satisfaction[k] for k in ("overall", "issue_types", "weeks")},
+    }

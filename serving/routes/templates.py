@@ -189,6 +189,8 @@ def suggested_replies(
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
         templates = effective_templates(s, svc.settings.templates_dir)
-        values = ticket_values(ticket, who.actor, customer_name, product)
+        values = ticket_values(
+            ticket, who.actor, customer_name, product, survey_link=svc.survey_url(ticket.id)
+        )
         rows = suggest(s, ticket, templates, taxonomy, values, limit=limit)
     return [SuggestedReply(**r) for r in rows]

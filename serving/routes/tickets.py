@@ -92,6 +92,14 @@ class TicketOut(BaseModel):
     outbound: list[dict[str, Any]] = Field(
         [], description="Replies sent by e-mail and their delivery (queued, sent, failed)."
     )
+    survey_url: str | None = Field(
+        None,
+        description="The satisfaction survey link to give the customer (put {survey_link} "
+        "in a reply template); it opens once the ticket is resolved. Not for reviews.",
+    )
+    survey: dict[str, Any] | None = Field(
+        None, description="The customer's survey answer: stars (1-5), comment, when."
+    )
     draft: dict[str, Any] | None = Field(
         None,
         description="An automatic answer waiting for an agent (template, text, missing "
@@ -150,7 +158,7 @@ def _ticket_action(svc: Services, ticket_id: int, fn) -> TicketOut:
             fn(s, ticket, now)
             s.flush()
             s.expire(ticket, ["events", "outbound"])  # the view reads what fn added
-            return TicketOut(**ticket_view(ticket, now))
+            return TicketOut(**ticket_view(ticket, now, survey_url=svc.survey_url(ticket.id)))
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     except Conflict as exc:
@@ -242,7 +250,10 @@ def show_ticket(
 ) -> TicketOut:
     with svc.sessions() as s:
         try:
-            return TicketOut(**ticket_view(get_ticket(s, ticket_id), svc.clock()))
+            ticket = get_ticket(s, ticket_id)
+            return TicketOut(
+                **ticket_view(ticket, svc.clock(), survey_url=svc.survey_url(ticket.id))
+            )
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
 

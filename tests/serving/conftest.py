@@ -81,6 +81,7 @@ def make_app(tiny_model_dir, tmp_path, clock):
         settings.setdefault("registry", tmp_path / "registry")  # never the real var/registry
         settings.setdefault("jobs_dir", tmp_path / "jobs")
         settings.setdefault("sla_alert_poll_seconds", 0)  # the alert tests run it themselves
+        settings.setdefault("secret_key", "test-secret-not-secret")
         return create_app(
             Settings(model_dir=tiny_model_dir, database_url=db_url, **settings), clock=clock
         )

@@ -142,7 +142,10 @@ def test_post_message_stores_everything_in_one_go(desk):
         "urgency",
     }
     assert out["queue"] in desk.admin.config()["queues"]
-    assert datetime.fromisoformat(out["sla_due_at"]) == datetime(2026, 11, 21, 18, 0, tzinfo=UTC)
+    # 24 hours, or less for critical urgency (sla.urgency_hours of the routing file)
+    hours = 4 if "critical" in out["labels"]["urgency"] else 24
+    due = datetime(2026, 11, 20, 18, 0, tzinfo=UTC) + timedelta(hours=hours)
+    assert datetime.fromisoformat(out["sla_due_at"]) == due
     ticket = desk.agent.ticket(out["ticket_id"])
     assert ticket["message"]["order_id"] == "111-2223334-5556667"
     assert ticket["state"] == "open" and ticket["labels"] == out["labels"]
@@ -351,6 +354,8 @@ def test_claims_leases_and_expiry(desk, clock):
 
 
 def test_sla_clock_runs_across_the_weekend(desk, clock):
+    # the channel's hours alone: no shorter deadline for urgent tickets
+    desk.app.state.services.routing.sla_urgency_hours = {}
     # received Friday 18:00; 24 calendar hours -> due Saturday 18:00 (weekends count)
     t = desk.service.post_message(channel="email", text="fire in the box")
     assert datetime.fromisoformat(t["sla_due_at"]) == datetime(2026, 11, 21, 18, 0, tzinfo=UTC)

@@ -1,0 +1,166 @@
+"""Satisfaction surveys (CSAT): the signed link of a resolved ticket, the customer's
+answer, and the figures.
+
+The link is ``{CARELENS_PUBLIC_URL}/survey/{ticket_id}.{signature}``: an HMAC of the
+ticket id under the service's secret (``CARELENS_SECRET_KEY``, else a key generated once
+in ``$CARELENS_HOME/secret_key``), so it needs no login and no stored row, cannot be
+forged for another ticket, and is single-use because a ticket takes one answer (the
+unique ticket id of ``survey_answers``). It expires ``CARELENS_SURVEY_DAYS`` after the
+ticket was resolved. Reviews get no survey (a review is its own rating).
+
+CSAT figures (``csat``): surveys sent = resolved tickets with a survey in the period;
+response rate = answered / sent; mean stars; share of 4 and 5 stars.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.store import SurveyAnswer, Ticket
+
+SIG_CHARS = 22  # 16 bytes of the HMAC, base64url
+
+
+def load_secret(configured: str | None, home: Path) -> bytes:
+    """The configured secret, else the one kept in ``home/secret_key`` (created with
+    mode 0600 on first use)."""
+    if configured:
+        return configured.encode()
+    path = home / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
+
+
+def _sig(secret: bytes, ticket_id: int) -> str:
+    mac = hmac.new(secret, f"survey:{ticket_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:16]).decode().rstrip("=")
+
+
+def token(secret: bytes, ticket_id: int) -> str:
+    return f"{ticket_id}.{_sig(secret, ticket_id)}"
+
+
+def survey_url(public_url: str, secret: bytes, ticket_id: int) -> str:
+    return f"{public_url.rstrip('/')}/survey/{token(secret, ticket_id)}"
+
+
+def ticket_of_token(secret: bytes, value: str) -> int | None:
+    """The ticket id a token names, or None when it is not one of ours."""
+    tid, _, sig = value.partition(".")
+    if not tid.isdigit() or len(tid) > 18 or len(sig) != SIG_CHARS:
+        return None
+    ticket_id = int(tid)
+    return ticket_id if hmac.compare_digest(sig, _sig(secret, ticket_id)) else None
+
+
+@dataclass(frozen=True)
+class SurveyState:
+    """What the link leads to: ``form``, ``answered``, ``expired`` or ``invalid``."""
+
+    state: str
+    ticket: Ticket | None = None
+    lang: str = "en"
+
+
+def survey_state(
+    session: Session, secret: bytes, value: str, now: datetime, days: int
+) -> SurveyState:
+    ticket_id = ticket_of_token(secret, value)
+    ticket = session.get(Ticket, ticket_id) if ticket_id is not None else None
+    if ticket is None or ticket.message is None or ticket.message.channel == "review":
+        return SurveyState("invalid")
+    lang = "zh" if ticket.message.lang == "zh" else "en"
+    if session.scalar(select(SurveyAnswer.id).where(SurveyAnswer.ticket_id == ticket.id)):
+        return SurveyState("answered", ticket, lang)
+    if ticket.state != "resolved" or ticket.resolved_at is None:
+        return SurveyState("invalid", ticket, lang)
+    if now > ticket.resolved_at + timedelta(days=days):
+        return SurveyState("expired", ticket, lang)
+    return SurveyState("form", ticket, lang)
+
+
+def record_answer(
+    session: Session, ticket: Ticket, stars: int, comment: str | None, lang: str, now: datetime
+) -> None:
+    """The answer (the caller's transaction; a second one for the ticket fails on the
+    unique ticket id)."""
+    session.add(
+        SurveyAnswer(ticket_id=ticket.id, stars=stars, comment=comment, lang=lang, answered_at=now)
+    )
+    session.flush()
+
+
+def csat(sent: int, stars: list[int]) -> dict[str, Any]:
+    """Sent, answered, response rate, mean stars, share of 4-5 stars."""
+    return {
+        "surveys_sent": sent,
+        "answered": len(stars),
+        "response_rate": round(len(stars) / sent, 4) if sent else None,
+        "mean_stars": round(sum(stars) / len(stars), 3) if stars else None,
+        "satisfied_share": round(sum(s >= 4 for s in stars) / len(stars), 4) if stars else None,
+    }
+
+
+def csat_figures(session: Session, since: datetime, until: datetime, resolver_of) -> dict[str, Any]:
+    """CSAT of the tickets resolved in [since, until] (reviews excluded): overall and
+    per agent (keyed by ``resolver_of(ticket)``, e.g. (key id, name)), queue, issue
+    type and ISO week of the resolution."""
+    from sqlalchemy.orm import selectinload
+
+    tickets = [
+        t
+        for t in session.scalars(
+            select(Ticket)
+            .where(
+                Ticket.state == "resolved",
+                Ticket.resolved_at >= since,
+                Ticket.resolved_at <= until,
+            )
+            .options(selectinload(Ticket.message), selectinload(Ticket.events))
+        )
+        if t.message is not None and t.message.channel != "review"
+    ]
+    answers = {
+        a.ticket_id: a.stars
+        for a in session.scalars(
+            select(SurveyAnswer).where(SurveyAnswer.ticket_id.in_([t.id for t in tickets]))
+        )
+    }
+    groups: dict[str, dict[str, list[Ticket]]] = {
+        "agents": {},
+        "queues": {},
+        "issue_types": {},
+        "weeks": {},
+    }
+    for t in tickets:
+        agent = resolver_of(t)
+        if agent is not None:
+            groups["agents"].setdefault(agent, []).append(t)
+        groups["queues"].setdefault(t.queue, []).append(t)
+        for issue in (t.labels or {}).get("issue_type") or ["(none)"]:
+            groups["issue_types"].setdefault(issue, []).append(t)
+        year, week, _ = t.resolved_at.isocalendar()
+        groups["weeks"].setdefault(f"{year}-W{week:02d}", []).append(t)
+
+    def of(ts: list[Ticket]) -> dict[str, Any]:
+        return csat(len(ts), [answers[t.id] for t in ts if t.id in answers])
+
+    return {
+        "overall": of(tickets),
+        **{n: {k: of(v) for k, v in g.items()} for n, g in groups.items()},
+    }
