@@ -37,6 +37,11 @@ class Label:
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "en": self.en, "zh": self.zh, "definition": self.definition}
 
+    def display(self, lang: str) -> str:
+        """The label's display name in ``lang`` (``en`` or ``zh``), else English, else
+        its machine name."""
+        return (self.zh if lang == "zh" else "") or self.en or self.name
+
 
 @dataclass(frozen=True)
 class Task:
@@ -65,6 +70,13 @@ class Task:
     @property
     def is_multilabel(self) -> bool:
         return self.kind == "multilabel"
+
+    def display_name(self, lang: str) -> str:
+        return self.display.get(lang) or self.display.get("en") or self.name
+
+    def label_display(self, lang: str) -> dict[str, str]:
+        """Every label's display name in ``lang``."""
+        return {label.name: label.display(lang) for label in self.labels}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -119,5 +119,7 @@ def show_config(
         },
         "model_dir": str(svc.settings.model_dir),
         "model_version": svc.predictor.model_version if svc.predictor else None,
+        # the served taxonomy: every task and label with its English and Chinese names
+        "taxonomy": svc.predictor.taxonomy.to_dict() if svc.predictor else None,
         "database": svc.engine.dialect.name,
     }

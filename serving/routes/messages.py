@@ -489,10 +489,18 @@ def mailbox_handler(svc: Services):
 @router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
 async def classify(
     body: ClassifyRequest,
+    request: Request,
+    lang: Literal["en", "zh"] | None = Query(
+        None,
+        description="Language of the display names (default: from Accept-Language; zh for "
+        "Chinese, else en).",
+    ),
     svc: Services = Depends(services),
     _: Principal = Depends(service_role),
 ) -> JSONResponse:
-    """Classify texts without storing them."""
+    """Classify texts without storing them. Each task of each prediction carries its
+    display name and its labels' display names (``display``, ``label_display``) in
+    English or Chinese."""
     pred = svc.require_predictor()
     check_limits(svc, body.texts, "texts")
     if body.ratings is not None and len(body.ratings) != len(body.texts):
@@ -512,13 +520,37 @@ async def classify(
         raise HTTPException(422, detail=str(exc)) from exc
     # the answer takes about a millisecond a text to build and encode (evidence):
     # CPU work for the thread pool, not the event loop
-    return await run_in_threadpool(_classify_answer, svc, results, pred.model_version)
+    lang = lang or display_lang(request.headers.get("accept-language"))
+    return await run_in_threadpool(
+        _classify_answer, svc, results, pred.model_version, pred.taxonomy, lang
+    )
+
+
+def display_lang(accept_language: str | None) -> str:
+    """``zh`` when the caller's first language is Chinese, else ``en``."""
+    first = (accept_language or "").split(",")[0].strip().lower()
+    return "zh" if first.startswith("zh") else "en"
+
+
+def localised(prediction: dict[str, Any], taxonomy, lang: str) -> dict[str, Any]:
+    """A prediction's dict with each task's display name and its labels' display names
+    in ``lang``."""
+    for name, task in prediction.get("tasks", {}).items():
+        if name in taxonomy:
+            t = taxonomy[name]
+            names = t.label_display(lang)
+            task["display"] = t.display_name(lang)
+            task["label_display"] = {label: names.get(label, label) for label in task["labels"]}
+    return prediction
 
 
 def _classify_answer(
-    svc: Services, results: list[Prediction], model_version: str | None
+    svc: Services, results: list[Prediction], model_version: str | None, taxonomy, lang: str
 ) -> JSONResponse:
     svc.metrics.count_predictions(results)
     version = results[0].model_version if results else model_version
-    answer = ClassifyResponse(model_version=version, predictions=[r.to_dict() for r in results])
+    answer = ClassifyResponse(
+        model_version=version,
+        predictions=[localised(r.to_dict(), taxonomy, lang) for r in results],
+    )
     return JSONResponse(jsonable_encoder(answer))

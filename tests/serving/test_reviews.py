@@ -118,3 +118,29 @@ def test_late_response_rate_counts_buyer_messages_only_per_marketplace(desk, clo
     assert late_rates["shop"] == {"7d": 0.5, "30d": 0.5, "90d": 0.5}
     assert late_rates["marketplaces"]["amazon.com"]["7d"] == 0.0
     assert late_rates["marketplaces"]["amazon.de"]["7d"] == 1.0
+
+
+def test_predictions_carry_display_names_in_english_or_chinese(desk):
+    def classify(**kw):
+        r = desk.http.post(
+            "/v1/classify",
+            json={"texts": ["The charger caught fire"]},
+            headers={"X-API-Key": desk.service.api_key, **kw.pop("headers", {})},
+            params=kw,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"][0]["tasks"]
+
+    zh = classify(headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
+    assert zh["issue_type"]["display"] == "问题类型"
+    names = {"low": "低", "medium": "中", "high": "高", "critical": "紧急"}
+    assert zh["urgency"]["label_display"] == {u: names[u] for u in zh["urgency"]["labels"]}
+    en = classify(lang="en", headers={"Accept-Language": "zh-CN"})
+    assert en["issue_type"]["display"] == "Issue type"
+    assert set(en["sentiment"]["label_display"]) == set(en["sentiment"]["labels"])
+    assert classify()["issue_type"]["display"] == "Issue type"
+    config = desk.admin.config()["taxonomy"]
+    issue = next(t for t in config["tasks"] if t["name"] == "issue_type")
+    assert issue["display"] == {"en": "Issue type", "zh": "问题类型"}
+    safety = next(lb for lb in issue["labels"] if lb["name"] == "safety_hazard")
+    assert safety["zh"] and safety["en"]
