@@ -37,6 +37,7 @@ from serving.routes import campaigns as campaign_routes
 from serving.routes import labeling as labeling_routes
 from serving.routes import models as model_routes
 from serving.routes import products as product_routes
+from serving.routes import returns as return_routes
 from serving.routes import surveys as survey_routes
 from serving.routes import templates as template_routes
 from serving.routing import RoutingConfig, RoutingError
@@ -272,4 +273,5 @@ def create_app(
         app.include_router(module.router)
     app.include_router(product_routes.router)
     app.include_router(survey_routes.router)
+    app.include_router(return_routes.router)
     return app

@@ -171,6 +171,24 @@ class CarelensClient:
         params = _clean({"state": state, "queue": queue, "limit": limit, "after_id": after_id})
         return self._json("GET", "/v1/tickets", params=params)
 
+    def open_return(self, ticket_id: int, note: str | None = None) -> JSON:
+        """A return for the ticket's order (state ``requested``)."""
+        return self._json("POST", f"/v1/tickets/{ticket_id}/return", json={"note": note})
+
+    def move_return(self, return_id: int, state: str, note: str | None = None) -> JSON:
+        return self._json(
+            "POST", f"/v1/returns/{return_id}/state", json={"state": state, "note": note}
+        )
+
+    def returns(self, **params: Any) -> list[JSON]:
+        """Returns by state, open, product_id, customer_id (a page: limit, after_id)."""
+        return self._json("GET", "/v1/returns", params=_clean(params))
+
+    def return_stats(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
+        return self._json(
+            "GET", "/v1/stats/returns", params=_clean({"since": since, "until": until})
+        )
+
     def claim_ticket(self, ticket_id: int) -> JSON:
         """Lease this ticket to this key (409 when another key holds it)."""
         return self._json("POST", f"/v1/tickets/{ticket_id}/claim")

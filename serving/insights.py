@@ -330,6 +330,36 @@ def product_insights(
         "spike_test": _test_params(cfg),
         "spikes": result["spikes"],
         "tested": [{k: r[k] for k in ("issue_type", "count", "p_value")} for r in result["tested"]],
+        "returns": product_returns(session, product_id, since, until),
+    }
+
+
+def product_returns(
+    session: Session, product_id: str, since: datetime, until: datetime
+) -> dict[str, Any]:
+    """The product's returns requested in the period: how many, how many still open,
+    and their reasons (the tickets' issue types)."""
+    from serving.returns import OPEN_STATES
+    from serving.store import ReturnRequest
+
+    rows = list(
+        session.scalars(
+            select(ReturnRequest).where(
+                ReturnRequest.product_id == product_id,
+                ReturnRequest.created_at >= since,
+                ReturnRequest.created_at <= until,
+            )
+        )
+    )
+    reasons: dict[str, int] = {}
+    for r in rows:
+        for reason in r.reasons or ["(none)"]:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {
+        "requested": len(rows),
+        "open": sum(r.state in OPEN_STATES for r in rows),
+        "refunded": sum(r.state == "refunded" for r in rows),
+        "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
 

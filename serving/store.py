@@ -299,6 +299,54 @@ class SurveyAnswer(Base):
     answered_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+RETURN_STATES = ("requested", "approved", "label_sent", "received", "refunded", "rejected")
+# state -> the states it may move to
+RETURN_MOVES = {
+    "requested": ("approved", "rejected"),
+    "approved": ("label_sent", "refunded", "rejected"),
+    "label_sent": ("received",),
+    "received": ("refunded", "rejected"),
+    "refunded": (),
+    "rejected": (),
+}
+
+
+class ReturnRequest(Base):
+    """A return (and its refund) of an order, opened from the customer's ticket; every
+    change of state is a ``ReturnEvent`` with who and when."""
+
+    __tablename__ = "returns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    product_id: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
+    customer_id: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    # why: the ticket's issue types (damaged_defective, size_fit, ...) and a note
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_by_key_id: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    events: Mapped[list[ReturnEvent]] = relationship(order_by="ReturnEvent.id")
+
+
+class ReturnEvent(Base):
+    __tablename__ = "return_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    return_id: Mapped[int] = mapped_column(ForeignKey("returns.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class LabelCorrection(Base):
     """An agent's labels for a ticket's message (training data for the learning loop)."""
 

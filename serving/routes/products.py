@@ -126,7 +126,8 @@ def one_product_insights(
     _: Principal = Depends(agent_role),
 ) -> dict[str, Any]:
     """One product (ASIN or SKU): issue mix, negative share, stars, languages, a daily or
-    weekly series, and the spike test (flagged spikes with p-values and examples)."""
+    weekly series, the spike test (flagged spikes with p-values and examples), and its
+    returns with their reasons."""
     cfg = spike.config(svc)
     since, until = _range(svc, cfg, since, until)
     with svc.sessions() as s:

@@ -193,6 +193,7 @@ STRING_PARAMS = {  # path and query parameters that name something
     "channel": "email",
     "product_id": "B0CORPUS",
     "marketplace": "amazon.de",
+    "lang": "zh",
 }
 
 # Strings that no check treats apart share one value (each route is then sent fewer
