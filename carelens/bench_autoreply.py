@@ -39,6 +39,7 @@ def measure(rows, predictions, policy, routing, templates, bars: list[float]) ->
     out: dict[str, Any] = {"rows": len(rows), "bars": []}
     by_source = Counter(ex.meta.get("source", "?") for ex in rows)
     out["rows_per_source"] = dict(sorted(by_source.items()))
+    out["messages"] = sum(n for src, n in by_source.items() if src not in REVIEW_SOURCES)
     for bar in bars:
         p = replace(policy, min_confidence=bar)
         counts: Counter[str] = Counter()
@@ -81,6 +82,9 @@ def measure(rows, predictions, policy, routing, templates, bars: list[float]) ->
                 "min_confidence": bar,
                 "sent": counts["send"],
                 "sent_share": round(counts["send"] / n, 4) if n else None,
+                "sent_share_of_messages": round(counts["send"] / out["messages"], 4)
+                if out["messages"]
+                else None,
                 "sent_wrong": counts["send_wrong"],
                 "sent_wrong_share": round(counts["send_wrong"] / counts["send"], 4)
                 if counts["send"]

@@ -94,14 +94,16 @@ def autoreply_section(r: dict[str, Any]) -> list[str]:
     lines = [
         f"`carelens bench autoreply`: model `{Path(r['model']).name}` "
         f"(`{r.get('model_version')}`), policy `{r.get('policy')}` (its bar: "
-        f"{r.get('policy_min_confidence')}), the labelled corpus's held-out rows, each taken "
-        "as a first message naming its order; reviews are never answered. Wrong: the "
-        "template's issue type is not among the row's annotated ones.",
+        f"{r.get('policy_min_confidence')}), the labelled corpus's dev and test rows (neither "
+        "trained on; a bar is chosen on dev), each taken as a first message naming its "
+        "order; reviews are never answered. Wrong: the template's issue type is not among "
+        "the row's annotated ones.",
     ]
     for split, f in r.get("splits", {}).items():
         lines += [
             "",
-            f"{split}: {f['rows']:,} rows.",
+            f"{split}: {f['rows']:,} rows, {f.get('messages', 0):,} of them messages (not "
+            "reviews); the shares are of all rows.",
             "",
             "| bar | sent | of which wrong | drafted | of which wrong |",
             "|---|---|---|---|---|",

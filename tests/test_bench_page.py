@@ -44,7 +44,7 @@ def test_page_renders_each_bench_file(tmp_path):
            "drafted_wrong": 3, "drafted_wrong_share": 0.1}  # fmt: skip
     auto = {"bench": "autoreply", "model": "var/models/starter", "model_version": "v1",
             "policy": "data/autoreply.yaml", "policy_min_confidence": 0.9,
-            "splits": {"test": {"rows": 1408, "bars": [bar]}}}  # fmt: skip
+            "splits": {"test": {"rows": 1408, "messages": 500, "bars": [bar]}}}  # fmt: skip
     (d / "autoreply.json").write_text(json.dumps(auto))
     out = tmp_path / "figures.md"
     r = CliRunner().invoke(app, ["bench", "page", "--json-dir", str(d), "--out", str(out)])
@@ -54,7 +54,7 @@ def test_page_renders_each_bench_file(tmp_path):
     assert "issue_type 99.8%, sentiment 99.3%" in page and "skipped: no export" in page
     assert "3 min 49 s (229 s)" in page and "`starter-quick`" in page
     assert "29 min 05 s" in page and "| p99_ms | 1.35 |" in page
-    assert "test: 1,408 rows." in page
+    assert "test: 1,408 rows, 500 of them messages" in page
     assert "| 0.90 | 12 (0.9%) | 1 (8.3%) | 30 (2.2%) | 3 (10.0%) |" in page
 
 
