@@ -32,6 +32,7 @@ DEFAULT_BARS = "0.5,0.7,0.8,0.9,0.95"
 
 def measure(rows, predictions, policy, routing, templates, bars: list[float]) -> dict[str, Any]:
     from serving.autoreply import ISSUE_TASK, decide
+    from serving.ingestion import routing_facts
     from training.data import example_rating
 
     received = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -49,12 +50,7 @@ def measure(rows, predictions, policy, routing, templates, bars: list[float]) ->
             channel = "review" if source in REVIEW_SOURCES else "email"
             labels = pred.labels
             hits = [h.to_dict() for h in pred.rule_hits]
-            facts = {
-                "channel": channel,
-                "needs_review": pred.needs_review and not hits,
-                "rule": [h["rule"] for h in hits],
-                "stars": example_rating(ex),
-            }
+            facts = routing_facts(pred, channel, example_rating(ex))
             queue = routing.decide(labels, facts, received).queue
             answer = decide(
                 p,

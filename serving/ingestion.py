@@ -61,6 +61,19 @@ class NewMessage:
         return f"{self.subject}\n{self.text}" if self.subject else self.text
 
 
+def routing_facts(prediction: ModelPrediction, channel: str, rating: int | None) -> dict:
+    """What the routing file's conditions read besides the labels: the channel, whether
+    the model wants a review (not when a critical rule decided), the rules that fired,
+    the stars."""
+    hits = [h.rule for h in prediction.rule_hits]
+    return {
+        "channel": channel,
+        "needs_review": prediction.needs_review and not hits,
+        "rule": hits,
+        "stars": rating,
+    }
+
+
 def find_existing(session: Session, external_ids: list[str]) -> dict[str, Message]:
     if not external_ids:
         return {}
@@ -229,12 +242,7 @@ def store_message(
     )
     labels = prediction.labels  # the critical rules applied (model.rules)
     hits = [h.to_dict() for h in prediction.rule_hits]
-    facts = {
-        "channel": item.channel,
-        "needs_review": prediction.needs_review and not hits,
-        "rule": [h["rule"] for h in hits],
-        "stars": item.rating,
-    }
+    facts = routing_facts(prediction, item.channel, item.rating)
     contacts = earlier_contacts(session, item.customer_id, received, routing.repeat_days)
     decision = routing.decide(labels, facts, received, item.marketplace, contacts, sla_hours)
     if answered is not None:

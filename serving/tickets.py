@@ -368,6 +368,21 @@ def claim_next(
     ticket = session.scalar(q)
     if ticket is None:
         return None
+    _lease(session, ticket, actor, now, lease_seconds, actor_key_id)
+    session.flush()
+    return ticket
+
+
+def _lease(
+    session: Session,
+    ticket: Ticket,
+    actor: str,
+    now: datetime,
+    lease_seconds: int,
+    actor_key_id: int | None,
+) -> None:
+    """Lease a claimable ticket to ``actor``: a ``lease_expired`` event naming the
+    previous holder first when it was claimed, then ``claimed``."""
     if ticket.state == "claimed":  # an expired lease
         event(
             session,
@@ -381,8 +396,6 @@ def claim_next(
     ticket.claimed_by, ticket.claimed_by_key_id = actor, actor_key_id
     ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
     event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
-    session.flush()
-    return ticket
 
 
 @functools.cache
@@ -477,19 +490,11 @@ def claim_ticket(
             f"ticket {ticket.id} is claimed by {_holder(ticket)} until "
             f"{ticket.lease_expires_at.isoformat()}"
         )
-    if ticket.state == "claimed" and state == "open":  # an expired lease
-        event(
-            session,
-            ticket,
-            "lease_expired",
-            ticket.claimed_by,
-            now,
-            actor_key_id=ticket.claimed_by_key_id,
-        )
-    ticket.state = "claimed"
-    ticket.claimed_by, ticket.claimed_by_key_id = actor, actor_key_id
-    ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
+    if state == "claimed":  # the holder's own claim: renewed
+        ticket.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        event(session, ticket, "claimed", actor, now, actor_key_id=actor_key_id)
+        return
+    _lease(session, ticket, actor, now, lease_seconds, actor_key_id)
 
 
 def get_ticket(session: Session, ticket_id: int, lock: bool = False) -> Ticket:
@@ -596,18 +601,3 @@ def close(
     if state == "resolved" and review and msg.handled_at is None:
         msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, actor, actor_key_id
         msg.handled_note = note
-
-
-def resolve_handled_review(
-    session: Session,
-    ticket: Ticket,
-    actor: str,
-    now: datetime,
-    note: str | None,
-    actor_key_id: int | None = None,
-) -> None:
-    """A review marked handled resolves its ticket, whoever holds the claim (the
-    holder's lease ends with it)."""
-    _unclaim(ticket, "resolved")
-    ticket.resolved_at = now
-    event(session, ticket, "resolved", actor, now, note=note, actor_key_id=actor_key_id)

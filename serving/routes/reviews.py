@@ -16,7 +16,7 @@ from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
 from serving.store import CLOSED_STATES, Message, Ticket
-from serving.tickets import event, resolve_handled_review
+from serving.tickets import close, event
 
 Note = free_text(max_length=10_000)
 router = APIRouter(tags=["reviews"], route_class=ApiRoute)
@@ -157,8 +157,8 @@ def mark_handled(
             msg.handled_note = note
         if ticket is not None:
             event(s, ticket, "review_handled", who.actor, now, note=note, actor_key_id=who.key_id)
-            if ticket.state not in CLOSED_STATES:
-                resolve_handled_review(s, ticket, who.actor, now, note, who.key_id)
+            if ticket.state not in CLOSED_STATES:  # whoever holds the claim
+                close(s, ticket, who.actor, now, "resolved", note, True, who.key_id)
         return {
             "id": msg.id,
             "handled": True,

@@ -162,16 +162,21 @@ def test_an_unusable_mailbox_says_why(desk, dovecot):
         poll_once(missing, handler(desk))
 
 
-def test_the_service_polls_the_mailbox_itself_and_readyz_reports_it(make_app, db_url, dovecot):
-    app = make_app(
+def polling_app(make_app, db_url, dovecot, password=IMAP_PASSWORD):
+    """The app reading the Dovecot mailbox itself every 0.2 s."""
+    return make_app(
         db_url,
         imap_host="127.0.0.1",
         imap_port=dovecot.port,
         imap_security="none",
         imap_user=IMAP_USER,
-        imap_password=IMAP_PASSWORD,
+        imap_password=password,
         imap_poll_seconds=0.2,
     )
+
+
+def test_the_service_polls_the_mailbox_itself_and_readyz_reports_it(make_app, db_url, dovecot):
+    app = polling_app(make_app, db_url, dovecot)
     raw, _ = customer_mail("Where is my parcel?")
     dovecot.append(raw)
     with TestClient(app) as tc:
@@ -500,15 +505,7 @@ def test_obsolete_blanks_before_a_header_colon_are_read():
 
 
 def test_a_refused_login_shows_in_readyz_and_the_service_stays_up(make_app, db_url, dovecot):
-    app = make_app(
-        db_url,
-        imap_host="127.0.0.1",
-        imap_port=dovecot.port,
-        imap_security="none",
-        imap_user=IMAP_USER,
-        imap_password="wrong",
-        imap_poll_seconds=0.2,
-    )
+    app = polling_app(make_app, db_url, dovecot, password="wrong")
     with TestClient(app) as tc:
         deadline = time.monotonic() + 20
         inbox = {}
