@@ -114,6 +114,13 @@ class AutoReplyPolicy:
             source=source,
         )
 
+    def answers_any(self, issues: list[str], lang: str) -> bool:
+        """Whether the file answers (sends or drafts) any of ``issues`` in ``lang``."""
+        if not self.enabled:
+            return False
+        rules = (self.rules.get(i, {}).get(lang) for i in issues)
+        return any(r is not None and r.action != "off" for r in rules)
+
     def check_taxonomy(self, taxonomy) -> None:
         """Every issue type named here is a label of the served model's issue_type."""
         if not self.rules:
@@ -214,9 +221,9 @@ def decide(
     if not policy.enabled:
         return Answer("off", "automatic answers are disabled", considered=False)
     issues = labels.get(ISSUE_TASK) or []
-    rules = [policy.rules.get(i, {}).get(lang) for i in issues]
-    if not any(r is not None and r.action != "off" for r in rules):
+    if not policy.answers_any(issues, lang):
         return Answer("off", f"no automatic answer for {issues} in {lang}", considered=False)
+    rules = [policy.rules.get(i, {}).get(lang) for i in issues]
     why = held_back(labels, channel, rule_hits, queue, earlier_contacts, policy)
     if why:
         return Answer("off", why)
@@ -283,6 +290,8 @@ def apply(
 
     msg = ticket.message
     issue = prediction.tasks.get(ISSUE_TASK)
+    if not policy.answers_any((ticket.labels or {}).get(ISSUE_TASK) or [], msg.lang):
+        return Answer("off", "no automatic answer for these issue types", considered=False)
     answer = decide(
         policy,
         ticket.labels,
