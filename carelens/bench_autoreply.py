@@ -21,6 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
+from carelens.bench_page import percent
+
 REVIEW_SOURCES = (
     "amazon_reviews",
     "chinese_online_shopping",
@@ -162,16 +164,12 @@ def bench_autoreply(
         for b in figures["bars"]:
             table.add_row(
                 f"{b['min_confidence']:.2f}",
-                f"{b['sent']} ({_pct(b['sent_share'])})",
-                f"{b['sent_wrong']} ({_pct(b['sent_wrong_share'])})",
-                f"{b['drafted']} ({_pct(b['drafted_share'])})",
-                f"{b['drafted_wrong']} ({_pct(b['drafted_wrong_share'])})",
+                f"{b['sent']} ({percent(b['sent_share'])})",
+                f"{b['sent_wrong']} ({percent(b['sent_wrong_share'])})",
+                f"{b['drafted']} ({percent(b['drafted_share'])})",
+                f"{b['drafted_wrong']} ({percent(b['drafted_wrong_share'])})",
             )
         console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"

@@ -86,7 +86,7 @@ def first_answer_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _pct(v: float | None) -> str:
+def percent(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.1f}%"
 
 
@@ -110,10 +110,10 @@ def autoreply_section(r: dict[str, Any]) -> list[str]:
         ]
         for b in f["bars"]:
             lines.append(
-                f"| {b['min_confidence']:.2f} | {b['sent']} ({_pct(b['sent_share'])}) "
-                f"| {b['sent_wrong']} ({_pct(b['sent_wrong_share'])}) "
-                f"| {b['drafted']} ({_pct(b['drafted_share'])}) "
-                f"| {b['drafted_wrong']} ({_pct(b['drafted_wrong_share'])}) |"
+                f"| {b['min_confidence']:.2f} | {b['sent']} ({percent(b['sent_share'])}) "
+                f"| {b['sent_wrong']} ({percent(b['sent_wrong_share'])}) "
+                f"| {b['drafted']} ({percent(b['drafted_share'])}) "
+                f"| {b['drafted_wrong']} ({percent(b['drafted_wrong_share'])}) |"
             )
     return lines
 

@@ -7,7 +7,7 @@ bar on the model's confidence in the issue type. ``decide`` reads the file, the
 ticket and its prediction; ``apply`` records the answer in the ingest's transaction
 (an automatic reply goes through the outbox like an agent's, marked ``automatic``).
 
-Never automatic, whatever the file says (``HELD_BACK``): a review; a ticket a critical
+Never automatic, whatever the file says (``held_back``): a review; a ticket a critical
 rule fired on; safety_hazard; negative sentiment with high or critical urgency; a
 customer who wrote before (within the routing file's repeat-contact days); a queue in
 ``queues_off``; more than one issue type; a model below the bar. A template with a
@@ -164,7 +164,6 @@ class Answer:
     template: str | None = None
     text: str | None = None
     missing: tuple[str, ...] = ()
-    considered: bool = True  # False: the file has no answer for this issue and language
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -219,10 +218,10 @@ def decide(
 ) -> Answer:
     """The policy's answer for one new ticket (pure: no store)."""
     if not policy.enabled:
-        return Answer("off", "automatic answers are disabled", considered=False)
+        return Answer("off", "automatic answers are disabled")
     issues = labels.get(ISSUE_TASK) or []
     if not policy.answers_any(issues, lang):
-        return Answer("off", f"no automatic answer for {issues} in {lang}", considered=False)
+        return Answer("off", f"no automatic answer for {issues} in {lang}")
     rules = [policy.rules.get(i, {}).get(lang) for i in issues]
     why = held_back(labels, channel, rule_hits, queue, earlier_contacts, policy)
     if why:
@@ -291,7 +290,7 @@ def apply(
     msg = ticket.message
     issue = prediction.tasks.get(ISSUE_TASK)
     if not policy.answers_any((ticket.labels or {}).get(ISSUE_TASK) or [], msg.lang):
-        return Answer("off", "no automatic answer for these issue types", considered=False)
+        return Answer("off", "no automatic answer for these issue types")
     answer = decide(
         policy,
         ticket.labels,
