@@ -493,10 +493,16 @@ def render_model_card(model: CarelensModel) -> str:
             f"Review threshold (confidence below → needs_review): {th.get('review_threshold')}; "
             f"temperature {model.calibration[task.name]['temperature']:.3f}.",
             "",
-            "| label | English | 中文 |",
-            "|---|---|---|",
+            *([task.description] if task.description else []),
+            *([task.description_zh] if task.description_zh else []),
+            "",
+            "| label | English | 中文 | definition | 定义 |",
+            "|---|---|---|---|---|",
         ]
-        lines += [f"| `{lab.name}` | {lab.en} | {lab.zh} |" for lab in task.labels]
+        lines += [
+            f"| `{lab.name}` | {lab.en} | {lab.zh} | {lab.definition} | {lab.definition_zh} |"
+            for lab in task.labels
+        ]
         lines.append("")
     lines += ["## Training data", ""]
     if tc.get("data"):

@@ -33,14 +33,25 @@ class Label:
     en: str = ""
     zh: str = ""
     definition: str = ""
+    definition_zh: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "en": self.en, "zh": self.zh, "definition": self.definition}
+        return {
+            "name": self.name,
+            "en": self.en,
+            "zh": self.zh,
+            "definition": self.definition,
+            "definition_zh": self.definition_zh,
+        }
 
     def display(self, lang: str) -> str:
         """The label's display name in ``lang`` (``en`` or ``zh``), else English, else
         its machine name."""
         return (self.zh if lang == "zh" else "") or self.en or self.name
+
+    def definition_in(self, lang: str) -> str:
+        """The label's definition in ``lang``, else the English one."""
+        return (self.definition_zh if lang == "zh" else "") or self.definition
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class Task:
     labels: tuple[Label, ...]
     display: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    description_zh: str = ""
 
     @property
     def label_names(self) -> list[str]:
@@ -84,6 +96,7 @@ class Task:
             "kind": self.kind,
             "display": dict(self.display),
             "description": self.description,
+            "description_zh": self.description_zh,
             "labels": [label.to_dict() for label in self.labels],
         }
 
@@ -122,6 +135,15 @@ class Taxonomy:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def display_labels(self, labels: dict[str, list[str]], lang: str) -> dict[str, dict[str, str]]:
+        """Each task's labels with their display names in ``lang`` (a task or label the
+        taxonomy lacks keeps its machine name)."""
+        out: dict[str, dict[str, str]] = {}
+        for task_name, values in labels.items():
+            names = self[task_name].label_display(lang) if task_name in self else {}
+            out[task_name] = {v: names.get(v, v) for v in values}
+        return out
 
     def validate_labels(self, task_name: str, values: list[str]) -> None:
         """Raise TaxonomyError naming the value if a label is not in the task."""
@@ -197,6 +219,7 @@ class Taxonomy:
                         en=str(rl.get("en", "")),
                         zh=str(rl.get("zh", "")),
                         definition=str(rl.get("definition", "")),
+                        definition_zh=str(rl.get("definition_zh", "")),
                     )
                 )
             names = [label.name for label in labels]
@@ -215,6 +238,7 @@ class Taxonomy:
                     labels=tuple(labels),
                     display={k: str(v) for k, v in (raw.get("display") or {}).items()},
                     description=str(raw.get("description", "")),
+                    description_zh=str(raw.get("description_zh", "")),
                 )
             )
         return cls(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,19 @@ def _settings(**overrides):
     from serving.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class Lang(StrEnum):
+    en = "en"
+    zh = "zh"
+
+
+def _taxonomy(settings):
+    """The taxonomy of the model the settings serve; the default one without a model."""
+    from model.taxonomy import Taxonomy
+
+    path = settings.model_dir / "taxonomy.yaml"
+    return Taxonomy.load(path) if path.is_file() else Taxonomy.default()
 
 
 @app.command()
@@ -201,6 +215,13 @@ def report_products(
     baseline_days: Annotated[int | None, typer.Option(help="Spike test: baseline.")] = None,
     min_count: Annotated[int | None, typer.Option(help="Spike test: fewest to test.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Spike test: significance.")] = None,
+    lang: Annotated[
+        Lang,
+        typer.Option(
+            help="Language of the report: issue types by their English or Chinese display "
+            "names and definitions (Chinese charts need a CJK font, e.g. fonts-wqy-microhei).",
+        ),
+    ] = Lang.en,
     database_url: DbUrl = None,
 ) -> None:
     """Quality feedback per product: issue mix, weekly trends, flagged spikes with
@@ -221,9 +242,23 @@ def report_products(
     engine = db.make_engine(settings.database_url)
     try:
         with db.session_factory(engine)() as s:
-            result = products_report(s, out, start, end, cfg, min_messages=min_messages)
+            result = products_report(
+                s,
+                out,
+                start,
+                end,
+                cfg,
+                min_messages=min_messages,
+                taxonomy=_taxonomy(settings),
+                lang=lang.value,
+            )
     finally:
         engine.dispose()
+    if result["charts_lang"] != lang.value:
+        Console(stderr=True).print(
+            "[yellow]No CJK font installed: the charts use English names "
+            "(apt-get install fonts-wqy-microhei).[/yellow]"
+        )
     typer.echo(
         f"{result['report']}: {result['products']} products, {len(result['spikes'])} spikes"
         + "".join(

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.predictor import Predictor
+from model.taxonomy import Taxonomy
 from serving.auth import Principal, authenticate
 from serving.autoreply import AutoReplyPolicy
 from serving.batcher import MicroBatcher
@@ -44,6 +46,11 @@ class Services:
     def skip_locked(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    @property
+    def taxonomy(self) -> Taxonomy:
+        """The served model's taxonomy; the default one while no model is loaded."""
+        return self.predictor.taxonomy if self.predictor is not None else Taxonomy.default()
+
     def require_predictor(self) -> Predictor:
         if self.predictor is None:
             raise HTTPException(503, detail=f"model not loaded: {self.model_error}")
@@ -52,6 +59,24 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def language_of(accept_language: str | None) -> str:
+    """``zh`` when the caller's first language is Chinese, else ``en``."""
+    first = (accept_language or "").split(",")[0].strip().lower()
+    return "zh" if first.startswith("zh") else "en"
+
+
+def display_lang(
+    request: Request,
+    lang: Literal["en", "zh"] | None = Query(
+        None,
+        description="Language of the display names (default: from Accept-Language; zh for "
+        "Chinese, else en).",
+    ),
+) -> str:
+    """The language labels are shown in: ``lang``, else the caller's Accept-Language."""
+    return lang or language_of(request.headers.get("accept-language"))
 
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")

@@ -19,6 +19,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from sqlalchemy.orm import Session
 
+from model.charts import chart_fonts, chart_lang
+from model.taxonomy import Taxonomy
 from serving.insights import SpikeConfig, all_products
 from serving.stats import agent_stats, queue_kpis
 
@@ -53,9 +55,13 @@ def _colors(names: list[str]) -> dict[str, Any]:
 # -- products ---------------------------------------------------------------------------
 
 
-def issue_mix_chart(products: list[dict[str, Any]], path: Path, title: str) -> None:
+def issue_mix_chart(
+    products: list[dict[str, Any]], path: Path, title: str, t: dict[str, str] | None = None
+) -> None:
     """Stacked bars: per product, the share of its messages with each issue type
-    (multi-label: a bar can pass 100%), plus those with no issue."""
+    (multi-label: a bar can pass 100%), plus those with no issue. ``t``: the texts
+    (``PRODUCT_TEXTS``) and issue types' display names."""
+    t = t or PRODUCT_TEXTS["en"]
     names = [p["product_id"] for p in products]
     used = (
         [
@@ -81,11 +87,12 @@ def issue_mix_chart(products: list[dict[str, Any]], path: Path, title: str) -> N
             else:
                 count = next(x for x in p["issues"] if x["issue_type"] == issue)["count"]
             shares.append(100 * count / p["messages"] if p["messages"] else 0.0)
-        ax.bar(names, shares, bottom=bottom, label=issue, color=colors.get(issue, "0.8"))
+        label = t["no_issue"] if issue == "(no issue)" else t.get(issue, issue)
+        ax.bar(names, shares, bottom=bottom, label=label, color=colors.get(issue, "0.8"))
         bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
     for x, p in enumerate(products):
         ax.text(x, bottom[x] + 1, f"n={p['messages']}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("% of the product's messages with the issue")
+    ax.set_ylabel(t["mix_axis"])
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -93,11 +100,16 @@ def issue_mix_chart(products: list[dict[str, Any]], path: Path, title: str) -> N
 
 
 def trends_chart(
-    products: list[dict[str, Any]], spikes: list[dict[str, Any]], path: Path, title: str
+    products: list[dict[str, Any]],
+    spikes: list[dict[str, Any]],
+    path: Path,
+    title: str,
+    t: dict[str, str] | None = None,
 ) -> None:
     """One panel per product: each week's share of its top issue types (weeks end at the
     report's end, so the last point is the spike test's recent window, shaded when a
     spike is flagged; flagged issue types drawn thick)."""
+    t = t or PRODUCT_TEXTS["en"]
     from matplotlib.dates import DateFormatter
 
     shown = products[:MAX_TREND_PANELS]
@@ -127,7 +139,7 @@ def trends_chart(
                 markersize=3.5,
                 linewidth=3.0 if issue in flagged else 1.3,
                 color=colors[issue],
-                label=issue + (" (spike)" if issue in flagged else ""),
+                label=t.get(issue, issue) + (t["spike"] if issue in flagged else ""),
             )
         for s in spikes:
             if s["product_id"] == p["product_id"]:
@@ -135,13 +147,79 @@ def trends_chart(
         ax.set_xticks([r["end"] for r in p["series"]])
         ax.xaxis.set_major_formatter(DateFormatter("%b %d"))
         ax.set_title(f"{p['product_id']} (n={p['messages']})", fontsize=10)
-        ax.set_ylabel("% of the week's messages")
+        ax.set_ylabel(t["week_axis"])
         ax.set_ylim(bottom=0)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False, loc="upper left")
-    fig.suptitle(title + " (weeks ending on the dates shown)")
+    fig.suptitle(title + t["weeks_end"])
     fig.savefig(path, dpi=110)
+
+
+PRODUCT_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Product quality report",
+        "period": "Period: {period}. Messages with a product id (reviews and tickets "
+        "together), effective labels (agent-corrected where corrected). Shares are of a "
+        "product's messages; a message can have several issue types.",
+        "spikes": "Spikes",
+        "test": "Test: {test}. Recent window: the last {window_days} days before the end; "
+        "baseline: the {baseline_days} days before that; issue types with at least "
+        "{min_count} recent messages are tested; flagged when the adjusted p-value < "
+        "{alpha} (prior weight {prior_weight}).",
+        "spike_head": "| product | issue type | recent | recent share | expected share | "
+        "baseline | p-value | adjusted |",
+        "examples": "Examples (newest first):",
+        "no_spike": "No spike flagged.",
+        "products": "Products",
+        "no_products": "No messages with a product id in this period.",
+        "mix_title": "Issue mix per product",
+        "trends_title": "Weekly issue shares",
+        "product_head": "| product | messages | reviews | tickets | negative | mean ★ | "
+        "languages | top issues |",
+        "busiest": "The trend chart shows the {n} busiest products.",
+        "glossary": "Issue types",
+        "no_font": "",
+        "no_issue": "(no issue)",
+        "mix_axis": "% of the product's messages with the issue",
+        "week_axis": "% of the week's messages",
+        "spike": " (spike)",
+        "weeks_end": " (weeks ending on the dates shown)",
+    },
+    "zh": {
+        "title": "商品质量报告",
+        "period": "时间段：{period}。带商品编号的消息（评价和工单合计），采用生效标签（客服修正过的"
+        "以修正为准）。占比指占该商品消息的比例；一条消息可有多个问题类型。",
+        "spikes": "异常上升",
+        "test": "检验：{test}。近期窗口：截止前 {window_days} 天；基线：再往前 {baseline_days} 天；"
+        "近期至少 {min_count} 条消息的问题类型参与检验；校正后 p 值 < {alpha} 时标记"
+        "（先验权重 {prior_weight}）。",
+        "spike_head": "| 商品 | 问题类型 | 近期 | 近期占比 | 预期占比 | 基线 | p 值 | 校正后 |",
+        "examples": "示例（最新在前）：",
+        "no_spike": "未发现异常上升。",
+        "products": "商品",
+        "no_products": "该时间段内没有带商品编号的消息。",
+        "mix_title": "各商品问题构成",
+        "trends_title": "每周问题占比",
+        "product_head": "| 商品 | 消息 | 评价 | 工单 | 负面 | 平均星级 | 语言 | 主要问题 |",
+        "busiest": "趋势图只显示消息最多的 {n} 个商品。",
+        "glossary": "问题类型",
+        "no_font": "图表使用英文标签：未安装中文字体（例如 fonts-wqy-microhei）。",
+        "no_issue": "（无问题）",
+        "mix_axis": "含该问题的消息占比 %",
+        "week_axis": "占当周消息 %",
+        "spike": "（异常）",
+        "weeks_end": "（以所示日期为周末）",
+    },
+}
+
+
+def product_texts(taxonomy: Taxonomy | None, lang: str) -> dict[str, str]:
+    """The products report's texts in ``lang`` and the issue types' display names."""
+    texts = dict(PRODUCT_TEXTS["zh" if lang == "zh" else "en"])
+    if taxonomy is not None and "issue_type" in taxonomy:
+        texts.update(taxonomy["issue_type"].label_display(lang))
+    return texts
 
 
 def products_report(
@@ -152,8 +230,12 @@ def products_report(
     cfg: SpikeConfig,
     issue_types: list[str] | None = None,
     min_messages: int = 1,
+    taxonomy: Taxonomy | None = None,
+    lang: str = "en",
 ) -> dict[str, Any]:
-    """Write ``report.md``, ``issue_mix.png`` and ``trends.png`` under ``out``."""
+    """Write ``report.md``, ``issue_mix.png`` and ``trends.png`` under ``out``, in
+    English or Chinese (``lang``): issue types by their display names in ``taxonomy``,
+    with its definitions at the end."""
     out.mkdir(parents=True, exist_ok=True)
     data = all_products(
         session,
@@ -170,40 +252,34 @@ def products_report(
     spikes = sorted(
         (s for p in products for s in p["spikes"]), key=lambda s: (s["p_value"], s["product_id"])
     )
+    t = product_texts(taxonomy, lang)
+    drawn = chart_lang(lang)
+    ct = product_texts(taxonomy, drawn)
     period = f"{since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC"
     files = []
     if products:
-        issue_mix_chart(products, out / "issue_mix.png", f"Issue mix per product, {period}")
-        trends_chart(products, spikes, out / "trends.png", f"Weekly issue shares, {period}")
+        with chart_fonts(drawn):
+            issue_mix_chart(products, out / "issue_mix.png", f"{ct['mix_title']}, {period}", ct)
+            trends_chart(
+                products, spikes, out / "trends.png", f"{ct['trends_title']}, {period}", ct
+            )
         files = ["issue_mix.png", "trends.png"]
-    md = [f"# Product quality report\n\nPeriod: {period}. Messages with a product id "]
-    md[0] += (
-        "(reviews and tickets together), effective labels (agent-corrected where corrected). "
-        "Shares are of a product's messages; a message can have several issue types.\n"
-    )
-    md.append("## Spikes\n")
-    t = data["spike_test"]
-    md.append(
-        f"Test: {t['test']}. Recent window: the last {t['window_days']} days before the "
-        f"end; baseline: the {t['baseline_days']} days before that; issue types with at "
-        f"least {t['min_count']} recent messages are tested; flagged when the adjusted "
-        f"p-value < {t['alpha']} (prior weight {t['prior_weight']}).\n"
-    )
+    md = [f"# {t['title']}\n", t["period"].format(period=period) + "\n", f"## {t['spikes']}\n"]
+    md.append(t["test"].format(**data["spike_test"]) + "\n")
     if spikes:
-        md.append(
-            "| product | issue type | recent | recent share | expected share | baseline | "
-            "p-value | adjusted |\n|---|---|---|---|---|---|---|---|"
-        )
+        md.append(t["spike_head"] + "\n|---|---|---|---|---|---|---|---|")
         for s in spikes:
             md.append(
-                f"| {s['product_id']} | {s['issue_type']} | {s['count']}/{s['messages']} | "
+                f"| {s['product_id']} | {t.get(s['issue_type'], s['issue_type'])} | "
+                f"{s['count']}/{s['messages']} | "
                 f"{_fmt(s['share'], pct=True)} | {_fmt(s['expected_share'], pct=True)} | "
                 f"{s['baseline_count']}/{s['baseline_messages']} | {s['p_value']:.2g} | "
                 f"{s['p_adjusted']:.2g} |"
             )
         md.append("")
         for s in spikes:
-            md.append(f"### {s['product_id']}: {s['issue_type']}\n\nExamples (newest first):\n")
+            issue = t.get(s["issue_type"], s["issue_type"])
+            md.append(f"### {s['product_id']}: {issue}\n\n{t['examples']}\n")
             for e in s.get("examples", []):
                 stars = f", {e['rating']}★" if e["rating"] else ""
                 md.append(
@@ -212,17 +288,16 @@ def products_report(
                 )
             md.append("")
     else:
-        md.append("No spike flagged.\n")
-    md.append("## Products\n")
+        md.append(t["no_spike"] + "\n")
+    md.append(f"## {t['products']}\n")
     if not products:
-        md.append("No messages with a product id in this period.\n")
+        md.append(t["no_products"] + "\n")
     else:
-        md.append("![Issue mix per product](issue_mix.png)\n")
-        md.append("![Weekly issue shares](trends.png)\n")
-        md.append(
-            "| product | messages | reviews | tickets | negative | mean ★ | languages | "
-            "top issues |\n|---|---|---|---|---|---|---|---|"
-        )
+        if drawn != lang:
+            md.append(t["no_font"] + "\n")
+        md.append(f"![{ct['mix_title']}](issue_mix.png)\n")
+        md.append(f"![{ct['trends_title']}](trends.png)\n")
+        md.append(t["product_head"] + "\n|---|---|---|---|---|---|---|---|")
         for p in products:
             top = sorted((i for i in p["issues"] if i["count"]), key=lambda i: -i["count"])[:3]
             md.append(
@@ -231,18 +306,28 @@ def products_report(
                 + ", ".join(f"{k} {v}" for k, v in p["languages"].items())
                 + " | "
                 + ", ".join(
-                    f"{i['issue_type']} {i['count']} ({_fmt(i['share'], pct=True)})" for i in top
+                    f"{t.get(i['issue_type'], i['issue_type'])} {i['count']} "
+                    f"({_fmt(i['share'], pct=True)})"
+                    for i in top
                 )
                 + " |"
             )
         if len(products) > MAX_TREND_PANELS:
-            md.append(f"\nThe trend chart shows the {MAX_TREND_PANELS} busiest products.")
+            md.append("\n" + t["busiest"].format(n=MAX_TREND_PANELS))
+    if taxonomy is not None and "issue_type" in taxonomy:
+        md.append(f"\n## {t['glossary']}\n")
+        md += [
+            f"- **{label.display(lang)}** (`{label.name}`): {label.definition_in(lang)}"
+            for label in taxonomy["issue_type"].labels
+        ]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     return {
         "report": out / "report.md",
         "charts": [out / f for f in files],
         "products": len(products),
         "spikes": spikes,
+        "lang": lang,
+        "charts_lang": drawn,
     }
 
 

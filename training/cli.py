@@ -215,6 +215,13 @@ def evaluate_cmd(
             "alone, for the model's own safety_hazard recall)."
         ),
     ] = True,
+    lang: Annotated[
+        str,
+        typer.Option(
+            help="en or zh: the plots name tasks and labels by their English or Chinese "
+            "display names (Chinese needs a CJK font, e.g. fonts-wqy-microhei)."
+        ),
+    ] = "en",
     probes: Annotated[
         Path | None,
         typer.Option(
@@ -239,6 +246,8 @@ def evaluate_cmd(
         raise _fail("give --data FILE, --source NAME, --held-out and/or --probes FILE")
     if split not in ("test", "dev"):
         raise _fail(f"--split must be test or dev, not {split!r}")
+    if lang not in ("en", "zh"):
+        raise _fail(f"--lang must be en or zh, not {lang!r}")
     try:
         predictor = Predictor.load(model, backend=backend, evidence=False)
     except ModelLoadError as exc:
@@ -303,7 +312,13 @@ def evaluate_cmd(
     if not examples:
         raise _fail("no evaluation rows")
     report = evaluate(
-        predictor, examples, out, baseline_train=baseline_rows, ratings=ratings, rules=rules
+        predictor,
+        examples,
+        out,
+        baseline_train=baseline_rows,
+        ratings=ratings,
+        rules=rules,
+        lang=lang,
     )
     for row in comparison(tax, report):
         b = "" if row["baseline"] is None else f"  baseline {row['baseline']:.3f}"

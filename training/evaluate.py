@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from model.calibration import confidence_and_correct
+from model.charts import chart_fonts, chart_lang
 from model.ngrams import SparseConfig, sparse_vectorizers
 from model.predictor import Predictor, rated_text
 from model.pretrained import comparison_table
@@ -334,8 +335,10 @@ def evaluate(
     baseline_train: list[Example] | None = None,
     ratings: bool = True,
     rules: bool = True,
+    lang: str = "en",
 ) -> dict[str, Any]:
-    """Score ``predictor`` (and the TF-IDF floor) on ``examples``; write the report.
+    """Score ``predictor`` (and the TF-IDF floor) on ``examples``; write the report
+    (its plots name tasks and labels by their display names in ``lang``).
     ``ratings``: rated rows are read with their star rating (the floor reads the same
     lead-in, ``model.predictor.rated_text``); ``rules``: the critical rules decide where
     they fire, for the model and the floor alike (as every prediction does)."""
@@ -368,7 +371,7 @@ def evaluate(
     (out_dir / "metrics.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8"
     )
-    plots = write_plots(taxonomy, report, out_dir)
+    plots = write_plots(taxonomy, report, out_dir, lang)
     (out_dir / "report.md").write_text(render_report(taxonomy, report, plots), encoding="utf-8")
     return report
 
@@ -397,7 +400,18 @@ def comparison(taxonomy: Taxonomy, report: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
-def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> dict[str, list[str]]:
+def write_plots(
+    taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path, lang: str = "en"
+) -> dict[str, list[str]]:
+    """Reliability diagrams, confusion matrices and per-label F1 bars, their tasks and
+    labels by display name in ``lang`` (English where no CJK font is installed)."""
+    with chart_fonts(chart_lang(lang)):
+        return _write_plots(taxonomy, report, out_dir, chart_lang(lang))
+
+
+def _write_plots(
+    taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path, lang: str
+) -> dict[str, list[str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,6 +419,8 @@ def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> di
 
     plots: dict[str, list[str]] = defaultdict(list)
     for task in taxonomy:
+        shown = task.display_name(lang)
+        names = list(task.label_display(lang).values())
         per_source = [(s, t[task.name]) for s, t in report["sources"].items() if task.name in t]
         if not per_source:
             continue
@@ -423,7 +439,7 @@ def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> di
         ax.set(
             xlabel="confidence",
             ylabel="accuracy",
-            title=f"Reliability: {task.name}",
+            title=f"Reliability: {shown}",
             xlim=(0, 1),
             ylim=(0, 1),
         )
@@ -441,8 +457,8 @@ def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> di
             )
             norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
             ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-            ax.set_xticks(range(task.num_labels), task.label_names, rotation=45, ha="right")
-            ax.set_yticks(range(task.num_labels), task.label_names)
+            ax.set_xticks(range(task.num_labels), names, rotation=45, ha="right")
+            ax.set_yticks(range(task.num_labels), names)
             for i in range(task.num_labels):
                 for j in range(task.num_labels):
                     ax.text(
@@ -454,7 +470,7 @@ def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> di
                         fontsize=8,
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
-            ax.set(xlabel="predicted", ylabel="true", title=f"Confusion: {task.name}")
+            ax.set(xlabel="predicted", ylabel="true", title=f"Confusion: {shown}")
             fig.tight_layout()
             name = f"confusion_{task.name}.png"
             fig.savefig(out_dir / name, dpi=110)
@@ -472,12 +488,12 @@ def write_plots(taxonomy: Taxonomy, report: dict[str, Any], out_dir: Path) -> di
                 ax.bar(np.arange(task.num_labels) + k * width, f1, width, label=source)
             ax.set_xticks(
                 np.arange(task.num_labels) + 0.4 - width / 2,
-                task.label_names,
+                names,
                 rotation=45,
                 ha="right",
                 fontsize=7,
             )
-            ax.set(ylabel="F1", ylim=(0, 1), title=f"Per-label F1: {task.name}")
+            ax.set(ylabel="F1", ylim=(0, 1), title=f"Per-label F1: {shown}")
             ax.legend(fontsize=7)
             fig.tight_layout()
             name = f"per_label_f1_{task.name}.png"

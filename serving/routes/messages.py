@@ -20,7 +20,7 @@ from serving import autoreply
 from serving.auth import Principal
 from serving.batcher import Overloaded, Unavailable
 from serving.db import describe, is_transient, transaction
-from serving.deps import Services, service_role, services
+from serving.deps import Services, display_lang, service_role, services
 from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
@@ -489,12 +489,7 @@ def mailbox_handler(svc: Services):
 @router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
 async def classify(
     body: ClassifyRequest,
-    request: Request,
-    lang: Literal["en", "zh"] | None = Query(
-        None,
-        description="Language of the display names (default: from Accept-Language; zh for "
-        "Chinese, else en).",
-    ),
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     _: Principal = Depends(service_role),
 ) -> JSONResponse:
@@ -520,16 +515,9 @@ async def classify(
         raise HTTPException(422, detail=str(exc)) from exc
     # the answer takes about a millisecond a text to build and encode (evidence):
     # CPU work for the thread pool, not the event loop
-    lang = lang or display_lang(request.headers.get("accept-language"))
     return await run_in_threadpool(
         _classify_answer, svc, results, pred.model_version, pred.taxonomy, lang
     )
-
-
-def display_lang(accept_language: str | None) -> str:
-    """``zh`` when the caller's first language is Chinese, else ``en``."""
-    first = (accept_language or "").split(",")[0].strip().lower()
-    return "zh" if first.startswith("zh") else "en"
 
 
 def localised(prediction: dict[str, Any], taxonomy, lang: str) -> dict[str, Any]:

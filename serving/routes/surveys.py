@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import IntegrityError
 
 from serving.db import transaction
-from serving.deps import Services, services
+from serving.deps import Services, language_of, services
 from serving.surveys import record_answer, survey_state
 
 router = APIRouter(tags=["satisfaction survey"], include_in_schema=False)
@@ -71,16 +71,15 @@ def _page(state: str, lang: str, error: str | None = None, **form) -> HTMLRespon
     )
 
 
-def _lang_of(request: Request) -> str:
-    accept = request.headers.get("accept-language", "").lower()
-    return "zh" if accept.startswith("zh") else "en"
-
-
 @router.get("/survey/{token}", response_class=HTMLResponse)
 def survey_form(token: str, request: Request, svc: Services = Depends(services)) -> HTMLResponse:
     with svc.sessions() as s:
         st = survey_state(s, svc.survey_secret, token, svc.clock(), svc.settings.survey_days)
-        lang = st.lang if st.ticket is not None else _lang_of(request)
+        lang = (
+            st.lang
+            if st.ticket is not None
+            else language_of(request.headers.get("accept-language"))
+        )
         return _page(st.state, lang, chosen=None, comment=None)
 
 
@@ -95,7 +94,11 @@ async def survey_answer(
     now = svc.clock()
     with transaction(svc.sessions) as s:
         st = survey_state(s, svc.survey_secret, token, now, svc.settings.survey_days)
-        lang = st.lang if st.ticket is not None else _lang_of(request)
+        lang = (
+            st.lang
+            if st.ticket is not None
+            else language_of(request.headers.get("accept-language"))
+        )
         if st.state != "form":
             return _page(st.state, lang, chosen=None, comment=None)
         if not (stars_raw.isdigit() and 1 <= int(stars_raw) <= 5):

@@ -15,7 +15,7 @@ from serving.auth import Principal
 from serving.autoreply import latest_draft
 from serving.corrections import correct_labels, export_labels, validate_labels
 from serving.db import transaction
-from serving.deps import Services, agent_role, services
+from serving.deps import Services, agent_role, display_lang, services
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, free_text
 from serving.outbox import queue_reply
@@ -62,6 +62,11 @@ class TicketOut(BaseModel):
     priority: float
     base_priority: float
     labels: dict[str, list[str]]
+    label_display: dict[str, dict[str, str]] = Field(
+        {},
+        description="Each task's labels with their display names, in English or Chinese "
+        "(lang, else Accept-Language).",
+    )
     rule_hits: list[dict[str, Any]]
     sla_hours: float
     sla_due_at: datetime
@@ -150,7 +155,15 @@ def _queue(svc: Services, queue: str) -> None:
         )
 
 
-def _ticket_action(svc: Services, ticket_id: int, fn) -> TicketOut:
+def _view(svc: Services, ticket, now, lang: str, detail: bool = True) -> TicketOut:
+    """The ticket as the API shows it, its labels' display names in ``lang``."""
+    view = ticket_view(
+        ticket, now, detail=detail, survey_url=svc.survey_url(ticket.id) if detail else None
+    )
+    return TicketOut(**view, label_display=svc.taxonomy.display_labels(view["labels"], lang))
+
+
+def _ticket_action(svc: Services, ticket_id: int, fn, lang: str) -> TicketOut:
     now = svc.clock()
     try:
         with transaction(svc.sessions) as s:
@@ -158,7 +171,7 @@ def _ticket_action(svc: Services, ticket_id: int, fn) -> TicketOut:
             fn(s, ticket, now)
             s.flush()
             s.expire(ticket, ["events", "outbound"])  # the view reads what fn added
-            return TicketOut(**ticket_view(ticket, now, survey_url=svc.survey_url(ticket.id)))
+            return _view(svc, ticket, now, lang)
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from exc
     except Conflict as exc:
@@ -182,6 +195,7 @@ def list_queue_tickets(
         None, description="Only this state (e.g. waiting_on_customer, with how long each waits)."
     ),
     limit: int = Query(50, ge=1, le=500),
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[TicketOut]:
@@ -193,7 +207,7 @@ def list_queue_tickets(
         rows = queue_tickets(
             s, queue, now, include_claimed=include_claimed, limit=limit, state=state
         )
-        return [TicketOut(**ticket_view(t, now, detail=False)) for t in rows]
+        return [_view(svc, t, now, lang, detail=False) for t in rows]
 
 
 TicketState = Literal[TICKET_STATES]  # type: ignore[valid-type]
@@ -207,6 +221,7 @@ def tickets_list(
     after_id: int | None = Query(
         None, ge=0, description="The last id of the previous page (pages in id order)."
     ),
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[TicketOut]:
@@ -218,12 +233,15 @@ def tickets_list(
     now = svc.clock()
     with svc.sessions() as s:
         rows = list_tickets(s, state, queue, limit, after_id)
-        return [TicketOut(**ticket_view(t, now, detail=False)) for t in rows]
+        return [_view(svc, t, now, lang, detail=False) for t in rows]
 
 
 @router.post("/v1/queues/{queue}/claim", response_model=ClaimOut)
 def claim(
-    queue: str, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+    queue: str,
+    lang: str = Depends(display_lang),
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
 ) -> ClaimOut:
     """Lease the highest-priority unclaimed ticket (or one whose lease expired) to the
     caller for ``CARELENS_LEASE_SECONDS``. Two agents never get the same ticket."""
@@ -241,26 +259,30 @@ def claim(
         )
         if ticket is None:
             return ClaimOut(ticket=None)
-        return ClaimOut(ticket=TicketOut(**ticket_view(ticket, now)))
+        return ClaimOut(ticket=_view(svc, ticket, now, lang))
 
 
 @router.get("/v1/tickets/{ticket_id}", response_model=TicketOut)
 def show_ticket(
-    ticket_id: RowId, svc: Services = Depends(services), _: Principal = Depends(agent_role)
+    ticket_id: RowId,
+    lang: str = Depends(display_lang),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
 ) -> TicketOut:
     with svc.sessions() as s:
         try:
             ticket = get_ticket(s, ticket_id)
-            return TicketOut(
-                **ticket_view(ticket, svc.clock(), survey_url=svc.survey_url(ticket.id))
-            )
+            return _view(svc, ticket, svc.clock(), lang)
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
 
 
 @router.post("/v1/tickets/{ticket_id}/claim", response_model=TicketOut, responses=HELD)
 def claim_one(
-    ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+    ticket_id: RowId,
+    lang: str = Depends(display_lang),
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
 ) -> TicketOut:
     """Lease this ticket to the caller (open, waiting on the customer, or its lease ran
     out; the caller's own claim is renewed), with claim-next's lease. A ticket another
@@ -270,6 +292,7 @@ def claim_one(
         svc,
         ticket_id,
         lambda s, t, now: claim_ticket(s, t, who.actor, now, lease, who.key_id),
+        lang,
     )
 
 
@@ -319,13 +342,17 @@ def _quote(name: str) -> str:
 
 @router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut, responses=HELD)
 def release_ticket(
-    ticket_id: RowId, svc: Services = Depends(services), who: Principal = Depends(agent_role)
+    ticket_id: RowId,
+    lang: str = Depends(display_lang),
+    svc: Services = Depends(services),
+    who: Principal = Depends(agent_role),
 ) -> TicketOut:
     """Give a claimed ticket back to its queue."""
     return _ticket_action(
         svc,
         ticket_id,
         lambda s, t, now: release(s, t, who.actor, now, who.role == "admin", who.key_id),
+        lang,
     )
 
 
@@ -333,6 +360,7 @@ def release_ticket(
 def reply_ticket(
     ticket_id: RowId,
     body: ReplyIn,
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> ReplyOut:
@@ -341,10 +369,12 @@ def reply_ticket(
     sent threaded to the customer's latest message, with retries (``delivery`` and
     ``outbound`` say how far). Without a relay the reply is recorded only, and
     ``delivery`` says so."""
-    return _reply(svc, ticket_id, who, lambda t: body.text, body.wait_for_customer)
+    return _reply(svc, ticket_id, who, lambda t: body.text, body.wait_for_customer, lang)
 
 
-def _reply(svc: Services, ticket_id: int, who: Principal, text_of, wait: bool) -> ReplyOut:
+def _reply(
+    svc: Services, ticket_id: int, who: Principal, text_of, wait: bool, lang: str
+) -> ReplyOut:
     """A reply (its text from the locked ticket: ``text_of(ticket)``), recorded and put
     in the outbox in one transaction."""
     delivery = {}
@@ -364,7 +394,7 @@ def _reply(svc: Services, ticket_id: int, who: Principal, text_of, wait: bool) -
         )
         delivery.update(queue_reply(s, t, text, svc.settings, now).to_dict())
 
-    out = _ticket_action(svc, ticket_id, act)
+    out = _ticket_action(svc, ticket_id, act, lang)
     return ReplyOut(**out.model_dump(), delivery=Delivery(**delivery))
 
 
@@ -378,6 +408,7 @@ class DraftIn(RequestBody):
 def send_draft(
     ticket_id: RowId,
     body: DraftIn | None = None,
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> ReplyOut:
@@ -395,16 +426,19 @@ def send_draft(
             )
         return draft["text"]
 
-    return _reply(svc, ticket_id, who, draft_text, body.wait_for_customer if body else True)
+    return _reply(svc, ticket_id, who, draft_text, body.wait_for_customer if body else True, lang)
 
 
-def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, state: str):
+def _close(
+    svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, state: str, lang: str
+):
     note = body.note if body else None
     is_admin = who.role == "admin"
     return _ticket_action(
         svc,
         ticket_id,
         lambda s, t, now: close(s, t, who.actor, now, state, note, is_admin, who.key_id),
+        lang,
     )
 
 
@@ -412,28 +446,31 @@ def _close(svc: Services, ticket_id: int, body: CloseIn | None, who: Principal, 
 def resolve_ticket(
     ticket_id: RowId,
     body: CloseIn | None = None,
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> TicketOut:
     """Close a ticket as resolved (records the resolution time)."""
-    return _close(svc, ticket_id, body, who, "resolved")
+    return _close(svc, ticket_id, body, who, "resolved", lang)
 
 
 @router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut, responses=HELD)
 def no_response_needed(
     ticket_id: RowId,
     body: CloseIn | None = None,
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> TicketOut:
     """Close without a reply; stops the SLA clock."""
-    return _close(svc, ticket_id, body, who, "no_response_needed")
+    return _close(svc, ticket_id, body, who, "no_response_needed", lang)
 
 
 @router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut, responses=HELD)
 def post_labels(
     ticket_id: RowId,
     body: LabelsIn,
+    lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     who: Principal = Depends(agent_role),
 ) -> TicketOut:
@@ -445,7 +482,10 @@ def post_labels(
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     return _ticket_action(
-        svc, ticket_id, lambda s, t, now: correct_labels(s, t, labels, who.actor, now, who.key_id)
+        svc,
+        ticket_id,
+        lambda s, t, now: correct_labels(s, t, labels, who.actor, now, who.key_id),
+        lang,
     )
 
 

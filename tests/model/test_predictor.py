@@ -245,6 +245,10 @@ def test_saved_directory_is_self_describing(tiny_model_dir):
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)  # never pickles
     card = (tiny_model_dir / "README.md").read_text(encoding="utf-8")
     assert "safety_hazard" in card and "安全隐患" in card and "Untrained" in card
+    safety = next(
+        lb for lb in Taxonomy.default()["issue_type"].labels if lb.name == "safety_hazard"
+    )
+    assert f"| {safety.definition} | {safety.definition_zh} |" in card
 
 
 def test_a_rating_is_read_with_the_text(tiny_predictor):

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from scipy.stats import binomtest
 from sqlalchemy import select
 
+from model.taxonomy import Taxonomy
 from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
 from tests.serving.conftest import PG_URL, Clock, Desk
@@ -288,11 +289,24 @@ def test_report_commands_write_markdown_and_png_charts(shop_store, tmp_path):
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     md = (out / "report.md").read_text(encoding="utf-8")
     spikes = md.split("## Spikes", 1)[1].split("## Products", 1)[0]
-    assert f"| {SPIKE_PRODUCT} | {SPIKE_ISSUE} |" in spikes
-    assert f"### {SPIKE_PRODUCT}: {SPIKE_ISSUE}" in spikes
+    shown = Taxonomy.default()["issue_type"].label_display("en")[SPIKE_ISSUE]
+    assert f"| {SPIKE_PRODUCT} | {shown} |" in spikes
+    assert f"### {SPIKE_PRODUCT}: {shown}" in spikes
     assert not any(pid in spikes for pid in set(PRODUCTS) - {SPIKE_PRODUCT})
     assert "![Issue mix per product](issue_mix.png)" in md
     assert all(f"| {pid} |" in md for pid in PRODUCTS)
+    assert f"**{shown}** (`{SPIKE_ISSUE}`)" in md.split("## Issue types", 1)[1]
+
+    out = tmp_path / "zh"
+    r = runner.invoke(app, [*args, "--out", str(out), "--database-url", url, "--lang", "zh"])
+    assert r.exit_code == 0, r.output
+    md = (out / "report.md").read_text(encoding="utf-8")
+    zh = Taxonomy.default()["issue_type"].labels
+    label = next(lb for lb in zh if lb.name == SPIKE_ISSUE)
+    assert md.startswith("# 商品质量报告")
+    assert f"### {SPIKE_PRODUCT}: {label.zh}" in md
+    assert f"- **{label.zh}** (`{SPIKE_ISSUE}`): {label.definition_zh}" in md
+    assert (out / "issue_mix.png").read_bytes().startswith(PNG_MAGIC)
 
     out = tmp_path / "kpis"
     r = runner.invoke(

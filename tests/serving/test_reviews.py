@@ -144,3 +144,26 @@ def test_predictions_carry_display_names_in_english_or_chinese(desk):
     assert issue["display"] == {"en": "Issue type", "zh": "问题类型"}
     safety = next(lb for lb in issue["labels"] if lb["name"] == "safety_hazard")
     assert safety["zh"] and safety["en"]
+    assert "起火" in safety["definition_zh"] and "fire" in safety["definition"]
+    assert issue["description_zh"]
+
+
+def test_tickets_show_their_labels_display_names_in_the_agents_language(desk):
+    posted = _review(desk, text="The charger caught fire", stars=1)
+    key = {"X-API-Key": desk.agent.api_key}
+
+    def ticket(path, **headers):
+        r = desk.http.get(path, headers={**key, **headers})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    shown = ticket(f"/v1/tickets/{posted['ticket_id']}", **{"Accept-Language": "zh-CN"})
+    labels = shown["labels"]
+    urgency = {"low": "低", "medium": "中", "high": "高", "critical": "紧急"}
+    assert shown["label_display"]["urgency"] == {u: urgency[u] for u in labels["urgency"]}
+    assert set(shown["label_display"]["issue_type"]) == set(labels["issue_type"])
+    listed = ticket("/v1/tickets?lang=en", **{"Accept-Language": "zh-CN"})
+    mine = next(t for t in listed if t["id"] == posted["ticket_id"])
+    assert mine["label_display"]["urgency"][labels["urgency"][0]] == labels["urgency"][0].title()
+    r = desk.http.get("/v1/tickets?lang=fr", headers=key)
+    assert r.status_code == 422 and "lang" in r.text

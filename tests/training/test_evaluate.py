@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from carelens.cli import app
+from model.charts import chart_lang
 from model.predictor import Predictor
 from model.taxonomy import Taxonomy
 from training.data import Example, read_labelled
@@ -153,6 +156,19 @@ def test_report_files_and_per_source_split(tiny_model_dir, tmp_path):
     paired = report["baseline"]["paired"]["shop_a"]["sentiment"]
     assert paired["model_only"] + paired["floor_only"] <= 2 and 0 <= paired["p_value"] <= 1
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == 3
+
+
+@pytest.mark.skipif(chart_lang("zh") != "zh", reason="no CJK font installed")
+def test_report_plots_name_labels_in_chinese(tiny_model_dir, tmp_path):
+    f = tmp_path / "held.csv"
+    f.write_text("text,sentiment\nbox arrived broken,negative\nthanks,positive\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(Predictor.load(tiny_model_dir), read_labelled(f, TAX), tmp_path / "r", lang="zh")
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    evaluate(Predictor.load(tiny_model_dir), read_labelled(f, TAX), tmp_path / "e", lang="en")
+    zh, en = ((tmp_path / d / "confusion_sentiment.png").read_bytes() for d in ("r", "e"))
+    assert zh[:4] == b"\x89PNG" and zh != en  # 负面/中性/正面 where en has Negative...
 
 
 def test_evaluate_command(tiny_model_dir, tmp_path):
