@@ -28,6 +28,7 @@ from serving.builder import ModelBuilder
 from serving.deps import Services
 from serving.guard import RequestGuard
 from serving.learning import JobRunner, ModelManager
+from serving.links import load_secret
 from serving.mailbox import Every, ImapConfig, poll_once
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
 from serving.outbox import SmtpConfig, deliver_due
@@ -40,10 +41,10 @@ from serving.routes import products as product_routes
 from serving.routes import returns as return_routes
 from serving.routes import surveys as survey_routes
 from serving.routes import templates as template_routes
+from serving.routes import unsubscribe as unsubscribe_routes
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.store import CHANNELS, utcnow
-from serving.surveys import load_secret
 from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         autoreply=autoreply,
-        survey_secret=load_secret(
+        link_secret=load_secret(
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             carelens_home(),
         ),
@@ -273,5 +274,6 @@ def create_app(
         app.include_router(module.router)
     app.include_router(product_routes.router)
     app.include_router(survey_routes.router)
+    app.include_router(unsubscribe_routes.router)
     app.include_router(return_routes.router)
     return app

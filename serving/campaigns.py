@@ -27,6 +27,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from serving.fields import MAX_ROW_ID, column_length, identifier_problem
+from serving.inbound import detect_language
+from serving.links import unwrap, wrap
 from serving.redact import pseudonym, redact
 from serving.store import (
     CLOSED_STATES,
@@ -135,14 +137,28 @@ FIELDS = {
     "marketing": {
         "customer_id": "the customer's id",
         "email": "the address recorded with the consent",
+        "customer_name": "the buyer's name on their latest order, else the name they last "
+        "signed a message with",
+        "product": "the product name of the customer's latest order, else its product id",
+        "product_id": "the product id of the customer's latest order",
+        "unsubscribe_link": "the link that records the customer's opt-out, no login (added "
+        "as the last line when the body does not place it)",
     },
     "review_request": {
         "customer_id": "the customer's id",
         "email": "the address recorded with the customer's consent, if any",
+        "customer_name": "the buyer's name on the order, else the name they last signed a "
+        "message with",
         "order_id": "the order's id",
+        "product": "the order's product name, else its product id",
         "product_id": "the order's product id",
         "marketplace": "the order's marketplace",
     },
+}
+# the last line of a marketing message whose body does not place {unsubscribe_link}
+UNSUBSCRIBE_LINE = {
+    "en": "To stop receiving these e-mails: {unsubscribe_link}",
+    "zh": "退订此类邮件：{unsubscribe_link}",
 }
 
 REASONS = {
@@ -170,10 +186,17 @@ class CampaignInvalid(ValueError):
 
 
 def validate(
-    kind: str, channel: str, audience: dict[str, Any], subject: str | None, body: str
+    kind: str,
+    channel: str,
+    audience: dict[str, Any],
+    subject: str | None,
+    body: str,
+    fallbacks: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The audience with defaults filled in; raises ``CampaignRefused`` citing the
-    rule or ``CampaignInvalid`` saying what to fix."""
+    rule or ``CampaignInvalid`` saying what to fix. ``fallbacks``: the text a
+    placeholder takes for a customer without a value (e.g. ``{"customer_name":
+    "there"}``)."""
     if kind not in KINDS:
         raise CampaignInvalid(f"kind {kind!r}: use one of {', '.join(KINDS)}")
     if channel not in CHANNELS:
@@ -236,6 +259,15 @@ def validate(
         placeholders(body, FIELDS[kind], where="body")
     except TemplateError as exc:
         raise CampaignInvalid(f"{exc} for a {kind} campaign") from exc
+    for name, text in (fallbacks or {}).items():
+        if name not in FIELDS[kind] or name == "unsubscribe_link":
+            known = ", ".join(f for f in FIELDS[kind] if f != "unsubscribe_link")
+            raise CampaignInvalid(
+                f"fallbacks.{name}: not a placeholder a fallback can stand in for "
+                f"(placeholders: {known})"
+            )
+        if not isinstance(text, str) or not text.strip() or len(text) > 200:
+            raise CampaignInvalid(f"fallbacks.{name}: give a text of 1 to 200 characters")
     return out
 
 
@@ -335,7 +367,7 @@ def upsert_orders(session: Session, orders: list[dict[str, Any]], now: datetime)
         else:
             updated += 1
         row.customer_id = o["customer_id"]
-        for key in ("product_id", "marketplace", "delivered_at"):
+        for key in ("product_id", "marketplace", "delivered_at", "customer_name", "product_name"):
             if o.get(key) is not None:
                 setattr(row, key, o[key])
         row.updated_at = now
@@ -367,10 +399,14 @@ def marketing_audience(
     now: datetime,
     cap_contacts: int,
     cap_days: int,
+    public_url: str = "http://127.0.0.1:8000",
+    secret: bytes = b"",
 ) -> list[Decision]:
     """Every customer the store knows (from messages or consent records), in or out
     with the first reason that keeps them out. Checks in order: opt-out, consent,
-    message count, positive share, open ticket, recent negative, frequency cap."""
+    message count, positive share, open ticket, recent negative, frequency cap. Each
+    message carries the customer's unsubscribe link (``public_url``, signed with
+    ``secret``)."""
     a = campaign.audience
     rows = session.execute(
         select(Message.customer_id, Message.received_at, Ticket.labels, Ticket.state)
@@ -441,9 +477,59 @@ def marketing_audience(
                 "eligible",
                 f"{n} messages, positive share {share:.2f}",
             )
-            d.message = _render(campaign, {"customer_id": customer, "email": c.email})
+            d.message = _render(
+                campaign,
+                {
+                    "customer_id": customer,
+                    "email": c.email,
+                    **customer_facts(session, customer),
+                    "unsubscribe_link": unsubscribe_url(public_url, secret, customer),
+                },
+            )
         out.append(d)
     return out
+
+
+def customer_facts(session: Session, customer_id: str) -> dict[str, str | None]:
+    """A customer's name and product for a marketing message: their latest order's
+    buyer and product names (else the name they last signed a message with, and the
+    order's product id)."""
+    order = session.scalars(
+        select(Order)
+        .where(Order.customer_id == customer_id)
+        .order_by(Order.delivered_at.desc().nulls_last(), Order.id.desc())
+        .limit(1)
+    ).first()
+    name = order.customer_name if order is not None else None
+    return {
+        "customer_name": name or signed_name(session, customer_id),
+        "product": (order.product_name or order.product_id) if order is not None else None,
+        "product_id": order.product_id if order is not None else None,
+    }
+
+
+def signed_name(session: Session, customer_id: str) -> str | None:
+    """The name a customer last signed a message with."""
+    return session.scalars(
+        select(Message.customer_name)
+        .where(Message.customer_id == customer_id, Message.customer_name.is_not(None))
+        .order_by(Message.received_at.desc(), Message.id.desc())
+        .limit(1)
+    ).first()
+
+
+# -- the unsubscribe link ----------------------------------------------------------------
+
+
+def unsubscribe_url(public_url: str, secret: bytes, customer_id: str) -> str:
+    """``{public_url}/unsubscribe/{token}``: the customer id, signed; opening it and
+    confirming (or a mail client's one-click POST, RFC 8058) records the opt-out."""
+    return f"{public_url.rstrip('/')}/unsubscribe/{wrap(secret, 'unsubscribe', customer_id)}"
+
+
+def customer_of_unsubscribe(secret: bytes, token: str) -> str | None:
+    """The customer an unsubscribe token names, or None when it is not one of ours."""
+    return unwrap(secret, "unsubscribe", token, max_chars=400)
 
 
 def review_request_audience(session: Session, campaign: Campaign, now: datetime):
@@ -488,7 +574,9 @@ def review_request_audience(session: Session, campaign: Campaign, now: datetime)
                 {
                     "customer_id": o.customer_id,
                     "email": c.email if c else None,
+                    "customer_name": o.customer_name or signed_name(session, o.customer_id),
                     "order_id": o.order_id,
+                    "product": o.product_name or o.product_id,
                     "product_id": o.product_id,
                     "marketplace": o.marketplace,
                 },
@@ -499,17 +587,41 @@ def review_request_audience(session: Session, campaign: Campaign, now: datetime)
 
 
 def _render(campaign: Campaign, values: dict[str, Any]) -> dict[str, Any]:
+    """The customer's message: placeholders filled (a missing value takes the campaign's
+    fallback); a marketing message ends with its unsubscribe link unless the body
+    places it, and carries the List-Unsubscribe headers for the mail tool."""
+    name = values.get("customer_name")  # the customer's own, not a fallback
+    values = {**(campaign.fallbacks or {}), **_present(values)}
+    body_text = campaign.body
+    link = values.get("unsubscribe_link")
+    if link:
+        lang = "zh" if detect_language(body_text) == "zh" else "en"
+        link = values["unsubscribe_link"] = f"{link}?lang={lang}"  # its page's language
+        if "unsubscribe_link" not in placeholders(body_text, FIELDS[campaign.kind]):
+            body_text = body_text.rstrip() + "\n\n" + UNSUBSCRIBE_LINE[lang]
     subject, _ = fill(campaign.subject or "", values)
-    body, missing = fill(campaign.body, values)
-    return {
+    body, missing = fill(body_text, values)
+    message = {
         "channel": campaign.channel,
         "customer_id": values["customer_id"],
         "email": values.get("email"),
         "order_id": values.get("order_id"),
+        "customer_name": name or None,
         "subject": subject or None,
         "body": body,
         "missing": missing,
     }
+    if link:
+        message["unsubscribe_url"] = link
+        message["headers"] = {
+            "List-Unsubscribe": f"<{link}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    return message
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v}
 
 
 def run(
@@ -520,13 +632,25 @@ def run(
     cap_contacts: int,
     cap_days: int,
     actor_key_id: int | None = None,
+    public_url: str = "http://127.0.0.1:8000",
+    secret: bytes = b"",
 ) -> CampaignRun:
     """Build the audience, store the run, one audit row per customer/order considered
-    and (for review requests) the one-per-order marks; no commit."""
+    and (for review requests) the one-per-order marks; no commit. Marketing messages
+    carry unsubscribe links under ``public_url``, signed with ``secret``."""
     # re-check the stored campaign: the rules apply to every run, not only at creation
-    validate(campaign.kind, campaign.channel, campaign.audience, campaign.subject, campaign.body)
+    validate(
+        campaign.kind,
+        campaign.channel,
+        campaign.audience,
+        campaign.subject,
+        campaign.body,
+        campaign.fallbacks,
+    )
     if campaign.kind == "marketing":
-        decisions = marketing_audience(session, campaign, now, cap_contacts, cap_days)
+        decisions = marketing_audience(
+            session, campaign, now, cap_contacts, cap_days, public_url, secret
+        )
     else:
         decisions = review_request_audience(session, campaign, now)
     run_row = CampaignRun(
@@ -576,6 +700,7 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "audience": c.audience,
         "subject": c.subject,
         "body": c.body,
+        "fallbacks": c.fallbacks or {},
         "created_by": c.created_by,
         "created_by_key_id": c.created_by_key_id,
         "created_at": c.created_at,
@@ -622,24 +747,35 @@ _CUSTOMER_MARK = "\x00customer\x00"  # stands in for the alias while ``redact`` 
 
 def redact_message(message: dict[str, Any]) -> dict[str, Any]:
     """A rendered message with the customer unnamed: customer id pseudonymised, e-mail
-    address and order id masked, also where the template wrote them into the subject or
-    body, and anything else ``serving.redact`` recognises there masked too."""
+    address, name, order id and unsubscribe link masked, also where the template wrote
+    them into the subject or body, and anything else ``serving.redact`` recognises
+    there masked too."""
     out = dict(message)
     customer = message.get("customer_id")
     alias = pseudonym(customer, "customer")
     email, order_id = message.get("email"), message.get("order_id")
+    link, name = message.get("unsubscribe_url"), message.get("customer_name")
     for key in ("subject", "body"):
         text = out.get(key)
         if not text:
             continue
+        if link:  # it carries the customer id
+            text = text.replace(link, "<unsubscribe-link>")
         if email:
             text = text.replace(email, "<email>")
         if order_id:
             text = text.replace(order_id, "<order-id>")
+        if name:
+            text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", "<name>", text)
         if customer:  # as a whole word only ("fan" is not in "fantastic")
             text = re.sub(rf"(?<!\w){re.escape(customer)}(?!\w)", _CUSTOMER_MARK, text)
         out[key] = redact(text).replace(_CUSTOMER_MARK, alias or "")
     out["customer_id"] = alias
+    if link:
+        out["unsubscribe_url"] = "<unsubscribe-link>"
+        out["headers"] = {**out["headers"], "List-Unsubscribe": "<unsubscribe-link>"}
+    if name:
+        out["customer_name"] = "<name>"
     if email:
         out["email"] = "<email>"
     if order_id:

@@ -373,7 +373,8 @@ class CarelensClient:
 
     # -- orders, consent, campaigns ---------------------------------------------------
     def post_orders(self, orders: list[JSON]) -> JSON:
-        """Upsert orders (order_id, customer_id, product_id, marketplace, delivered_at)."""
+        """Upsert orders (order_id, customer_id, product_id, marketplace, delivered_at,
+        customer_name, product_name)."""
         return self._json("POST", "/v1/orders", json={"orders": [_clean(o) for o in orders]})
 
     def record_consent(
@@ -399,7 +400,9 @@ class CarelensClient:
         body: str,
         subject: str | None = None,
         audience: JSON | None = None,
+        fallbacks: dict[str, str] | None = None,
     ) -> JSON:
+        """``fallbacks``: what a placeholder says for a customer without a value."""
         payload = _clean(
             {
                 "name": name,
@@ -408,6 +411,7 @@ class CarelensClient:
                 "body": body,
                 "subject": subject,
                 "audience": audience or {},
+                "fallbacks": fallbacks or None,
             }
         )
         return self._json("POST", "/v1/campaigns", json=payload)

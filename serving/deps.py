@@ -35,12 +35,12 @@ class Services:
     model_error: str | None = None
     batcher: MicroBatcher | None = None  # runs every prediction (serving/batcher.py)
     autoreply: AutoReplyPolicy | None = None  # automatic answers (serving/autoreply.py)
-    survey_secret: bytes = b""  # signs survey links (serving/surveys.py)
+    link_secret: bytes = b""  # signs survey and unsubscribe links (serving/links.py)
 
     def survey_url(self, ticket_id: int) -> str:
         from serving.surveys import survey_url
 
-        return survey_url(self.settings.public_url, self.survey_secret, ticket_id)
+        return survey_url(self.settings.public_url, self.link_secret, ticket_id)
 
     @property
     def skip_locked(self) -> bool:

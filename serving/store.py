@@ -410,6 +410,9 @@ class Order(Base):
     product_id: Mapped[str | None] = mapped_column(String(100), default=None)
     marketplace: Mapped[str | None] = mapped_column(String(50), default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(index=True, default=None)
+    # fill a campaign's {customer_name} and {product} (migration 0008)
+    customer_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    product_name: Mapped[str | None] = mapped_column(String(300), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -424,6 +427,8 @@ class Campaign(Base):
     audience: Mapped[dict[str, Any]] = mapped_column()
     subject: Mapped[str | None] = mapped_column(String(300), default=None)
     body: Mapped[str] = mapped_column(Text)
+    # placeholder -> the text it takes when a customer has no value (migration 0008)
+    fallbacks: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_by: Mapped[str] = mapped_column(String(200))
     created_by_key_id: Mapped[int | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

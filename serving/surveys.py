@@ -2,8 +2,7 @@
 answer, and the figures.
 
 The link is ``{CARELENS_PUBLIC_URL}/survey/{ticket_id}.{signature}``: an HMAC of the
-ticket id under the service's secret (``CARELENS_SECRET_KEY``, else a key generated once
-in ``$CARELENS_HOME/secret_key``), so it needs no login and no stored row, cannot be
+ticket id under the service's secret (``serving.links``), so it needs no login and no stored row, cannot be
 forged for another ticket, and is single-use because a ticket takes one answer (the
 unique ticket id of ``survey_answers``). It expires ``CARELENS_SURVEY_DAYS`` after the
 ticket was resolved. Reviews get no survey (a review is its own rating).
@@ -14,41 +13,20 @@ response rate = answered / sent; mean stars; share of 4 and 5 stars.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from serving.links import SIG_CHARS, sign
 from serving.store import SurveyAnswer, Ticket
-
-SIG_CHARS = 22  # 16 bytes of the HMAC, base64url
-
-
-def load_secret(configured: str | None, home: Path) -> bytes:
-    """The configured secret, else the one kept in ``home/secret_key`` (created with
-    mode 0600 on first use)."""
-    if configured:
-        return configured.encode()
-    path = home / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-    return path.read_text().strip().encode()
 
 
 def _sig(secret: bytes, ticket_id: int) -> str:
-    mac = hmac.new(secret, f"survey:{ticket_id}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac[:16]).decode().rstrip("=")
+    return sign(secret, "survey", str(ticket_id))
 
 
 def token(secret: bytes, ticket_id: int) -> str:

@@ -45,6 +45,8 @@ ConsentSourceRequired = bounded_text(ConsentEvent.source, min_length=1)
 CampaignName = identifier(Campaign.name, min_length=1)
 CampaignSubject = bounded_text(Campaign.subject)
 CampaignBody = free_text(min_length=1, max_length=50_000)
+OrderCustomerName = bounded_text(Order.customer_name)
+ProductName = bounded_text(Order.product_name)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
@@ -60,6 +62,12 @@ class OrderIn(RequestBody):
     marketplace: Marketplace | None = None
     delivered_at: Timestamp | None = Field(
         None, description="When the order was delivered (review requests count from it)."
+    )
+    customer_name: OrderCustomerName | None = Field(
+        None, description="The buyer's name ({customer_name} in campaigns)."
+    )
+    product_name: ProductName | None = Field(
+        None, description="The product's name ({product} in campaigns)."
     )
 
 
@@ -192,6 +200,11 @@ class CampaignIn(RequestBody):
     )
     subject: CampaignSubject | None = None
     body: CampaignBody
+    fallbacks: dict[str, str] = Field(
+        default_factory=dict,
+        description="What a placeholder says for a customer without a value, e.g. "
+        '{"customer_name": "there"}; without one the message lists it in "missing".',
+    )
 
 
 class CampaignOut(BaseModel):
@@ -202,6 +215,7 @@ class CampaignOut(BaseModel):
     audience: dict[str, Any]
     subject: str | None
     body: str
+    fallbacks: dict[str, str]
     created_by: str
     created_by_key_id: int | None = Field(description="The id of the key that created it.")
     created_at: datetime
@@ -249,7 +263,9 @@ def create_campaign(
     issue types, tickets or review history; a marketplace review request outside 5-30
     days after delivery."""
     try:
-        audience = camp.validate(body.kind, body.channel, body.audience, body.subject, body.body)
+        audience = camp.validate(
+            body.kind, body.channel, body.audience, body.subject, body.body, body.fallbacks
+        )
     except (camp.CampaignRefused, camp.CampaignInvalid) as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     with transaction(svc.sessions) as s:
@@ -260,6 +276,7 @@ def create_campaign(
             audience=audience,
             subject=body.subject,
             body=body.body,
+            fallbacks=body.fallbacks or None,
             created_by=who.actor,
             created_by_key_id=who.key_id,
             created_at=svc.clock(),
@@ -310,6 +327,8 @@ def run_campaign(
                 svc.settings.marketing_cap_contacts,
                 svc.settings.marketing_cap_days,
                 actor_key_id=who.key_id,
+                public_url=svc.settings.public_url,
+                secret=svc.link_secret,
             )
             contacts = camp.run_contacts(s, run_row.id)
             payload = camp.export_messages(campaign, run_row, contacts, "json")

@@ -5,17 +5,15 @@ expired, not valid. Never a 500."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.exc import IntegrityError
 
 from serving.db import transaction
 from serving.deps import Services, language_of, services
+from serving.routes.pages import page
 from serving.surveys import record_answer, survey_state
 
 router = APIRouter(tags=["satisfaction survey"], include_in_schema=False)
@@ -51,30 +49,15 @@ MAX_COMMENT = 5000
 MAX_FORM_BYTES = 64_000
 
 
-@cache
-def _env() -> Environment:
-    pages = Path(__file__).resolve().parent.parent / "pages"
-    return Environment(loader=FileSystemLoader(pages), autoescape=select_autoescape(["html"]))
-
-
 def _page(state: str, lang: str, error: str | None = None, **form) -> HTMLResponse:
-    html = (
-        _env()
-        .get_template("survey.html")
-        .render(state=state, lang=lang, t=TEXTS[lang], error=error, **form)
-    )
     status = 422 if error else STATUS[state]
-    return HTMLResponse(
-        html,
-        status_code=status,
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+    return page("survey.html", status, state=state, lang=lang, t=TEXTS[lang], error=error, **form)
 
 
 @router.get("/survey/{token}", response_class=HTMLResponse)
 def survey_form(token: str, request: Request, svc: Services = Depends(services)) -> HTMLResponse:
     with svc.sessions() as s:
-        st = survey_state(s, svc.survey_secret, token, svc.clock(), svc.settings.survey_days)
+        st = survey_state(s, svc.link_secret, token, svc.clock(), svc.settings.survey_days)
         lang = (
             st.lang
             if st.ticket is not None
@@ -93,7 +76,7 @@ async def survey_answer(
     comment = (form.get("comment") or [""])[0].strip()[:MAX_COMMENT] or None
     now = svc.clock()
     with transaction(svc.sessions) as s:
-        st = survey_state(s, svc.survey_secret, token, now, svc.settings.survey_days)
+        st = survey_state(s, svc.link_secret, token, now, svc.settings.survey_days)
         lang = (
             st.lang
             if st.ticket is not None

@@ -529,3 +529,101 @@ def test_an_honest_review_request_passes_the_wording_check(desk):
         body="How is your {product_id}? We would value your honest review of order {order_id}.",
     )
     assert ok["kind"] == "review_request"
+
+
+def test_marketing_names_the_customer_and_product_and_unsubscribes_without_login(
+    seller,  # noqa: F811
+    planned,  # noqa: F811
+    clock,
+):
+    desk = seller(public_url="https://help.example.com", marketing_cap_contacts=10)
+    for c in ("ann", "bo", "chen"):
+        desk.service.record_consent(c, source="shop sign-up", email=f"{c}@example.com")
+        _post(desk, planned, c, ["positive"] * 3)
+    desk.service.post_orders(
+        [
+            {
+                "order_id": "111-1",
+                "customer_id": "ann",
+                "product_id": "B0KETTLE",
+                "customer_name": "Ann Lee",
+                "product_name": "Green kettle",
+                "delivered_at": clock() - timedelta(days=40),
+            }
+        ]
+    )
+    err = _err(
+        desk.admin.create_campaign,
+        "bad",
+        "marketing",
+        "own_email",
+        subject="Hi",
+        body="Hi {customer_name}",
+        fallbacks={"unsubscribe_link": "none"},
+    )
+    assert err.status_code == 422 and "fallbacks.unsubscribe_link" in err.detail
+    campaign = desk.admin.create_campaign(
+        "blue",
+        "marketing",
+        "own_email",
+        subject="{customer_name}, something new",
+        body="Hi {customer_name}, the {product} now comes in blue.",
+        fallbacks={"customer_name": "there"},
+    )
+    assert campaign["fallbacks"] == {"customer_name": "there"}
+    run = desk.admin.run_campaign(campaign["id"])
+    messages = {c["customer_id"]: c["message"] for c in run["contacts"]}
+    ann, bo = messages["ann"], messages["bo"]
+    assert ann["subject"] == "Ann Lee, something new"
+    body, footer = ann["body"].split("\n\n")
+    assert body == "Hi Ann Lee, the Green kettle now comes in blue." and ann["missing"] == []
+    link = ann["unsubscribe_url"]
+    assert link.startswith("https://help.example.com/unsubscribe/") and link.endswith("?lang=en")
+    assert footer == f"To stop receiving these e-mails: {link}"
+    assert ann["headers"] == {
+        "List-Unsubscribe": f"<{link}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    assert bo["body"].startswith("Hi there, the {product} now") and bo["missing"] == ["product"]
+    assert bo["unsubscribe_url"] != link
+    redacted = desk.admin.export_campaign_run(campaign["id"], run["id"], redact=True)
+    assert "Ann Lee" not in redacted and "/unsubscribe/" not in redacted
+    assert "Hi <name>, the Green kettle" in redacted and "Hi there" in redacted
+
+    path = link.removeprefix("https://help.example.com")
+    page = desk.http.get(path)  # a link scanner opening it changes nothing
+    assert page.status_code == 200 and '<form method="post">' in page.text
+    assert _reasons(desk.admin.run_campaign(campaign["id"]))["ann"] == "eligible"
+    clock.advance(hours=1)
+    done = desk.http.post(path, content="List-Unsubscribe=One-Click")  # RFC 8058
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert _reasons(desk.admin.run_campaign(campaign["id"]))["ann"] == "opted_out"
+    events = desk.agent.customer("ann")["timeline"]
+    opt_out = [e for e in events if e["kind"] == "opt_out"]
+    assert len(opt_out) == 1 and "unsubscribe link" in json.dumps(opt_out[0])
+    bare = path.split("?")[0]  # no lang in the link: the browser's language
+    again = desk.http.post(bare, headers={"Accept-Language": "zh-CN"})
+    assert again.status_code == 200 and "已经退订" in again.text
+    assert len([e for e in desk.agent.customer("ann")["timeline"] if e["kind"] == "opt_out"]) == 1
+
+    token = bare.split("/")[-1]
+    encoded, sig = token.split(".")
+    forged = camp.wrap(b"another secret", "unsubscribe", "bo")  # signed with another key
+    for bad in (f"{encoded[:-1]}A.{sig}", forged, "x", "%00", "a." + "b" * 22, "." * 500):
+        r = desk.http.post(f"/unsubscribe/{bad}")
+        assert r.status_code == 404 and "not valid" in r.text, bad
+        assert desk.http.get(f"/unsubscribe/{bad}?lang=zh").status_code == 404
+    assert desk.agent.customer("bo")["consent"]["opted_out"] is False
+
+    zh = desk.admin.create_campaign(
+        "新品",
+        "marketing",
+        "own_email",
+        subject="新品上市",
+        body="{customer_name}您好，新款水壶上市了。",
+    )
+    chen = next(
+        c for c in desk.admin.run_campaign(zh["id"])["contacts"] if c["customer_id"] == "chen"
+    )
+    assert chen["message"]["body"].endswith("退订此类邮件：" + chen["message"]["unsubscribe_url"])
+    assert chen["message"]["unsubscribe_url"].endswith("?lang=zh")
