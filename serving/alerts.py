@@ -116,41 +116,66 @@ def deliver(
     """Post each alert to the webhook and mail it to its queue's owners (one attempt
     each: an alert is sent once); record what each got."""
     for alert in alerts:
-        webhook = _post(webhook_url, alert) if webhook_url else None
-        to = owners.get(alert.queue) or []
-        email = _mail(smtp, mail_from, to, alert) if smtp is not None and to and mail_from else None
+        what = f"SLA alert {alert.id}"
+        words = {"due_soon": "is due soon", "breached": "is late"}[alert.kind]
+        subject = f"[carelens] ticket {alert.ticket_id} in {alert.queue} {words}"
+        text = (
+            f"Ticket {alert.ticket_id} ({alert.queue}) {words}: its answer is due at "
+            f"{alert.due_at.isoformat()}.\n\n{json.dumps(alert.labels, ensure_ascii=False)}\n"
+        )
+        webhook, email = send(
+            alert.payload(), subject, text, webhook_url, owners.get(alert.queue) or [], smtp,
+            mail_from, what,
+        )  # fmt: skip
         with transaction(sessions) as s:
             row = s.get(SlaAlert, alert.id)
             row.webhook_status, row.email_status = webhook, email
 
 
-def _post(url: str, alert: Alert) -> str:
+def send(
+    payload: dict,
+    subject: str,
+    text: str,
+    webhook_url: str | None,
+    to: list[str],
+    smtp,
+    mail_from: str | None,
+    what: str,
+) -> tuple[str | None, str | None]:
+    """One attempt each: POST ``payload`` to the webhook, mail ``subject``/``text`` to
+    ``to``; what each got (None: not configured)."""
+    webhook = _post(webhook_url, payload, what) if webhook_url else None
+    email = (
+        _mail(smtp, mail_from, to, subject, text, what)
+        if smtp is not None and to and mail_from
+        else None
+    )
+    return webhook, email
+
+
+def _post(url: str, payload: dict, what: str) -> str:
     try:
-        r = httpx.post(url, json=alert.payload(), timeout=10.0)
+        r = httpx.post(url, json=payload, timeout=10.0)
     except httpx.HTTPError as exc:
-        log.warning("SLA alert %s: webhook failed: %s", alert.id, exc)
+        log.warning("%s: webhook failed: %s", what, exc)
         return f"failed: {type(exc).__name__}: {exc}"
     return f"HTTP {r.status_code}"
 
 
-def _mail(smtp, mail_from: str, to: list[str], alert: Alert) -> str:
+def _mail(smtp, mail_from: str, to: list[str], subject: str, text: str, what: str) -> str:
     from serving.outbox import _connect
 
-    words = {"due_soon": "is due soon", "breached": "is late"}[alert.kind]
     msg = EmailMessage()
     msg["From"] = mail_from
     msg["To"] = ", ".join(to)
-    msg["Subject"] = f"[carelens] ticket {alert.ticket_id} in {alert.queue} {words}"
+    msg["Subject"] = subject
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
-        f"Ticket {alert.ticket_id} ({alert.queue}) {words}: its answer is due at "
-        f"{alert.due_at.isoformat()}.\n\n{json.dumps(alert.labels, ensure_ascii=False)}\n"
-    )
+    msg.set_content(text)
     try:
         with _connect(smtp) as conn:
             conn.send_message(msg, from_addr=parseaddr(mail_from)[1], to_addrs=to)
     except (smtplib.SMTPException, OSError) as exc:
-        log.warning("SLA alert %s: e-mail failed: %s", alert.id, exc)
+        log.warning("%s: e-mail failed: %s", what, exc)
         return f"failed: {type(exc).__name__}: {exc}"
     return f"sent to {len(to)}"
 

@@ -20,7 +20,7 @@ from model.paths import carelens_home
 from model.predictor import Predictor
 from model.pretrained import ModelLoadError
 from model.registry import Registry
-from serving import alerts, db, errors
+from serving import alerts, db, errors, signals
 from serving.auth import ensure_key
 from serving.autoreply import AutoReplyError, AutoReplyPolicy
 from serving.batcher import MicroBatcher
@@ -56,11 +56,15 @@ class NotReady(BaseModel):
 
 def start_workers(svc: Services) -> dict[str, Every]:
     """The background workers, each when configured with a period: the mailbox poller,
-    the outbox delivery, the SLA alerts."""
+    the outbox delivery, the SLA alerts, the signal alerts."""
     settings, workers = svc.settings, {}
     if settings.sla_alert_poll_seconds > 0:
         workers["sla_alerts"] = Every(
             "sla-alerts", lambda: alerts.run_once(svc), settings.sla_alert_poll_seconds
+        ).start()
+    if settings.signal_poll_seconds > 0:
+        workers["signals"] = Every(
+            "signals", lambda: signals.run_once(svc), settings.signal_poll_seconds
         ).start()
     imap = ImapConfig.from_settings(settings)
     if imap is not None and settings.imap_poll_seconds > 0:

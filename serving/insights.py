@@ -316,12 +316,12 @@ def product_insights(
     if session.scalar(select(Message.id).where(Message.product_id == product_id).limit(1)) is None:
         return None
     items = load_items(session, since, until, product_id)
-    spike_items = _spike_items(session, until, cfg)
-    order = issue_order(items + spike_items, issue_types)
-    result = detect_spikes(spike_items, until, cfg, order).get(
+    window_items = spike_items(session, until, cfg)
+    order = issue_order(items + window_items, issue_types)
+    result = detect_spikes(window_items, until, cfg, order).get(
         product_id, {"tested": [], "spikes": []}
     )
-    attach_examples(session, result["spikes"], spike_items, cfg.examples)
+    attach_examples(session, result["spikes"], window_items, cfg.examples)
     return {
         "product_id": product_id,
         "since": since,
@@ -378,14 +378,14 @@ def all_products(
     """Every product with at least ``min_messages`` in the range, sorted by ``sort``:
     one of SORT_KEYS or an issue type (its share)."""
     items = load_items(session, since, until)
-    spike_items = _spike_items(session, until, cfg)
-    order = issue_order(items + spike_items, issue_types)
+    window_items = spike_items(session, until, cfg)
+    order = issue_order(items + window_items, issue_types)
     if sort not in SORT_KEYS and sort not in order:
         raise ValueError(
             f"sort: {sort!r} is not one of {', '.join(SORT_KEYS)} or an issue type "
             f"({', '.join(order)})"
         )
-    spikes = detect_spikes(spike_items, until, cfg, order)
+    spikes = detect_spikes(window_items, until, cfg, order)
     grouped: dict[str, list[Item]] = {}
     for it in items:
         grouped.setdefault(it.product_id, []).append(it)
@@ -394,7 +394,7 @@ def all_products(
         if len(mine) < min_messages:
             continue
         found = spikes.get(pid, {"spikes": []})["spikes"]
-        attach_examples(session, found, spike_items, cfg.examples)
+        attach_examples(session, found, window_items, cfg.examples)
         rows.append(
             {
                 "product_id": pid,
@@ -428,7 +428,8 @@ def all_products(
     }
 
 
-def _spike_items(session: Session, until: datetime, cfg: SpikeConfig) -> list[Item]:
+def spike_items(session: Session, until: datetime, cfg: SpikeConfig) -> list[Item]:
+    """The messages the spike test of windows ending at ``until`` reads."""
     start = until - timedelta(days=cfg.window_days + cfg.baseline_days)
     return load_items(session, start, until)
 

@@ -201,13 +201,28 @@ class Settings(BaseSettings):
     sla_alert_poll_seconds: float = Field(
         60.0, ge=0, description="How often the service looks for SLA alerts to send (0: never)."
     )
+    signal_poll_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often the service looks for spikes, sentiment and urgency shifts "
+        "and label drift to alert on (0: never); alerts go where the SLA alerts go.",
+    )
+    drift_psi: float = Field(
+        0.25,
+        gt=0,
+        description="Label drift: alert when a task's weekly label distribution differs "
+        "from the model's training rows by this population stability index or more.",
+    )
+    drift_min_messages: int = Field(
+        50, ge=1, description="Label drift: the fewest predictions a week needs to be judged."
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000",
-        description="The address customers reach the service at (survey links in replies).",
+        description="The address customers reach the service at (survey and unsubscribe links).",
     )
     secret_key: SecretStr | None = Field(
         None,
-        description="Signs survey links (default: a key generated once in "
+        description="Signs survey and unsubscribe links (default: a key generated once in "
         "$CARELENS_HOME/secret_key). Changing it voids the links already sent.",
     )
     survey_days: int = Field(30, ge=1, description="How long a survey link stays open (days).")

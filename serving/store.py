@@ -285,6 +285,28 @@ class SlaAlert(Base):
     email_status: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+class SignalAlert(Base):
+    """A shop-wide signal that asks for attention (an issue-type spike on a product, a
+    sentiment or urgency shift in a language, label drift of a task): one per kind,
+    subject and window (the unique index makes it once, whichever process sees it
+    first), with its figures and what its delivery got (migration 0009)."""
+
+    __tablename__ = "signal_alerts"
+    __table_args__ = (
+        Index("ux_signal_alerts_kind_subject_window", "kind", "subject", "window_end", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    subject: Mapped[str] = mapped_column(String(300))
+    window_start: Mapped[datetime] = mapped_column()
+    window_end: Mapped[datetime] = mapped_column()
+    details: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    webhook_status: Mapped[str | None] = mapped_column(Text, default=None)
+    email_status: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class SurveyAnswer(Base):
     """A customer's answer to the satisfaction survey of a resolved ticket: one per
     ticket (the unique ticket id makes the link single-use)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the signal tests run the scan themselves; no app starts its hourly worker
+os.environ["CARELENS_SIGNAL_POLL_SECONDS"] = "0"
 
 WORDS = (
     "the a an it is was this my i you we they not no very but and or to of for in on with "

@@ -15,6 +15,7 @@ import json
 import random
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,33 @@ def three_way_split(
         else:
             (dev if b < val_fraction * dev_fraction else test).append(ex)
     return train, dev, test
+
+
+def label_counts(examples: list[Example], taxonomy: Taxonomy) -> dict[str, dict[str, int]]:
+    """Per task, how many rows carry each label (``-``: a multi-label row with none),
+    most common first; rows without the task's label are not counted."""
+    out: dict[str, dict[str, int]] = {}
+    for task in taxonomy:
+        c: Counter[str] = Counter()
+        for ex in examples:
+            values = ex.labels.get(task.name)
+            if values is None:
+                continue
+            for v in values or [NO_LABEL]:
+                c[v] += 1
+        if c:
+            out[task.name] = dict(c.most_common())
+    return out
+
+
+def label_shares(examples: list[Example], taxonomy: Taxonomy) -> dict[str, dict[str, float]]:
+    """``label_counts`` as shares of each task's labels (a model records those of its
+    training rows: what its label drift is measured against)."""
+    out = {}
+    for task, counts in label_counts(list({id(e): e for e in examples}.values()), taxonomy).items():
+        total = sum(counts.values())
+        out[task] = {label: round(n / total, 5) for label, n in counts.items()}
+    return out
 
 
 def targets(examples: list[Example], taxonomy: Taxonomy) -> dict[str, torch.Tensor]:

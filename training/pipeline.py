@@ -19,6 +19,7 @@ from training.corpus import load_corpus
 from training.data import (
     DataError,
     Example,
+    label_shares,
     read_labelled,
     targets,
     three_way_split,
@@ -303,6 +304,7 @@ def run(
         "validation_per_source": per_source,
         "history": pre_history + result["history"],
         "train_rows": len(train_rows),
+        "label_distribution": label_shares(unique_train, taxonomy),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     model.save_pretrained(out_dir)

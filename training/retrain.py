@@ -57,6 +57,8 @@ from training.data import (
     DataError,
     Example,
     _rows,
+    label_counts,
+    label_shares,
     normalise_for_hash,
     read_labelled,
     targets,
@@ -164,17 +166,7 @@ def write_labelled(path: Path, examples: list[Example], taxonomy) -> None:
 
 def summarise(examples: list[Example], taxonomy) -> dict[str, Any]:
     """Counts, label distribution per task, languages, sources, labelling dates."""
-    dist: dict[str, dict[str, int]] = {}
-    for task in taxonomy:
-        c: Counter[str] = Counter()
-        for ex in examples:
-            values = ex.labels.get(task.name)
-            if values is None:
-                continue
-            for v in values or ["-"]:
-                c[v] += 1
-        if c:
-            dist[task.name] = dict(c.most_common())
+    dist = label_counts(examples, taxonomy)
     dates = sorted(ex.meta["labelled_at"] for ex in examples if ex.meta.get("labelled_at"))
     return {
         "rows": len(examples),
@@ -632,6 +624,7 @@ def retrain(
         "retrain": {"candidate": cand_metrics, "active": active_metrics, "parent": parent.name},
         "history": history["history"],
         "train_rows": len(train_rows),
+        "label_distribution": label_shares(train_rows, taxonomy),
     }
     model.save_pretrained(staged)
     write_labelled(staged / "retrain" / "tickets.jsonl", train_tickets + holdout, taxonomy)

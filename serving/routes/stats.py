@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
 
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import Timestamp
+from serving.signals import SignalConfig, alert_view, current, training_distribution
 from serving.stats import agent_stats, queue_kpis, resolver
-from serving.store import as_utc
+from serving.store import SignalAlert, as_utc
 from serving.surveys import csat_figures
 from serving.tickets import buyer_message_late_rates
 
@@ -67,3 +69,26 @@ def stats_kpis(
         "buyer_messages_late_response": late,
         "csat": {k: satisfaction[k] for k in ("overall", "issue_types", "weeks")},
     }
+
+
+@router.get("/v1/stats/signals")
+def stats_signals(
+    alerts: int = Query(50, ge=0, le=500, description="How many recent alerts to list."),
+    svc: Services = Depends(services),
+    _: Principal = Depends(agent_role),
+) -> dict:
+    """What asks for attention beyond single tickets, as of now: issue-type spikes per
+    product; per language, shifts in the share of negative and of high-or-critical
+    messages (recent week against the four before, every test with its figures); per
+    task, the drift of the model's labels in the last full week from its training rows
+    (population stability index); and the alerts sent for them (``serving.signals``)."""
+    with svc.sessions() as s:
+        out = current(
+            s,
+            svc.clock(),
+            SignalConfig.from_settings(svc.settings),
+            training_distribution(svc.predictor),
+        )
+        rows = s.scalars(select(SignalAlert).order_by(SignalAlert.id.desc()).limit(alerts))
+        out["alerts"] = [alert_view(a) for a in rows]
+    return out

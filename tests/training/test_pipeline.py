@@ -60,6 +60,10 @@ def test_train_command_end_to_end(tmp_path, tiny_backbone_dir):
     m = pred.model
     assert m.train_config["epochs"] == 3 and m.train_config["data"][1]["weight"] == 0.5
     assert set(m.metrics["validation_per_source"]) == {"toy_en", "toy_zh"}
+    # the training rows' label shares: what label drift is measured against
+    shares = m.metrics["label_distribution"]
+    assert set(shares["sentiment"]) <= {"negative", "neutral", "positive"}
+    assert all(abs(sum(t.values()) - 1) < 1e-3 for t in shares.values())
     assert m.metrics["validation_per_source"]["toy_en"]["sentiment"] > 0.9
     assert (
         "issue_type" not in m.metrics["validation_per_source"]["toy_zh"]

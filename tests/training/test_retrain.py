@@ -260,5 +260,6 @@ def test_retrain_trains_as_the_active_model_was_trained(tiny_model_dir, tmp_path
     assert cand.train_config["bf16"] is True
     epochs = [h for h in cand.metrics["history"] if "epoch" in h]
     assert [h["precision"] for h in epochs] == ["bf16" if bf16_supported() else "fp32"]
+    assert set(cand.metrics["label_distribution"]) >= {"sentiment"}  # for label drift
     emb = lambda model: model.classifier.encoder.get_input_embeddings().weight  # noqa: E731
     assert emb(cand).equal(emb(m))
