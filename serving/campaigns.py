@@ -263,7 +263,7 @@ def validate(
         if name not in FIELDS[kind] or name == "unsubscribe_link":
             known = ", ".join(f for f in FIELDS[kind] if f != "unsubscribe_link")
             raise CampaignInvalid(
-                f"fallbacks.{name}: not a placeholder a fallback can stand in for "
+                f"fallbacks: {name!r} is not a placeholder a fallback can stand in for "
                 f"(placeholders: {known})"
             )
         if not isinstance(text, str) or not text.strip() or len(text) > 200:

@@ -46,6 +46,7 @@ CampaignName = identifier(Campaign.name, min_length=1)
 CampaignSubject = bounded_text(Campaign.subject)
 CampaignBody = free_text(min_length=1, max_length=50_000)
 OrderCustomerName = bounded_text(Order.customer_name)
+FallbackText = free_text(min_length=1, max_length=200)
 ProductName = bounded_text(Order.product_name)
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class CampaignIn(RequestBody):
     )
     subject: CampaignSubject | None = None
     body: CampaignBody
-    fallbacks: dict[str, str] = Field(
+    fallbacks: dict[str, FallbackText] = Field(
         default_factory=dict,
         description="What a placeholder says for a customer without a value, e.g. "
         '{"customer_name": "there"}; without one the message lists it in "missing".',

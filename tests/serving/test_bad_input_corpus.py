@@ -142,6 +142,8 @@ EXAMPLES: dict[tuple[str, str], list[Any]] = {
                     "product_id": "B0CORPUS",
                     "marketplace": "amazon.de",
                     "delivered_at": NOW,
+                    "customer_name": "Ann Lee",
+                    "product_name": "Green kettle",
                 }
             ]
         }
@@ -162,7 +164,8 @@ EXAMPLES: dict[tuple[str, str], list[Any]] = {
                 "no_negative_days": 30,
             },
             "subject": "Thank you",
-            "body": "Hello {customer_id}, thank you.",
+            "body": "Hello {customer_name}, thank you.",
+            "fallbacks": {"customer_name": "there"},
         },
         {
             "name": "corpus review request",
