@@ -806,7 +806,7 @@ def export_messages(
             default=str,
         )
     buf = io.StringIO()
-    fields = ["customer_id", "email", "order_id", "channel", "subject", "body"]
+    fields = ["customer_id", "email", "order_id", "channel", "subject", "body", "unsubscribe_url"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for m in messages:

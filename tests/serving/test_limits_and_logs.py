@@ -567,13 +567,19 @@ def test_campaign_run_export_redacted(seller, planned, clock):  # noqa: F811
     alias = pseudonym(customer, "customer")
     assert message["customer_id"] == alias and message["email"] == "<email>"
     assert message["subject"] == f"News for {alias}"
-    assert message["body"] == f"Hi {alias} (<email>), our kettle now comes in green."
+    assert message["body"] == (
+        f"Hi {alias} (<email>), our kettle now comes in green.\n\n"
+        "To stop receiving these e-mails: <unsubscribe-link>"
+    )
+    assert message["unsubscribe_url"] == "<unsubscribe-link>"
     rows = list(
         csv.DictReader(
             io.StringIO(desk.admin.export_campaign_run(campaign["id"], run["id"], "csv", True))
         )
     )
-    assert [(r["customer_id"], r["email"]) for r in rows] == [(alias, "<email>")]
+    assert [(r["customer_id"], r["email"], r["unsubscribe_url"]) for r in rows] == [
+        (alias, "<email>", "<unsubscribe-link>")
+    ]
 
 
 def test_redacted_campaign_message_masks_order_ids_not_words():

@@ -51,6 +51,7 @@ ROUTE_ROLES = {
     "/v1/customers/{customer_id}": "agent",
     "/v1/stats/agents": "agent",
     "/v1/stats/kpis": "agent",
+    "/v1/stats/signals": "agent",
     "/v1/products/insights": "agent",
     "/v1/products/{product_id}/insights": "agent",
     "/v1/keys": "admin",
