@@ -37,6 +37,7 @@ serve: $(STAMP)
 	$(BIN)/carelens serve --model $(MODEL_DIR) --build-missing
 
 test: $(STAMP)
+	bash .ci/system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -9,11 +9,13 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from model.paths import carelens_home
@@ -35,6 +37,7 @@ from serving.outbox import SmtpConfig, deliver_due
 from serving.redact import install_log_redaction
 from serving.routes import admin, customers, messages, reviews, stats, tickets
 from serving.routes import campaigns as campaign_routes
+from serving.routes import console as console_routes
 from serving.routes import labeling as labeling_routes
 from serving.routes import models as model_routes
 from serving.routes import products as product_routes
@@ -48,6 +51,7 @@ from serving.store import CHANNELS, utcnow
 from serving.templates import load_file_templates
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"  # the console's CSS and JavaScript
 
 
 class NotReady(BaseModel):
@@ -279,5 +283,7 @@ def create_app(
     app.include_router(product_routes.router)
     app.include_router(survey_routes.router)
     app.include_router(unsubscribe_routes.router)
+    app.include_router(console_routes.router)
+    app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.include_router(return_routes.router)
     return app

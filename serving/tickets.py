@@ -219,7 +219,11 @@ def list_tickets(
     return list(session.scalars(q))
 
 
-def queue_overview(session: Session, routing: RoutingConfig, now: datetime) -> list[dict[str, Any]]:
+def queue_overview(
+    session: Session, routing: RoutingConfig, now: datetime, lead: timedelta = timedelta(hours=2)
+) -> list[dict[str, Any]]:
+    """Per queue: depth, unclaimed, oldest unclaimed, waiting, breached, due within
+    ``lead`` (not yet late), late-response rates."""
     out = []
     for name, description in routing.queues.items():
         active = list(
@@ -240,6 +244,11 @@ def queue_overview(session: Session, routing: RoutingConfig, now: datetime) -> l
                 "waiting_on_customer": len(waiting),
                 "breached": sum(
                     1 for t in active if t.first_response_at is None and now > t.sla_due_at
+                ),
+                "due_soon": sum(
+                    1
+                    for t in active
+                    if t.first_response_at is None and now <= t.sla_due_at <= now + lead
                 ),
                 "late_response_rate": late_response_rates(session, now, queue=name),
             }

@@ -3,7 +3,7 @@ resolve, no-response-needed, label corrections and their export."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -49,6 +49,10 @@ class QueueInfo(BaseModel):
     oldest_unclaimed_at: datetime | None
     waiting_on_customer: int = Field(description="Tickets answered and waiting on the customer.")
     breached: int = Field(description="Active tickets past their deadline with no response.")
+    due_soon: int = Field(
+        0,
+        description="Active tickets with no response due within CARELENS_SLA_ALERT_LEAD_HOURS.",
+    )
     late_response_rate: dict[str, float | None] = Field(
         description="Share of tickets due in the last 7/30/90 days answered late or not at all."
     )
@@ -182,9 +186,11 @@ def _ticket_action(svc: Services, ticket_id: int, fn, lang: str) -> TicketOut:
 def list_queues(
     svc: Services = Depends(services), _: Principal = Depends(agent_role)
 ) -> list[QueueInfo]:
-    """Every queue: depth, unclaimed, oldest unclaimed, breached, late-response rates."""
+    """Every queue: depth, unclaimed, oldest unclaimed, breached, due soon, late-response
+    rates."""
     with svc.sessions() as s:
-        return [QueueInfo(**q) for q in queue_overview(s, svc.routing, svc.clock())]
+        lead = timedelta(hours=svc.settings.sla_alert_lead_hours)
+        return [QueueInfo(**q) for q in queue_overview(s, svc.routing, svc.clock(), lead)]
 
 
 @router.get("/v1/queues/{queue}/tickets", response_model=list[TicketOut])

@@ -1,0 +1,590 @@
+"""The agent console at ``/console``: server-rendered pages (Jinja2, ``serving/pages/
+console``) with a little JavaScript (``serving/static``), in English or Chinese.
+
+Every page and action calls the API's own route functions with the signed-in key's
+principal, so the console follows the same rules, leases and validation as the API
+(an API refusal becomes a message on the page). Sign-in: ``serving.console``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from serving.console import (
+    COOKIE,
+    LANG_COOKIE,
+    SESSION_HOURS,
+    ConsoleSession,
+    SignInError,
+    csrf_ok,
+    first,
+    form_of,
+    session_of,
+    sign_in,
+)
+from serving.db import retry_read
+from serving.deps import Services, language_of, services
+from serving.routes import customers as customer_routes
+from serving.routes import reviews as review_routes
+from serving.routes import templates as template_routes
+from serving.routes import tickets as ticket_routes
+from serving.routes.pages import page
+
+router = APIRouter(include_in_schema=False)
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "console": "carelens console",
+        "queues": "Queues",
+        "reviews": "Reviews",
+        "sign_in": "Sign in",
+        "sign_out": "Sign out",
+        "key": "API key (agent or admin)",
+        "signed_in_as": "Signed in as",
+        "queue": "Queue",
+        "depth": "Open",
+        "unclaimed": "Unclaimed",
+        "oldest": "Oldest unclaimed",
+        "due_soon": "Due soon",
+        "breached": "Late",
+        "waiting": "Waiting on customer",
+        "claim_next": "Claim next",
+        "claim": "Claim",
+        "release": "Release",
+        "open": "Open",
+        "ticket": "Ticket",
+        "state": "State",
+        "priority": "Priority",
+        "due": "Due",
+        "labels": "Labels",
+        "message": "Message",
+        "subject": "Subject",
+        "received": "Received",
+        "from": "Reply to",
+        "order": "Order",
+        "product": "Product",
+        "rating": "Stars",
+        "attachments": "Attachments",
+        "rule_hits": "Rules",
+        "needs_review": "Needs review",
+        "confidence": "confidence",
+        "customer": "Customer history",
+        "no_customer": "No customer id on this message.",
+        "suggested": "Suggested replies",
+        "no_suggestions": "No template fits this ticket.",
+        "reply": "Reply",
+        "send": "Send reply",
+        "wait": "Wait for the customer's answer",
+        "resolve": "Resolve",
+        "no_response": "No response needed",
+        "draft": "Automatic draft",
+        "send_draft": "Send the draft",
+        "correct": "Correct the labels",
+        "save_labels": "Save labels",
+        "history": "History",
+        "empty_queue": "Nothing to do in this queue.",
+        "nothing_to_claim": "Nothing to claim in this queue.",
+        "handled": "Handled",
+        "mark_handled": "Mark handled",
+        "note": "Note",
+        "unhandled_first": "Unhandled negative reviews first.",
+        "filter": "Filter",
+        "stars": "Stars",
+        "all": "all",
+        "no_reviews": "No reviews.",
+        "not_found": "Not found.",
+        "forbidden": "Forbidden.",
+        "expired_form": "The form expired: reload the page and try again.",
+        "done": "Done.",
+        "late": "late",
+        "keys_help": "Keys: j/k move, Enter opens, c claims, r replies.",
+        "by": "by",
+        "model": "model",
+        "rule": "rule",
+        "agent": "agent",
+        "messages": "Messages",
+        "open_tickets": "open tickets",
+    },
+    "zh": {
+        "console": "carelens 客服台",
+        "queues": "队列",
+        "reviews": "评价",
+        "sign_in": "登录",
+        "sign_out": "退出",
+        "key": "API 密钥（客服或管理员）",
+        "signed_in_as": "当前用户",
+        "queue": "队列",
+        "depth": "未结",
+        "unclaimed": "未认领",
+        "oldest": "最早未认领",
+        "due_soon": "即将超时",
+        "breached": "已超时",
+        "waiting": "等待顾客回复",
+        "claim_next": "认领下一个",
+        "claim": "认领",
+        "release": "释放",
+        "open": "打开",
+        "ticket": "工单",
+        "state": "状态",
+        "priority": "优先级",
+        "due": "截止",
+        "labels": "标签",
+        "message": "消息",
+        "subject": "主题",
+        "received": "收到时间",
+        "from": "回复地址",
+        "order": "订单",
+        "product": "商品",
+        "rating": "星级",
+        "attachments": "附件",
+        "rule_hits": "规则",
+        "needs_review": "需要复核",
+        "confidence": "置信度",
+        "customer": "顾客历史",
+        "no_customer": "此消息没有顾客编号。",
+        "suggested": "推荐回复",
+        "no_suggestions": "没有适合此工单的模板。",
+        "reply": "回复",
+        "send": "发送回复",
+        "wait": "等待顾客回复",
+        "resolve": "解决",
+        "no_response": "无需回复",
+        "draft": "自动草稿",
+        "send_draft": "发送草稿",
+        "correct": "修正标签",
+        "save_labels": "保存标签",
+        "history": "记录",
+        "empty_queue": "此队列暂无待办。",
+        "nothing_to_claim": "此队列没有可认领的工单。",
+        "handled": "已处理",
+        "mark_handled": "标记为已处理",
+        "note": "备注",
+        "unhandled_first": "未处理的差评排在最前。",
+        "filter": "筛选",
+        "stars": "星级",
+        "all": "全部",
+        "no_reviews": "没有评价。",
+        "not_found": "未找到。",
+        "forbidden": "无权访问。",
+        "expired_form": "表单已过期：请刷新页面后重试。",
+        "done": "已完成。",
+        "late": "已超时",
+        "keys_help": "快捷键：j/k 移动，Enter 打开，c 认领，r 回复。",
+        "by": "由",
+        "model": "模型",
+        "rule": "规则",
+        "agent": "客服",
+        "messages": "消息数",
+        "open_tickets": "未结工单",
+    },
+}
+STATE_NAMES = {
+    "en": {
+        "open": "open",
+        "claimed": "claimed",
+        "waiting_on_customer": "waiting on customer",
+        "resolved": "resolved",
+        "no_response_needed": "no response needed",
+    },
+    "zh": {
+        "open": "待处理",
+        "claimed": "处理中",
+        "waiting_on_customer": "等待顾客",
+        "resolved": "已解决",
+        "no_response_needed": "无需回复",
+    },
+}
+
+
+def _lang(request: Request) -> str:
+    chosen = request.cookies.get(LANG_COOKIE)
+    return chosen if chosen in TEXTS else language_of(request.headers.get("accept-language"))
+
+
+def _signed_in(request: Request, svc: Services) -> ConsoleSession | None:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+
+    def lookup():
+        with svc.sessions() as s:
+            return session_of(s, svc.link_secret, token, svc.clock())
+
+    return retry_read(lookup)
+
+
+def _render(
+    request: Request,
+    svc: Services,
+    console: ConsoleSession | None,
+    name: str,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    lang = _lang(request)
+    taxonomy = svc.taxonomy
+    return page(
+        f"console/{name}",
+        status,
+        lang=lang,
+        t=TEXTS[lang],
+        states=STATE_NAMES[lang],
+        tasks={task.name: task for task in taxonomy},
+        names={task.name: task.label_display(lang) for task in taxonomy},
+        task_names={task.name: task.display_name(lang) for task in taxonomy},
+        who=console.principal if console else None,
+        csrf=console.csrf(svc.link_secret) if console else "",
+        path=request.url.path,
+        note=request.query_params.get("note"),
+        error=request.query_params.get("error"),
+        now=svc.clock(),
+        **context,
+    )
+
+
+def _back(path: str, error: str | None = None, note: str | None = None) -> RedirectResponse:
+    """See other: ``path`` with the message to show (an error, or a note)."""
+    sep = "&" if "?" in path else "?"
+    query = f"{sep}error={quote(error)}" if error else (f"{sep}note={quote(note)}" if note else "")
+    return RedirectResponse(path + query, status_code=303)
+
+
+def _detail(exc: HTTPException) -> str:
+    detail = exc.detail
+    return detail if isinstance(detail, str) else str(detail)
+
+
+def _sign_in_page(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/console/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _safe_next(value: str) -> str:
+    return value if value.startswith("/console") and "//" not in value else "/console"
+
+
+# -- sign in and out, language -----------------------------------------------------------
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=307)
+
+
+@router.get("/console/login", response_class=HTMLResponse)
+def login_form(request: Request, svc: Services = Depends(services)) -> HTMLResponse:
+    return _render(
+        request, svc, None, "login.html", next=_safe_next(request.query_params.get("next", ""))
+    )
+
+
+@router.post("/console/login", response_class=HTMLResponse)
+async def login(request: Request, svc: Services = Depends(services)) -> Response:
+    form = await form_of(request)
+    target = _safe_next(first(form, "next"))
+    try:
+        with svc.sessions() as s:
+            _, token = sign_in(s, svc.link_secret, first(form, "key"), svc.clock())
+    except SignInError as exc:
+        status = 403 if "role" in str(exc) else 401
+        return _render(request, svc, None, "login.html", status, next=target, failed=str(exc))
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="strict",
+        secure=svc.settings.public_url.startswith("https://"),
+        path="/console",
+    )
+    return response
+
+
+@router.post("/console/logout")
+async def logout(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    form = await form_of(request)
+    if console is not None and not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        return _back("/console", error=TEXTS[_lang(request)]["expired_form"])
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+@router.get("/console/lang/{lang}")
+def set_lang(lang: str, request: Request) -> Response:
+    target = _safe_next(request.query_params.get("next", "/console"))
+    response = RedirectResponse(target, status_code=303)
+    if lang in TEXTS:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax", path="/console")
+    return response
+
+
+# -- queues and tickets ------------------------------------------------------------------
+
+
+@router.get("/console", response_class=HTMLResponse)
+def queues_page(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    queues = ticket_routes.list_queues(svc=svc, _=console.principal)
+    return _render(request, svc, console, "queues.html", queues=queues)
+
+
+@router.get("/console/queues/{queue}", response_class=HTMLResponse)
+def queue_page(queue: str, request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    try:
+        rows = ticket_routes.list_queue_tickets(
+            queue=queue,
+            include_claimed=True,
+            state=None,
+            limit=100,
+            lang=_lang(request),
+            svc=svc,
+            _=console.principal,
+        )
+    except HTTPException as exc:
+        return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
+    info = next(
+        q for q in ticket_routes.list_queues(svc=svc, _=console.principal) if q.queue == queue
+    )
+    return _render(request, svc, console, "queue.html", queue=info, tickets=rows)
+
+
+@router.post("/console/queues/{queue}/claim")
+async def claim_next(queue: str, request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    form = await form_of(request)
+    back = f"/console/queues/{quote(queue)}"
+    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        return _back(back, error=TEXTS[_lang(request)]["expired_form"])
+    try:
+        got = ticket_routes.claim(queue=queue, lang=_lang(request), svc=svc, who=console.principal)
+    except HTTPException as exc:
+        return _back(back, error=_detail(exc))
+    if got.ticket is None:
+        return _back(back, note=TEXTS[_lang(request)]["nothing_to_claim"])
+    return _back(f"/console/tickets/{got.ticket.id}")
+
+
+def _prediction(svc: Services, message_id: int) -> dict[str, Any] | None:
+    from serving.store import Prediction
+
+    with svc.sessions() as s:
+        row = s.query(Prediction).filter_by(message_id=message_id).one_or_none()
+        return dict(row.output) if row is not None else None
+
+
+def _highlighted(
+    message: dict[str, Any], prediction: dict[str, Any] | None, rule_hits: list[dict[str, Any]]
+) -> list[tuple[str, str | None]]:
+    """The message's text cut into (piece, label or None): the rules' phrases and the
+    evidence of the predicted labels marked (offsets are into what the model read: the
+    subject line, a newline, the text)."""
+    text, subject = message.get("text") or "", message.get("subject")
+    shift = len(subject) + 1 if subject else 0
+    wanted = [(0, h["start"], h["end"], h["rule"]) for h in rule_hits]
+    for task in (prediction or {}).get("tasks", {}).values():
+        wanted += [(1, e["start"], e["end"], e["label"]) for e in task.get("evidence") or []]
+    spans: list[tuple[int, int, str]] = []
+    for _, start, end, label in sorted(wanted):  # rules first, then by position
+        start, end = start - shift, end - shift
+        if 0 <= start < end <= len(text) and all(end <= a or start >= b for a, b, _ in spans):
+            spans.append((start, end, label))
+    out, at = [], 0
+    for start, end, label in sorted(spans):
+        if start > at:
+            out.append((text[at:start], None))
+        out.append((text[start:end], label))
+        at = end
+    if at < len(text):
+        out.append((text[at:], None))
+    return out
+
+
+@router.get("/console/tickets/{ticket_id}", response_class=HTMLResponse)
+def ticket_page(ticket_id: int, request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    who, lang = console.principal, _lang(request)
+    try:
+        ticket = ticket_routes.show_ticket(ticket_id=ticket_id, lang=lang, svc=svc, _=who)
+    except HTTPException as exc:
+        return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
+    message = ticket.message or {}
+    prediction = _prediction(svc, ticket.message_id)
+    history = None
+    if message.get("customer_id"):
+        try:
+            history = customer_routes.customer_history(
+                customer_id=message["customer_id"], svc=svc, _=who
+            )
+        except HTTPException:
+            history = None
+    try:
+        suggestions = template_routes.suggested_replies(
+            ticket_id=ticket_id, customer_name=None, product=None, limit=5, svc=svc, who=who
+        )
+    except HTTPException:
+        suggestions = []
+    return _render(
+        request,
+        svc,
+        console,
+        "ticket.html",
+        ticket=ticket,
+        message=message,
+        prediction=prediction,
+        pieces=_highlighted(message, prediction, ticket.rule_hits),
+        history=history,
+        suggestions=suggestions,
+        mine=ticket.claimed_by_key_id == who.key_id,
+    )
+
+
+@router.get("/console/tickets/{ticket_id}/attachments/{attachment_id}")
+def attachment(
+    ticket_id: int, attachment_id: int, request: Request, svc: Services = Depends(services)
+) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    try:
+        return ticket_routes.download_attachment(
+            ticket_id=ticket_id, attachment_id=attachment_id, svc=svc, _=console.principal
+        )
+    except HTTPException as exc:
+        return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
+
+
+ACTIONS = ("claim", "release", "reply", "resolve", "no-response-needed", "labels", "send-draft")
+
+
+@router.post("/console/tickets/{ticket_id}/{action}")
+async def ticket_action(
+    ticket_id: int, action: str, request: Request, svc: Services = Depends(services)
+) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    back = f"/console/tickets/{ticket_id}"
+    form = await form_of(request)
+    t = TEXTS[_lang(request)]
+    if action not in ACTIONS:
+        return _render(request, svc, console, "error.html", 404, message=t["not_found"])
+    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        return _back(back, error=t["expired_form"])
+    who, lang = console.principal, _lang(request)
+    kw = {"ticket_id": ticket_id, "lang": lang, "svc": svc}
+    try:
+        if action == "claim":
+            ticket_routes.claim_one(**kw, who=who)
+        elif action == "release":
+            ticket_routes.release_ticket(**kw, who=who)
+        elif action == "reply":
+            body = ticket_routes.ReplyIn(
+                text=first(form, "text"), wait_for_customer=first(form, "wait") == "on"
+            )
+            ticket_routes.reply_ticket(**kw, body=body, who=who)
+        elif action == "send-draft":
+            ticket_routes.send_draft(**kw, body=None, who=who)
+        elif action in ("resolve", "no-response-needed"):
+            note = first(form, "note").strip() or None
+            body = ticket_routes.CloseIn(note=note)
+            fn = (
+                ticket_routes.resolve_ticket
+                if action == "resolve"
+                else ticket_routes.no_response_needed
+            )
+            fn(**kw, body=body, who=who)
+        else:  # labels
+            labels: dict[str, str | list[str]] = {}
+            for task in svc.taxonomy:
+                values = [v for v in form.get(task.name, []) if v]
+                if task.is_multilabel:
+                    labels[task.name] = values
+                elif values:
+                    labels[task.name] = values[0]
+            body = ticket_routes.LabelsIn(labels=labels)
+            ticket_routes.post_labels(**kw, body=body, who=who)
+    except HTTPException as exc:
+        return _back(back, error=_detail(exc))
+    except ValueError as exc:  # a form the API's request model refuses
+        return _back(back, error=str(exc).splitlines()[-1] if str(exc) else "invalid form")
+    if action in ("resolve", "no-response-needed", "release"):
+        queue = _queue_of(svc, ticket_id)
+        return _back(f"/console/queues/{quote(queue)}" if queue else "/console", note=t["done"])
+    return _back(back, note=t["done"])
+
+
+def _queue_of(svc: Services, ticket_id: int) -> str | None:
+    from serving.store import Ticket
+
+    with svc.sessions() as s:
+        row = s.get(Ticket, ticket_id)
+        return row.queue if row else None
+
+
+# -- reviews -----------------------------------------------------------------------------
+
+
+@router.get("/console/reviews", response_class=HTMLResponse)
+def reviews_page(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    q = request.query_params
+    product = (q.get("product") or "").strip()[:100] or None
+    stars = [int(s) for s in q.getlist("stars") if s.isdigit() and 1 <= int(s) <= 5]
+    rows = review_routes.list_reviews(
+        product_id=product,
+        customer_id=None,
+        stars=stars or None,
+        sentiment=None,
+        issue_type=None,
+        handled=None,
+        since=None,
+        until=None,
+        limit=100,
+        offset=0,
+        svc=svc,
+        _=console.principal,
+    )
+    return _render(
+        request, svc, console, "reviews.html", reviews=rows, product=product or "", stars=stars
+    )
+
+
+@router.post("/console/reviews/{review_id}/handled")
+async def review_handled(
+    review_id: int, request: Request, svc: Services = Depends(services)
+) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    form = await form_of(request)
+    back = _safe_next(first(form, "next", "/console/reviews"))
+    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        return _back(back, error=TEXTS[_lang(request)]["expired_form"])
+    note = first(form, "note").strip()[:10_000] or None
+    try:
+        review_routes.mark_handled(
+            review_id=review_id,
+            body=review_routes.HandledIn(note=note),
+            svc=svc,
+            who=console.principal,
+        )
+    except HTTPException as exc:
+        return _back(back, error=_detail(exc))
+    return _back(back, note=TEXTS[_lang(request)]["done"])

@@ -1,0 +1,240 @@
+"""The agent console: sign-in, roles, CSRF and every ticket state through the app (SQLite
+and PostgreSQL); a day's work in a real browser (Debian's Chromium driven by Playwright,
+screenshots in ``$CARELENS_HOME/screenshots``). Under CI=true the browser test runs; a
+machine without Chromium skips it with the reason."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import ADMIN_KEY
+
+FIRE = "The charger caught fire after two days! I want a refund."
+
+
+def _sign_in(http, key: str):
+    return http.post(
+        "/console/login", data={"key": key, "next": "/console"}, follow_redirects=False
+    )
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_sign_in_roles_csrf_and_revoked_keys(desk):
+    http = desk.http
+    assert http.get("/", follow_redirects=False).headers["location"] == "/console"
+    r = http.get("/console/reviews", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login?next=/console/reviews"
+    bad = _sign_in(http, "clk_not-a-key")
+    assert bad.status_code == 401 and "unknown or revoked key" in bad.text
+    service = _sign_in(http, desk.service.api_key)
+    assert service.status_code == 403 and "needs an agent or admin key" in service.text
+    ok = _sign_in(http, desk.agent.api_key)
+    assert ok.status_code == 303 and ok.headers["location"] == "/console"
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+    assert desk.agent.api_key not in ok.headers["set-cookie"]  # the key is never in it
+    page = http.get("/console")
+    assert page.status_code == 200 and "alice" in page.text and "escalations" in page.text
+
+    posted = desk.service.post_message(channel="email", text=FIRE, customer_id="c1")
+    tid = posted["ticket_id"]
+    forged = http.post(f"/console/tickets/{tid}/claim", data={"csrf": "x"}, follow_redirects=False)
+    assert forged.status_code == 303 and "error=" in forged.headers["location"]
+    assert desk.agent.ticket(tid)["state"] == "open"  # nothing happened
+    csrf = _csrf(http.get(f"/console/tickets/{tid}").text)
+    claimed = http.post(f"/console/tickets/{tid}/claim", data={"csrf": csrf})
+    assert claimed.status_code == 200
+    assert desk.agent.ticket(tid)["claimed_by"] == "alice"  # the API's claim, the API sees it
+
+    key_id = next(k["id"] for k in desk.admin.list_keys() if k["name"] == "alice")
+    desk.admin.revoke_key(key_id)
+    assert (
+        http.get("/console", follow_redirects=False)
+        .headers["location"]
+        .startswith("/console/login")
+    )
+
+
+def test_every_ticket_state_has_its_page_in_both_languages(desk):
+    http = desk.http
+    _sign_in(http, desk.agent.api_key)
+    tickets = {}
+    for state in ("open", "claimed", "waiting_on_customer", "resolved", "no_response_needed"):
+        posted = desk.service.post_message(
+            channel="email",
+            text=f"Where is my parcel? ({state})",
+            subject="Parcel",
+            customer_id=f"c-{state}",
+            order_id="111-2223334-5556667",
+        )
+        tid = tickets[state] = posted["ticket_id"]
+        if state != "open":
+            desk.agent.claim_ticket(tid)
+        if state == "waiting_on_customer":
+            desk.agent.reply(tid, "It is on its way.", wait_for_customer=True)
+        elif state == "resolved":
+            desk.agent.resolve(tid)
+        elif state == "no_response_needed":
+            desk.agent.no_response_needed(tid)
+    review = desk.service.post_message(
+        channel="review", text="Broke after a week", rating=1, product_id="B0KETTLE"
+    )
+    tickets["review"] = review["ticket_id"]
+    for lang, word in (("en", "Ticket"), ("zh", "工单")):
+        http.get(f"/console/lang/{lang}?next=/console")
+        for state, tid in tickets.items():
+            r = http.get(f"/console/tickets/{tid}")
+            assert r.status_code == 200, (state, r.text[:300])
+            assert f"{word} {tid}" in r.text
+        for path in ("/console", "/console/reviews", "/console/queues/general"):
+            assert http.get(path).status_code == 200, path
+    assert "物流配送" in http.get(f"/console/tickets/{tickets['open']}").text
+    missing = http.get("/console/tickets/999999")
+    assert missing.status_code == 404 and "999999" in missing.text
+    assert http.get("/console/queues/nope").status_code == 404
+    csrf = _csrf(http.get(f"/console/tickets/{tickets['resolved']}").text)
+    r = http.post(
+        f"/console/tickets/{tickets['resolved']}/reply", data={"csrf": csrf, "text": "again"}
+    )
+    assert r.status_code == 200 and "flash error" in r.text  # the API's 409, on the page
+    r = http.post(f"/console/tickets/{tickets['open']}/explode", data={"csrf": csrf})
+    assert r.status_code == 404
+
+
+# -- in a real browser -------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return (
+        os.environ.get("CARELENS_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+
+
+@pytest.fixture
+def served(tiny_model_dir, tmp_path):
+    """The service on a loopback port (uvicorn in a thread), with a few messages."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.client import CarelensClient
+    from serving.settings import Settings
+
+    settings = Settings(
+        model_dir=tiny_model_dir,
+        database_url=f"sqlite:///{tmp_path / 'console.db'}",
+        bootstrap_admin_key=ADMIN_KEY,
+        registry=tmp_path / "registry",
+        jobs_dir=tmp_path / "jobs",
+        sla_alert_poll_seconds=0,
+        secret_key="test-secret-not-secret",
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    with CarelensClient(url, api_key=ADMIN_KEY) as admin:
+        keys = {role: admin.create_key(f"{role}-1", role)["key"] for role in ("agent", "service")}
+        service = admin.with_key(keys["service"])
+        service.post_message(channel="email", text=FIRE, customer_id="c1", subject="Fire!")
+        service.post_message(
+            channel="review", text="Broke after a week", rating=1, product_id="B0K"
+        )
+        service.post_message(channel="review", text="Lovely kettle", rating=5, product_id="B0K")
+        yield url, keys, admin
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.mark.skipif(
+    _chromium() is None and os.environ.get("CI") != "true",
+    reason="no Chromium (apt-get install chromium); CI installs it",
+)
+def test_a_day_in_the_console_in_chromium(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, keys, admin = served
+    shots = Path(os.environ.get("CARELENS_HOME", "var")) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        page.goto(url + "/")
+        expect(page).to_have_url(re.compile(r"/console/login"))
+        page.screenshot(path=shots / "login.png")
+        page.fill("#key", keys["agent"])
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("Queues")
+        page.screenshot(path=shots / "queues.png", full_page=True)
+        page.click("a[href='/console/queues/escalations']")
+        expect(page.locator("h1")).to_contain_text("escalations")
+        page.screenshot(path=shots / "queue.png", full_page=True)
+
+        page.keyboard.press("c")  # claim the top ticket
+        expect(page.locator("h1")).to_have_text(re.compile(r"Ticket \d+"))
+        tid = int(page.locator("h1").inner_text().split()[-1])
+        expect(page.get_by_role("button", name="Release")).to_be_visible()
+        expect(page.locator("mark", has_text="caught fire")).to_be_visible()
+        page.screenshot(path=shots / "ticket.png", full_page=True)
+
+        page.click("details.correct summary")
+        for box in page.locator("input[name=issue_type]").all():
+            box.uncheck()
+        page.check("input[name=issue_type][value=refund_return]")
+        page.check("input[name=issue_type][value=safety_hazard]")
+        page.check("input[name=sentiment][value=negative]")
+        page.click("text=Save labels")
+        expect(page.locator(".flash.note")).to_be_visible()
+        labels = admin.ticket(tid)["labels"]
+        assert sorted(labels["issue_type"]) == ["refund_return", "safety_hazard"]
+        assert labels["sentiment"] == ["negative"]
+
+        page.keyboard.press("r")
+        page.fill("#reply-text", "We are sorry: please do not use it. A refund is on its way.")
+        page.click("text=Send reply")
+        expect(page.locator(".flash.note")).to_be_visible()
+        assert admin.ticket(tid)["first_response_at"] is not None
+        page.click("button:has-text('Resolve')")
+        expect(page.locator("h1")).to_contain_text("escalations")
+        assert admin.ticket(tid)["state"] == "resolved"
+        expect(page.locator(f"a[href='/console/tickets/{tid}']")).to_have_count(0)
+
+        page.click("a[lang=zh]")
+        expect(page.locator("h1")).to_contain_text("队列")
+        page.goto(url + "/console/reviews")
+        expect(page.locator("h1")).to_have_text("评价")
+        first = page.locator("table.list tbody tr").first
+        expect(first).to_contain_text("Broke after a week")  # unhandled negative first
+        first.locator("input[name=note]").fill("replied publicly")
+        first.locator("button").click()
+        expect(page.locator(".flash.note")).to_be_visible()
+        expect(page.locator("table.list tbody tr", has_text="Broke after a week")).to_contain_text(
+            "replied publicly"
+        )
+        page.screenshot(path=shots / "reviews_zh.png", full_page=True)
+        page.goto(url + "/console")
+        page.screenshot(path=shots / "queues_zh.png", full_page=True)
+
+        wrong = browser.new_page()
+        wrong.goto(url + "/console/login")
+        wrong.fill("#key", keys["service"])
+        wrong.click("button[type=submit]")
+        expect(wrong.locator(".flash.error")).to_contain_text("agent or admin")
+        browser.close()
