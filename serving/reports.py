@@ -58,6 +58,12 @@ def _colors(names: list[str]) -> dict[str, Any]:
 def issue_mix_chart(
     products: list[dict[str, Any]], path: Path, title: str, t: dict[str, str] | None = None
 ) -> None:
+    issue_mix_figure(products, title, t).savefig(path, dpi=110)
+
+
+def issue_mix_figure(
+    products: list[dict[str, Any]], title: str, t: dict[str, str] | None = None
+) -> Figure:
     """Stacked bars: per product, the share of its messages with each issue type
     (multi-label: a bar can pass 100%), plus those with no issue. ``t``: the texts
     (``PRODUCT_TEXTS``) and issue types' display names."""
@@ -96,7 +102,7 @@ def issue_mix_chart(
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def trends_chart(
@@ -106,6 +112,15 @@ def trends_chart(
     title: str,
     t: dict[str, str] | None = None,
 ) -> None:
+    trends_figure(products, spikes, title, t).savefig(path, dpi=110)
+
+
+def trends_figure(
+    products: list[dict[str, Any]],
+    spikes: list[dict[str, Any]],
+    title: str,
+    t: dict[str, str] | None = None,
+) -> Figure:
     """One panel per product: each week's share of its top issue types (weeks end at the
     report's end, so the last point is the spike test's recent window, shaded when a
     spike is flagged; flagged issue types drawn thick)."""
@@ -144,6 +159,8 @@ def trends_chart(
         for s in spikes:
             if s["product_id"] == p["product_id"]:
                 ax.axvspan(s["window_start"], s["window_end"], color="red", alpha=0.08)
+        if p["series"]:  # every week, even where a week has no point to draw
+            ax.set_xlim(p["series"][0]["start"], p["series"][-1]["end"])
         ax.set_xticks([r["end"] for r in p["series"]])
         ax.xaxis.set_major_formatter(DateFormatter("%b %d"))
         ax.set_title(f"{p['product_id']} (n={p['messages']})", fontsize=10)
@@ -153,7 +170,7 @@ def trends_chart(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.suptitle(title + t["weeks_end"])
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 PRODUCT_TEXTS: dict[str, dict[str, str]] = {
@@ -361,6 +378,23 @@ def _sla_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
     ax.tick_params(axis="x", labelrotation=30)
 
 
+def kpi_figure(
+    kind: str, agents: list[dict[str, Any]], queues: list[dict[str, Any]], period: str
+) -> Figure:
+    """Per agent and per queue, side by side: ``first_response`` (median and p90 hours)
+    or ``sla_met`` (share answered by the deadline)."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    a1, a2 = fig.subplots(1, 2)
+    chart, title = {
+        "first_response": (_hours_chart, "First-response time"),
+        "sla_met": (_sla_chart, "First response within the SLA"),
+    }[kind]
+    chart(a1, agents, "agent", "per agent")
+    chart(a2, queues, "queue", "per queue")
+    fig.suptitle(f"{title}, {period}")
+    return fig
+
+
 def kpis_report(
     session: Session,
     out: Path,
@@ -376,18 +410,10 @@ def kpis_report(
     period = f"{since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC"
     files = []
     if agents or kpis:
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        a1, a2 = fig.subplots(1, 2)
-        _hours_chart(a1, agents, "agent", "per agent")
-        _hours_chart(a2, kpis, "queue", "per queue")
-        fig.suptitle(f"First-response time, {period}")
-        fig.savefig(out / "first_response.png", dpi=110)
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
-        a1, a2 = fig.subplots(1, 2)
-        _sla_chart(a1, agents, "agent", "per agent")
-        _sla_chart(a2, kpis, "queue", "per queue")
-        fig.suptitle(f"First response within the SLA, {period}")
-        fig.savefig(out / "sla_met.png", dpi=110)
+        kpi_figure("first_response", agents, kpis, period).savefig(
+            out / "first_response.png", dpi=110
+        )
+        kpi_figure("sla_met", agents, kpis, period).savefig(out / "sla_met.png", dpi=110)
         files = ["first_response.png", "sla_met.png"]
     md = [
         f"# Support KPIs\n\nPeriod: {period}. Tickets with an agent action (reply, "

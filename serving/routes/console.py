@@ -41,6 +41,26 @@ TEXTS: dict[str, dict[str, str]] = {
         "console": "carelens console",
         "queues": "Queues",
         "reviews": "Reviews",
+        "products": "Products",
+        "team": "Team",
+        "worst_first": "Products with the largest share of negative messages first; spikes flagged.",
+        "spikes": "Spikes",
+        "negative": "Negative",
+        "mean_stars": "Mean ★",
+        "top_issues": "Top issues",
+        "no_products": "No messages with a product id yet.",
+        "agents": "Agents",
+        "handled_tickets": "Handled",
+        "first_response": "First response h (median / p90)",
+        "resolution": "Resolution h (median)",
+        "sla_met": "SLA met",
+        "reopened": "Reopened",
+        "csat": "CSAT (answered, mean ★)",
+        "late_rate": "Late responses 7 / 30 / 90 d",
+        "buyer_late": "Buyer messages answered late (as Amazon counts them)",
+        "shop": "Shop",
+        "period_30": "The last 30 days.",
+        "expected": "expected",
         "sign_in": "Sign in",
         "sign_out": "Sign out",
         "key": "API key (agent or admin)",
@@ -113,6 +133,26 @@ TEXTS: dict[str, dict[str, str]] = {
         "console": "carelens 客服台",
         "queues": "队列",
         "reviews": "评价",
+        "products": "商品",
+        "team": "团队",
+        "worst_first": "负面消息占比最高的商品排在最前；标出异常上升。",
+        "spikes": "异常上升",
+        "negative": "负面",
+        "mean_stars": "平均星级",
+        "top_issues": "主要问题",
+        "no_products": "还没有带商品编号的消息。",
+        "agents": "客服",
+        "handled_tickets": "处理数",
+        "first_response": "首次响应小时（中位数 / p90）",
+        "resolution": "解决小时（中位数）",
+        "sla_met": "按时响应",
+        "reopened": "重新打开",
+        "csat": "满意度（回复数，平均星级）",
+        "late_rate": "迟复率 7 / 30 / 90 天",
+        "buyer_late": "买家消息迟复率（亚马逊口径）",
+        "shop": "全店",
+        "period_30": "最近 30 天。",
+        "expected": "预期",
         "sign_in": "登录",
         "sign_out": "退出",
         "key": "API 密钥（客服或管理员）",
@@ -588,3 +628,97 @@ async def review_handled(
     except HTTPException as exc:
         return _back(back, error=_detail(exc))
     return _back(back, note=TEXTS[_lang(request)]["done"])
+
+
+# -- products and team ---------------------------------------------------------------------
+
+
+def _png(fig) -> Response:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _products(svc: Services, who, series: bool = False) -> dict[str, Any]:
+    from serving.routes import products as product_routes
+
+    return product_routes.products_insights(
+        since=None,
+        until=None,
+        sort="negative_share",
+        order="desc",
+        min_messages=1,
+        series=series,
+        bucket="week",
+        limit=50,
+        offset=0,
+        spike=product_routes.SpikeParams(None, None, None, None, None),
+        svc=svc,
+        _=who,
+    )
+
+
+@router.get("/console/products", response_class=HTMLResponse)
+def products_page(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    data = _products(svc, console.principal)
+    rows = sorted(data["products"], key=lambda p: not p["spikes"])  # spiking first
+    return _render(request, svc, console, "products.html", data=data, products=rows)
+
+
+@router.get("/console/products/{kind}.png")
+def products_chart(kind: str, request: Request, svc: Services = Depends(services)) -> Response:
+    from model.charts import chart_fonts, chart_lang
+    from serving.reports import issue_mix_figure, product_texts, trends_figure
+
+    console = _signed_in(request, svc)
+    if console is None or kind not in ("mix", "trends"):
+        return Response(status_code=404)
+    data = _products(svc, console.principal, series=True)
+    if not data["products"]:
+        return Response(status_code=404)
+    lang = chart_lang(_lang(request))
+    t = product_texts(svc.taxonomy, lang)
+    spikes = [s for p in data["products"] for s in p["spikes"]]
+    with chart_fonts(lang):
+        if kind == "mix":
+            fig = issue_mix_figure(data["products"][:12], t["mix_title"], t)
+        else:
+            fig = trends_figure(data["products"][:6], spikes, t["trends_title"], t)
+        return _png(fig)
+
+
+def _team(svc: Services, who) -> tuple[dict[str, Any], dict[str, Any]]:
+    from serving.routes import stats as stats_routes
+
+    agents = stats_routes.stats_agents(since=None, until=None, svc=svc, _=who)
+    kpis = stats_routes.stats_kpis(since=None, until=None, svc=svc, _=who)
+    return agents, kpis
+
+
+@router.get("/console/team", response_class=HTMLResponse)
+def team_page(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    agents, kpis = _team(svc, console.principal)
+    return _render(request, svc, console, "team.html", agents=agents, kpis=kpis)
+
+
+@router.get("/console/team/{kind}.png")
+def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -> Response:
+    from serving.reports import kpi_figure
+
+    console = _signed_in(request, svc)
+    if console is None or kind not in ("first_response", "sla_met"):
+        return Response(status_code=404)
+    agents, kpis = _team(svc, console.principal)
+    queues = [q for q in kpis["queues"] if q["tickets_handled"]]
+    if not agents["agents"] and not queues:
+        return Response(status_code=404)
+    period = f"{agents['since']:%Y-%m-%d} – {agents['until']:%Y-%m-%d}"
+    return _png(kpi_figure(kind, agents["agents"], queues, period))

@@ -65,7 +65,7 @@ def test_sign_in_roles_csrf_and_revoked_keys(desk):
     )
 
 
-def test_every_ticket_state_has_its_page_in_both_languages(desk):
+def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
     http = desk.http
     _sign_in(http, desk.agent.api_key)
     tickets = {}
@@ -90,14 +90,24 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk):
         channel="review", text="Broke after a week", rating=1, product_id="B0KETTLE"
     )
     tickets["review"] = review["ticket_id"]
+    clock.advance(minutes=1)  # the figures count messages received before now
     for lang, word in (("en", "Ticket"), ("zh", "工单")):
         http.get(f"/console/lang/{lang}?next=/console")
         for state, tid in tickets.items():
             r = http.get(f"/console/tickets/{tid}")
             assert r.status_code == 200, (state, r.text[:300])
             assert f"{word} {tid}" in r.text
-        for path in ("/console", "/console/reviews", "/console/queues/general"):
+        for path in (
+            "/console",
+            "/console/reviews",
+            "/console/queues/general",
+            "/console/products",
+            "/console/team",
+        ):
             assert http.get(path).status_code == 200, path
+        for chart in ("products/mix", "products/trends", "team/first_response", "team/sla_met"):
+            png = http.get(f"/console/{chart}.png")
+            assert png.status_code == 200 and png.content[:4] == b"\x89PNG", chart
     assert "物流配送" in http.get(f"/console/tickets/{tickets['open']}").text
     missing = http.get("/console/tickets/999999")
     assert missing.status_code == 404 and "999999" in missing.text
@@ -231,6 +241,12 @@ def test_a_day_in_the_console_in_chromium(served):
         page.screenshot(path=shots / "reviews_zh.png", full_page=True)
         page.goto(url + "/console")
         page.screenshot(path=shots / "queues_zh.png", full_page=True)
+        for name in ("products", "team"):
+            page.goto(f"{url}/console/{name}")
+            page.wait_for_function(  # every chart drawn (a PNG the server made)
+                "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            page.screenshot(path=shots / f"{name}_zh.png", full_page=True)
 
         wrong = browser.new_page()
         wrong.goto(url + "/console/login")
