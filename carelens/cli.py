@@ -14,6 +14,7 @@ from model.cli import app as model_app
 from model.cli import bench_predict
 from model.registry_cli import app as models_app
 from serving.bench import bench_api
+from serving.bench_console import bench_console_cmd
 from serving.cli import app as serving_app
 from serving.first_answer import bench_first_answer
 from training import retrain_cli
@@ -37,6 +38,7 @@ bench_app.command("predict")(bench_predict)
 bench_app.command("api")(bench_api)
 bench_app.command("first-answer")(bench_first_answer)
 bench_app.command("autoreply")(bench_autoreply)
+bench_app.command("console")(bench_console_cmd)
 bench_app.command("page")(bench_page)
 app.add_typer(bench_app, name="bench")
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from serving.store import LabelCorrection, Ticket, TicketEvent
 from serving.surveys import csat, csat_figures
-from serving.tickets import is_breached, late_response_rates
+from serving.tickets import TicketFacts, is_breached, late_rates_by, no_rates, ticket_facts
 
 ACTIONS = ("replied", "resolved", "no_response_needed")
 
@@ -44,14 +44,14 @@ def _hours(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def _summary(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
+def _summary(tickets: list[TicketFacts], now: datetime) -> dict[str, Any]:
     frt = [
-        (t.first_response_at - t.message.received_at).total_seconds() / 3600
+        (t.first_response_at - t.received_at).total_seconds() / 3600
         for t in tickets
         if t.first_response_at is not None
     ]
     res = [
-        (t.resolved_at - t.message.received_at).total_seconds() / 3600
+        (t.resolved_at - t.received_at).total_seconds() / 3600
         for t in tickets
         if t.state == "resolved" and t.resolved_at is not None
     ]
@@ -67,7 +67,7 @@ def _summary(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
     }
 
 
-def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Ticket]:
+def _tickets_in(session: Session, since: datetime, until: datetime) -> list[TicketFacts]:
     """Tickets with any agent action in [since, until]. Tickets the routing rules closed
     on arrival (no_response_needed with no actor, e.g. positive reviews) are no one's work."""
     ids = select(TicketEvent.ticket_id).where(
@@ -76,13 +76,7 @@ def _tickets_in(session: Session, since: datetime, until: datetime) -> list[Tick
         TicketEvent.at >= since,
         TicketEvent.at <= until,
     )
-    return list(
-        session.scalars(
-            select(Ticket)
-            .where(Ticket.id.in_(ids))
-            .options(selectinload(Ticket.message), selectinload(Ticket.events))
-        )
-    )
+    return ticket_facts(session, Ticket.id.in_(ids))
 
 
 def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[Agent | None, str]]:
@@ -114,7 +108,7 @@ def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[Ag
 
 def agent_stats(session: Session, since: datetime, until: datetime, now: datetime) -> list[dict]:
     tickets = _tickets_in(session, since, until)
-    by_agent: dict[Agent, list[Ticket]] = {}
+    by_agent: dict[Agent, list[TicketFacts]] = {}
     first_by: dict[int, Agent | None] = {}
     for t in tickets:
         actors = {
@@ -153,7 +147,7 @@ def agent_stats(session: Session, since: datetime, until: datetime, now: datetim
     return out
 
 
-def resolver(ticket: Ticket) -> Agent | None:
+def resolver(ticket: Ticket | TicketFacts) -> Agent | None:
     """Who resolved the ticket last (the agent its satisfaction survey counts for)."""
     last = None
     for e in ticket.events:
@@ -171,6 +165,7 @@ def queue_kpis(
         reopened[queue] = reopened.get(queue, 0) + 1
     satisfaction = csat_figures(session, since, until, resolver)["queues"]
     out = []
+    late = late_rates_by(session, now, Ticket.queue)
     for q in queues:
         mine = [t for t in tickets if t.queue == q]
         out.append(
@@ -178,7 +173,7 @@ def queue_kpis(
                 "queue": q,
                 **_summary(mine, now),
                 "reopened": reopened.get(q, 0),
-                "late_response_rate": late_response_rates(session, now, queue=q),
+                "late_response_rate": late.get(q, no_rates()),
                 "csat": satisfaction.get(q) or csat(0, []),
             }
         )

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.links import SIG_CHARS, sign
-from serving.store import SurveyAnswer, Ticket
+from serving.store import Message, SurveyAnswer, Ticket
 
 
 def _sig(secret: bytes, ticket_id: int) -> str:
@@ -98,28 +98,24 @@ def csat_figures(session: Session, since: datetime, until: datetime, resolver_of
     """CSAT of the tickets resolved in [since, until] (reviews excluded): overall and
     per agent (keyed by ``resolver_of(ticket)``, e.g. (key id, name)), queue, issue
     type and ISO week of the resolution."""
-    from sqlalchemy.orm import selectinload
+    from serving.tickets import ticket_facts
 
-    tickets = [
-        t
-        for t in session.scalars(
-            select(Ticket)
-            .where(
-                Ticket.state == "resolved",
-                Ticket.resolved_at >= since,
-                Ticket.resolved_at <= until,
+    where = (
+        Ticket.state == "resolved",
+        Ticket.resolved_at >= since,
+        Ticket.resolved_at <= until,
+        Message.channel != "review",
+    )
+    tickets = ticket_facts(session, *where)
+    resolved = select(Ticket.id).join(Message, Message.id == Ticket.message_id).where(*where)
+    answers = dict(
+        session.execute(
+            select(SurveyAnswer.ticket_id, SurveyAnswer.stars).where(
+                SurveyAnswer.ticket_id.in_(resolved)
             )
-            .options(selectinload(Ticket.message), selectinload(Ticket.events))
-        )
-        if t.message is not None and t.message.channel != "review"
-    ]
-    answers = {
-        a.ticket_id: a.stars
-        for a in session.scalars(
-            select(SurveyAnswer).where(SurveyAnswer.ticket_id.in_([t.id for t in tickets]))
-        )
-    }
-    groups: dict[str, dict[str, list[Ticket]]] = {
+        ).all()
+    )
+    groups: dict[str, dict[str, list]] = {
         "agents": {},
         "queues": {},
         "issue_types": {},
@@ -135,7 +131,7 @@ def csat_figures(session: Session, since: datetime, until: datetime, resolver_of
         year, week, _ = t.resolved_at.isocalendar()
         groups["weeks"].setdefault(f"{year}-W{week:02d}", []).append(t)
 
-    def of(ts: list[Ticket]) -> dict[str, Any]:
+    def of(ts: list) -> dict[str, Any]:
         return csat(len(ts), [answers[t.id] for t in ts if t.id in answers])
 
     return {

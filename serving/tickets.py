@@ -9,14 +9,17 @@ ticket is claimable again (it shows as ``open``).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
     String,
     and_,
     bindparam,
+    case,
+    func,
     insert,
     literal,
     or_,
@@ -219,40 +222,161 @@ def list_tickets(
     return list(session.scalars(q))
 
 
+class EventFacts(NamedTuple):
+    id: int
+    kind: str
+    actor: str | None
+    actor_key_id: int | None
+    at: datetime
+
+
+@dataclass
+class TicketFacts:
+    """What the figures read of a ticket, without an ORM object: its columns, its
+    message's channel and arrival, its events in order (``ticket_facts``)."""
+
+    id: int
+    queue: str
+    state: str
+    labels: dict[str, Any]
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    sla_due_at: datetime
+    received_at: datetime
+    channel: str
+    events: list[EventFacts] = field(default_factory=list)
+
+
+def ticket_facts(session: Session, *where) -> list[TicketFacts]:
+    """The facts of the tickets matching ``where`` (two queries: tickets with their
+    message's columns, then their events)."""
+    rows = session.execute(
+        select(
+            Ticket.id,
+            Ticket.queue,
+            Ticket.state,
+            Ticket.labels,
+            Ticket.first_response_at,
+            Ticket.resolved_at,
+            Ticket.sla_due_at,
+            Message.received_at,
+            Message.channel,
+        )
+        .join(Message, Message.id == Ticket.message_id)
+        .where(*where)
+        .order_by(Ticket.id)
+    )
+    facts = {r[0]: TicketFacts(*r) for r in rows}
+    if facts:
+        ids = select(Ticket.id).join(Message, Message.id == Ticket.message_id).where(*where)
+        for ticket_id, *event in session.execute(
+            select(
+                TicketEvent.ticket_id,
+                TicketEvent.id,
+                TicketEvent.kind,
+                TicketEvent.actor,
+                TicketEvent.actor_key_id,
+                TicketEvent.at,
+            )
+            .where(TicketEvent.ticket_id.in_(ids))
+            .order_by(TicketEvent.id)
+        ):
+            facts[ticket_id].events.append(EventFacts(*event))
+    return list(facts.values())
+
+
 def queue_overview(
     session: Session, routing: RoutingConfig, now: datetime, lead: timedelta = timedelta(hours=2)
 ) -> list[dict[str, Any]]:
     """Per queue: depth, unclaimed, oldest unclaimed, waiting, breached, due within
-    ``lead`` (not yet late), late-response rates."""
+    ``lead`` (not yet late), late-response rates; counted in the database (one grouped
+    query, and one for the rates)."""
+    unclaimed = or_(
+        Ticket.state == "open", and_(Ticket.state == "claimed", Ticket.lease_expires_at <= now)
+    )
+    unanswered = Ticket.first_response_at.is_(None)
+
+    def count(condition):
+        return func.sum(case((condition, 1), else_=0))
+
+    rows = {
+        r.queue: r
+        for r in session.execute(
+            select(
+                Ticket.queue,
+                func.count().label("depth"),
+                count(unclaimed).label("unclaimed"),
+                func.min(case((unclaimed, Ticket.created_at))).label("oldest"),
+                count(Ticket.state == "waiting_on_customer").label("waiting"),
+                count(and_(unanswered, Ticket.sla_due_at < now)).label("breached"),
+                count(
+                    and_(unanswered, Ticket.sla_due_at >= now, Ticket.sla_due_at <= now + lead)
+                ).label("due_soon"),
+            )
+            .where(Ticket.state.not_in(CLOSED_STATES))
+            .group_by(Ticket.queue)
+        )
+    }
+    late = late_rates_by(session, now, Ticket.queue)
     out = []
     for name, description in routing.queues.items():
-        active = list(
-            session.scalars(
-                select(Ticket).where(Ticket.queue == name, Ticket.state.not_in(CLOSED_STATES))
-            )
-        )
-        unclaimed = [t for t in active if effective_state(t, now) == "open"]
-        oldest = min((t.created_at for t in unclaimed), default=None)
-        waiting = [t for t in active if t.state == "waiting_on_customer"]
+        r = rows.get(name)
         out.append(
             {
                 "queue": name,
                 "description": description,
-                "depth": len(active),
-                "unclaimed": len(unclaimed),
-                "oldest_unclaimed_at": oldest,
-                "waiting_on_customer": len(waiting),
-                "breached": sum(
-                    1 for t in active if t.first_response_at is None and now > t.sla_due_at
-                ),
-                "due_soon": sum(
-                    1
-                    for t in active
-                    if t.first_response_at is None and now <= t.sla_due_at <= now + lead
-                ),
-                "late_response_rate": late_response_rates(session, now, queue=name),
+                "depth": r.depth if r else 0,
+                "unclaimed": int(r.unclaimed or 0) if r else 0,
+                "oldest_unclaimed_at": r.oldest if r else None,
+                "waiting_on_customer": int(r.waiting or 0) if r else 0,
+                "breached": int(r.breached or 0) if r else 0,
+                "due_soon": int(r.due_soon or 0) if r else 0,
+                "late_response_rate": late.get(name, no_rates()),
             }
         )
+    return out
+
+
+def _late(now: datetime):
+    """``is_breached`` in SQL: 1 when the first response was late, or is missing past
+    the deadline (no-response-needed and resolved stop the clock when they were set)."""
+    fr, due, res = Ticket.first_response_at, Ticket.sla_due_at, Ticket.resolved_at
+    return case(
+        (fr.is_not(None), case((fr > due, 1), else_=0)),
+        (
+            Ticket.state.in_(("no_response_needed", "resolved")),
+            case((or_(and_(res.is_(None), due < now), res > due), 1), else_=0),
+        ),
+        (due < now, 1),
+        else_=0,
+    )
+
+
+def no_rates() -> dict[str, float | None]:
+    return {f"{days}d": None for days in LATE_WINDOWS_DAYS}
+
+
+def late_rates_by(session: Session, now: datetime, key=None, *where) -> dict[Any, dict]:
+    """Share of tickets whose first-response deadline fell in the last 7/30/90 days
+    that were answered late or not at all, per value of ``key`` (a column or
+    expression; None: all of them, as ``"all"``), counted in the database."""
+    since = now - timedelta(days=max(LATE_WINDOWS_DAYS))
+    late = _late(now)
+    cols = []
+    for days in LATE_WINDOWS_DAYS:
+        inside = Ticket.sla_due_at >= now - timedelta(days=days)
+        cols += [func.sum(case((inside, 1), else_=0)), func.sum(case((inside, late), else_=0))]
+    q = select(*cols).select_from(Ticket)
+    q = q.where(Ticket.sla_due_at >= since, Ticket.sla_due_at <= now, *where)
+    if key is not None:
+        q = q.add_columns(key).group_by(key)
+    out = {}
+    for row in session.execute(q):
+        rates = {}
+        for k, days in enumerate(LATE_WINDOWS_DAYS):
+            n, n_late = int(row[2 * k] or 0), int(row[2 * k + 1] or 0)
+            rates[f"{days}d"] = round(n_late / n, 4) if n else None
+        out[row[-1] if key is not None else "all"] = rates
     return out
 
 
@@ -261,45 +385,20 @@ def late_response_rates(
 ) -> dict[str, float | None]:
     """Share of tickets whose first-response deadline fell in the last N days that
     were answered late or not at all (no-response-needed in time is not late)."""
-    q = _due_in_windows(now)
-    if queue is not None:
-        q = q.where(Ticket.queue == queue)
-    return _rates(list(session.scalars(q)), now)
+    where = [Ticket.queue == queue] if queue is not None else []
+    return late_rates_by(session, now, None, *where)["all"]
 
 
 def buyer_message_late_rates(session: Session, now: datetime) -> dict[str, Any]:
     """The late-response rate as Amazon counts it: buyer messages (e-mail) only, whose
     24-hour deadline fell in the last 7/30/90 days, shop-wide and per marketplace;
     reviews and chats have their own deadlines and are not counted."""
-    q = (
-        _due_in_windows(now)
-        .join(Message, Message.id == Ticket.message_id)
-        .where(Message.channel == "email")
-        .options(contains_eager(Ticket.message))
-    )
-    tickets = list(session.scalars(q))
-    by_market: dict[str, list[Ticket]] = {}
-    for t in tickets:
-        by_market.setdefault(t.message.marketplace or "unknown", []).append(t)
+    email = [Ticket.message_id == Message.id, Message.channel == "email"]
+    market = func.coalesce(Message.marketplace, "unknown")
     return {
-        "shop": _rates(tickets, now),
-        "marketplaces": {m: _rates(ts, now) for m, ts in sorted(by_market.items())},
+        "shop": late_rates_by(session, now, None, *email)["all"],
+        "marketplaces": dict(sorted(late_rates_by(session, now, market, *email).items())),
     }
-
-
-def _due_in_windows(now: datetime):
-    since = now - timedelta(days=max(LATE_WINDOWS_DAYS))
-    return select(Ticket).where(Ticket.sla_due_at >= since, Ticket.sla_due_at <= now)
-
-
-def _rates(tickets: list[Ticket], now: datetime) -> dict[str, float | None]:
-    rates: dict[str, float | None] = {}
-    for days in LATE_WINDOWS_DAYS:
-        window = [t for t in tickets if t.sla_due_at >= now - timedelta(days=days)]
-        rates[f"{days}d"] = (
-            round(sum(is_breached(t, now) for t in window) / len(window), 4) if window else None
-        )
-    return rates
 
 
 # -- changing ---------------------------------------------------------------------

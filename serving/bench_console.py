@@ -1,0 +1,264 @@
+"""``carelens bench console``: the console's pages over a large store.
+
+A scratch PostgreSQL schema is migrated and loaded with COPY: ``--tickets`` messages
+(100,000 by default) received over the last 60 days, 60% e-mail, 30% reviews (one to
+five stars) and 10% chat, about 50 products and 5,000 customers, each with its ticket
+and labels; 85% of the tickets are closed (answered by one of five agents, then
+resolved, with their events), the rest open, claimed or waiting on the customer, spread
+over the routing file's queues. The app is created on that schema without a model (the
+pages read labels from the store) and each page is requested ``--repeat`` times
+in-process through Starlette's TestClient, after one warm-up request, so the time is
+the server's own (routing, queries, rendering) plus a negligible client; p50 and p95
+per page. The schema is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+PAGES = (
+    "/console",
+    "/console/queues/general",
+    "/console/queues/escalations",
+    "/console/tickets/{open_ticket}",
+    "/console/reviews",
+    "/console/products",
+    "/console/team",
+)
+AGENTS = ("ana", "ben", "chen", "dee", "eli")
+ISSUES = ("shipping_delivery", "damaged_defective", "refund_return", "product_quality", "praise")
+
+
+def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[str, int], seed=0):
+    """``n`` messages with their tickets and events (see the module docstring)."""
+    from serving.bench import _copy_rows
+
+    rng = random.Random(seed)
+    naive = now.replace(tzinfo=None)
+    messages, tickets, events = [], [], []
+    open_ids = []
+    for i in range(1, n + 1):
+        channel = rng.choices(("email", "review", "chat"), (0.6, 0.3, 0.1))[0]
+        received = naive - timedelta(minutes=rng.uniform(0, 60 * 24 * 60))
+        rating = rng.choices((1, 2, 3, 4, 5), (0.12, 0.08, 0.1, 0.2, 0.5))[0]
+        rating = rating if channel == "review" else None
+        sentiment = (
+            ("negative" if rating <= 2 else "neutral" if rating == 3 else "positive")
+            if rating
+            else rng.choice(("negative", "neutral", "positive"))
+        )
+        issue = "praise" if sentiment == "positive" else rng.choice(ISSUES[:-1])
+        urgency = rng.choices(("low", "medium", "high", "critical"), (0.5, 0.3, 0.17, 0.03))[0]
+        labels = {"issue_type": [issue], "sentiment": [sentiment], "urgency": [urgency]}
+        messages.append(
+            (
+                i,
+                channel,
+                f"bench {channel} {i}: {issue} {sentiment}",
+                "en",
+                f"C{rng.randrange(5000):05d}",
+                f"B0BENCH{rng.randrange(50):03d}",
+                rating,
+                received,
+                received,
+            )
+        )
+        age_h = (naive - received).total_seconds() / 3600
+        sla = 72.0 if channel == "review" else 4.0 if channel == "chat" else 24.0
+        due = received + timedelta(hours=sla)
+        queue = "escalations" if urgency == "critical" else rng.choice(queues)
+        agent = rng.choice(AGENTS)
+        closed = age_h > 24 and rng.random() < 0.95 or rng.random() < 0.3
+        first = resolved = by = key = lease = None
+        if closed:
+            first = received + timedelta(hours=rng.uniform(0.2, min(age_h, 30)))
+            resolved = min(first + timedelta(hours=rng.uniform(0, 6)), naive)
+            state = "resolved"
+            events += [
+                (i, "replied", agent, agent_ids[agent], first),
+                (i, "resolved", agent, agent_ids[agent], resolved),
+            ]
+        else:
+            state = rng.choices(("open", "claimed", "waiting_on_customer"), (0.8, 0.1, 0.1))[0]
+            if state == "claimed":
+                by, key, lease = agent, agent_ids[agent], naive + timedelta(minutes=10)
+            if state == "waiting_on_customer":
+                first = received + timedelta(hours=1)
+            if state == "open":
+                open_ids.append(i)
+        tickets.append(
+            (
+                i,
+                i,
+                queue,
+                state,
+                json.dumps(labels),
+                "[]",
+                0.0,
+                due,
+                sla,
+                due,
+                first,
+                resolved,
+                by,
+                key,
+                lease,
+                received,
+                received,
+            )
+        )
+    with conn.cursor() as cur:
+        _copy_rows(
+            cur,
+            "messages",
+            [
+                "id",
+                "channel",
+                "text",
+                "lang",
+                "customer_id",
+                "product_id",
+                "rating",
+                "received_at",
+                "created_at",
+            ],
+            messages,
+        )
+        _copy_rows(
+            cur,
+            "tickets",
+            [
+                "id",
+                "message_id",
+                "queue",
+                "state",
+                "labels",
+                "rule_hits",
+                "base_priority",
+                "rank_at",
+                "sla_hours",
+                "sla_due_at",
+                "first_response_at",
+                "resolved_at",
+                "claimed_by",
+                "claimed_by_key_id",
+                "lease_expires_at",
+                "created_at",
+                "updated_at",
+            ],
+            tickets,
+        )
+        _copy_rows(
+            cur, "ticket_events", ["ticket_id", "kind", "actor", "actor_key_id", "at"], events
+        )
+        for table in ("messages", "tickets"):  # their ids were given
+            cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {n})")  # noqa: S608
+        for table in ("messages", "tickets", "ticket_events"):
+            cur.execute(f"ANALYZE {table}")
+    conn.commit()
+    return {"messages": n, "events": len(events), "open": len(open_ids), "open_ticket": open_ids[0]}
+
+
+def bench_console(pg_url: str, n: int, repeat: int, log=lambda _: None) -> dict[str, Any]:
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from serving import db
+    from serving.app import create_app
+    from serving.auth import create_key
+    from serving.routing import RoutingConfig
+    from serving.settings import Settings
+
+    now = datetime.now(UTC)
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+    try:
+        log(f"migrating a scratch schema {schema}")
+        db.upgrade(url, "head")
+        engine = db.make_engine(url)
+        with db.session_factory(engine)() as s:
+            agent_ids = {a: create_key(s, a, "agent")[0].id for a in AGENTS}
+            _, key = create_key(s, "bench-lead", "agent")
+            s.commit()
+        engine.dispose()
+        settings = Settings(
+            database_url=url,
+            model_dir=Path("/nonexistent/carelens-bench-model"),
+            sla_alert_poll_seconds=0,
+            signal_poll_seconds=0,
+            outbox_poll_seconds=0,
+        )
+        queues = [q for q in RoutingConfig.load(settings.routing_file).queues if q != "escalations"]
+        t0 = time.perf_counter()
+        with psycopg.connect(pg_url, options=f"-csearch_path={schema}") as conn:
+            counts = load_store(conn, n, now, queues, agent_ids)
+        log(f"loaded {n:,} messages in {time.perf_counter() - t0:.0f} s; timing the pages")
+        out: dict[str, Any] = {"store": counts, "repeat": repeat, "pages": {}}
+        with TestClient(create_app(settings)) as http:
+            r = http.post("/console/login", data={"key": key}, follow_redirects=False)
+            if r.status_code != 303:
+                raise RuntimeError(f"sign-in failed: {r.status_code}")
+            for template in PAGES:
+                path = template.format(open_ticket=counts["open_ticket"])
+                times = []
+                for k in range(repeat + 1):
+                    t1 = time.perf_counter()
+                    r = http.get(path)
+                    elapsed = time.perf_counter() - t1
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{path}: HTTP {r.status_code}")
+                    if k:  # the first is a warm-up
+                        times.append(elapsed * 1000)
+                name = template.replace("{open_ticket}", "{id}")
+                out["pages"][name] = {
+                    "p50_ms": round(float(np.percentile(times, 50)), 1),
+                    "p95_ms": round(float(np.percentile(times, 95)), 1),
+                }
+                log(f"{name}: p50 {out['pages'][name]['p50_ms']} ms")
+        return out
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def bench_console_cmd(
+    tickets: Annotated[
+        int, typer.Option(min=100, help="Messages (each with its ticket).")
+    ] = 100_000,
+    repeat: Annotated[int, typer.Option(min=1, help="Requests timed per page.")] = 20,
+    pg_url: Annotated[
+        str, typer.Option(help="PostgreSQL server (a scratch schema is made and dropped).")
+    ] = "postgresql://postgres@127.0.0.1:5432/test",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
+) -> None:
+    """Time every console page with a large store in PostgreSQL (server time, p50/p95)."""
+    import os
+
+    def log(message: str) -> None:
+        typer.secho(message, err=True, dim=True)
+
+    result = {
+        "command": f"carelens bench console --tickets {tickets} --repeat {repeat}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        **bench_console(pg_url, tickets, repeat, log),
+    }
+    text = json.dumps(result, indent=2)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
