@@ -4,7 +4,8 @@ the bench commands write (``--json``), so no figure is copied by hand.
 Each ``*.json`` in the folder becomes one section, named after the file: a
 ``bench predict`` run (texts/s, latency and agreement per backend), a ``bench
 first-answer`` run (a newcomer's waits), a ``bench autoreply`` run (automatic answers
-per confidence bar), or any other bench output as its top-level figures.
+per confidence bar), a ``bench console`` run (server time per console page), or any
+other bench output as its top-level figures.
 """
 
 from __future__ import annotations
@@ -118,6 +119,23 @@ def autoreply_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def console_section(r: dict[str, Any]) -> list[str]:
+    store = r.get("store", {})
+    lines = [
+        f"`{r.get('command')}` on {r.get('date')} ({r.get('cpus')} CPUs): a PostgreSQL "
+        f"store of {store.get('messages', 0):,} messages with their tickets "
+        f"({store.get('open', 0):,} open) and {store.get('events', 0):,} ticket events; "
+        f"each page requested {r.get('repeat')} times in-process after a warm-up (the "
+        "server's own time).",
+        "",
+        "| page | p50 ms | p95 ms |",
+        "|---|---|---|",
+    ]
+    for page, f in r.get("pages", {}).items():
+        lines.append(f"| `{page}` | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} |")
+    return lines
+
+
 def other_section(r: dict[str, Any]) -> list[str]:
     lines = ["| figure | value |", "|---|---|"]
     for key, value in r.items():
@@ -144,6 +162,8 @@ def render(json_dir: Path, out: Path) -> str:
             body = first_answer_section(r)
         elif r.get("bench") == "autoreply":
             body = autoreply_section(r)
+        elif "pages" in r:
+            body = console_section(r)
         else:
             body = other_section(r)
         parts.append("\n".join([f"## {f.stem}", "", *body]) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,12 +50,17 @@ class Services:
     @property
     def taxonomy(self) -> Taxonomy:
         """The served model's taxonomy; the default one while no model is loaded."""
-        return self.predictor.taxonomy if self.predictor is not None else Taxonomy.default()
+        return self.predictor.taxonomy if self.predictor is not None else _default_taxonomy()
 
     def require_predictor(self) -> Predictor:
         if self.predictor is None:
             raise HTTPException(503, detail=f"model not loaded: {self.model_error}")
         return self.predictor
+
+
+@functools.cache
+def _default_taxonomy() -> Taxonomy:
+    return Taxonomy.default()
 
 
 def services(request: Request) -> Services:

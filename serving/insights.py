@@ -92,8 +92,11 @@ def load_items(
             Message.lang,
             Message.rating,
             Message.received_at,
-            Ticket.labels,
-            Prediction.labels,
+            # only the parts read (small JSON values decode faster than whole labels)
+            Ticket.labels["issue_type"],
+            Ticket.labels[("sentiment", 0)].as_string(),
+            Prediction.labels["issue_type"],
+            Prediction.labels[("sentiment", 0)].as_string(),
         )
         .outerjoin(Ticket, Ticket.message_id == Message.id)
         .outerjoin(Prediction, Prediction.message_id == Message.id)
@@ -107,9 +110,20 @@ def load_items(
     if product_id is not None:
         q = q.where(Message.product_id == product_id)
     out = []
-    for mid, tid, pid, channel, lang, rating, received, tlabels, plabels in session.execute(q):
-        labels = tlabels if tlabels is not None else (plabels or {})
-        sentiment = labels.get("sentiment") or [None]
+    for (
+        mid,
+        tid,
+        pid,
+        channel,
+        lang,
+        rating,
+        received,
+        t_iss,
+        t_sent,
+        p_iss,
+        p_sent,
+    ) in session.execute(q):
+        issues, sentiment = (t_iss, t_sent) if tid is not None else (p_iss, p_sent)
         out.append(
             Item(
                 message_id=mid,
@@ -119,8 +133,8 @@ def load_items(
                 lang=lang,
                 rating=rating,
                 received_at=received,
-                issues=list(labels.get("issue_type") or []),
-                sentiment=sentiment[0],
+                issues=list(issues or []),
+                sentiment=sentiment,
             )
         )
     return out
@@ -378,7 +392,11 @@ def all_products(
     """Every product with at least ``min_messages`` in the range, sorted by ``sort``:
     one of SORT_KEYS or an issue type (its share)."""
     items = load_items(session, since, until)
-    window_items = spike_items(session, until, cfg)
+    window_start = until - timedelta(days=cfg.window_days + cfg.baseline_days)
+    if since <= window_start:  # the spike test reads a part of what is loaded
+        window_items = [it for it in items if it.received_at >= window_start]
+    else:
+        window_items = spike_items(session, until, cfg)
     order = issue_order(items + window_items, issue_types)
     if sort not in SORT_KEYS and sort not in order:
         raise ValueError(

@@ -16,11 +16,12 @@ are two agents. Rows recorded without a key id count under the name alone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from serving.store import LabelCorrection, Ticket, TicketEvent
@@ -67,16 +68,16 @@ def _summary(tickets: list[TicketFacts], now: datetime) -> dict[str, Any]:
     }
 
 
-def _tickets_in(session: Session, since: datetime, until: datetime) -> list[TicketFacts]:
-    """Tickets with any agent action in [since, until]. Tickets the routing rules closed
-    on arrival (no_response_needed with no actor, e.g. positive reviews) are no one's work."""
-    ids = select(TicketEvent.ticket_id).where(
+def _acted_in(since: datetime, until: datetime):
+    """The ids of tickets with an agent action in [since, until]. Tickets the routing
+    rules closed on arrival (no_response_needed with no actor, e.g. positive reviews)
+    are no one's work."""
+    return select(TicketEvent.ticket_id).where(
         TicketEvent.kind.in_(ACTIONS),
         TicketEvent.actor.is_not(None),
         TicketEvent.at >= since,
         TicketEvent.at <= until,
     )
-    return ticket_facts(session, Ticket.id.in_(ids))
 
 
 def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[Agent | None, str]]:
@@ -106,8 +107,49 @@ def reopens(session: Session, since: datetime, until: datetime) -> list[tuple[Ag
     return out
 
 
-def agent_stats(session: Session, since: datetime, until: datetime, now: datetime) -> list[dict]:
-    tickets = _tickets_in(session, since, until)
+@dataclass
+class Period:
+    """What the figures of [since, until] read, loaded once: the tickets with an agent
+    action, the reopens and the CSAT figures."""
+
+    since: datetime
+    until: datetime
+    tickets: list[TicketFacts]
+    reopens: list[tuple[Agent | None, str]]
+    satisfaction: dict[str, Any]
+
+    @classmethod
+    def load(cls, session: Session, since: datetime, until: datetime) -> Period:
+        """One read of the tickets with an agent action in the period or resolved in it
+        (the CSAT figures' tickets)."""
+        resolved = and_(
+            Ticket.state == "resolved", Ticket.resolved_at >= since, Ticket.resolved_at <= until
+        )
+        facts = ticket_facts(session, or_(Ticket.id.in_(_acted_in(since, until)), resolved))
+        worked = [
+            t
+            for t in facts
+            if any(
+                e.kind in ACTIONS and e.actor is not None and since <= e.at <= until
+                for e in t.events
+            )
+        ]
+        return cls(
+            since,
+            until,
+            worked,
+            reopens(session, since, until),
+            csat_figures(session, since, until, resolver, facts),
+        )
+
+
+def agent_stats(
+    session: Session, since: datetime, until: datetime, now: datetime, period: Period | None = None
+) -> list[dict]:
+    """Per agent: tickets handled, first response, resolution, SLA met, labels corrected,
+    reopened, CSAT (``period``: already loaded figures of [since, until])."""
+    period = period or Period.load(session, since, until)
+    tickets = period.tickets
     by_agent: dict[Agent, list[TicketFacts]] = {}
     first_by: dict[int, Agent | None] = {}
     for t in tickets:
@@ -128,10 +170,10 @@ def agent_stats(session: Session, since: datetime, until: datetime, now: datetim
     ):
         corrections[(key_id, name)] = corrections.get((key_id, name), 0) + 1
     reopened: dict[Agent, int] = {}
-    for agent, _queue in reopens(session, since, until):
+    for agent, _queue in period.reopens:
         if agent is not None:
             reopened[agent] = reopened.get(agent, 0) + 1
-    satisfaction = csat_figures(session, since, until, resolver)["agents"]
+    satisfaction = period.satisfaction["agents"]
     out = []
     agents = set(by_agent) | set(corrections) | set(reopened) | set(satisfaction)
     for agent in sorted(agents, key=_order):
@@ -157,13 +199,20 @@ def resolver(ticket: Ticket | TicketFacts) -> Agent | None:
 
 
 def queue_kpis(
-    session: Session, queues: list[str], since: datetime, until: datetime, now: datetime
+    session: Session,
+    queues: list[str],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    period: Period | None = None,
 ) -> list[dict]:
-    tickets = _tickets_in(session, since, until)
+    """Per queue: the same figures, late-response rates and CSAT."""
+    period = period or Period.load(session, since, until)
+    tickets = period.tickets
     reopened: dict[str, int] = {}
-    for _agent, queue in reopens(session, since, until):
+    for _agent, queue in period.reopens:
         reopened[queue] = reopened.get(queue, 0) + 1
-    satisfaction = csat_figures(session, since, until, resolver)["queues"]
+    satisfaction = period.satisfaction["queues"]
     out = []
     late = late_rates_by(session, now, Ticket.queue)
     for q in queues:

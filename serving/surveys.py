@@ -94,10 +94,13 @@ def csat(sent: int, stars: list[int]) -> dict[str, Any]:
     }
 
 
-def csat_figures(session: Session, since: datetime, until: datetime, resolver_of) -> dict[str, Any]:
+def csat_figures(
+    session: Session, since: datetime, until: datetime, resolver_of, facts=None
+) -> dict[str, Any]:
     """CSAT of the tickets resolved in [since, until] (reviews excluded): overall and
     per agent (keyed by ``resolver_of(ticket)``, e.g. (key id, name)), queue, issue
-    type and ISO week of the resolution."""
+    type and ISO week of the resolution. ``facts``: ticket facts already read that
+    include those tickets (``serving.tickets.ticket_facts``)."""
     from serving.tickets import ticket_facts
 
     where = (
@@ -106,7 +109,17 @@ def csat_figures(session: Session, since: datetime, until: datetime, resolver_of
         Ticket.resolved_at <= until,
         Message.channel != "review",
     )
-    tickets = ticket_facts(session, *where)
+    if facts is None:
+        tickets = ticket_facts(session, *where)
+    else:
+        tickets = [
+            t
+            for t in facts
+            if t.state == "resolved"
+            and t.resolved_at is not None
+            and since <= t.resolved_at <= until
+            and t.channel != "review"
+        ]
     resolved = select(Ticket.id).join(Message, Message.id == Ticket.message_id).where(*where)
     answers = dict(
         session.execute(

@@ -693,11 +693,12 @@ def products_chart(kind: str, request: Request, svc: Services = Depends(services
 
 
 def _team(svc: Services, who) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last 30 days' agent figures and queue KPIs (``GET /v1/stats/agents`` and
+    ``/kpis``), read once."""
     from serving.routes import stats as stats_routes
 
-    agents = stats_routes.stats_agents(since=None, until=None, svc=svc, _=who)
-    kpis = stats_routes.stats_kpis(since=None, until=None, svc=svc, _=who)
-    return agents, kpis
+    both = stats_routes.figures(svc, None, None, agents=True, queues=True)
+    return both, both
 
 
 @router.get("/console/team", response_class=HTMLResponse)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from serving.auth import Principal
@@ -15,7 +15,7 @@ from serving.db import transaction
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
-from serving.store import CLOSED_STATES, Message, Ticket
+from serving.store import CLOSED_STATES, Message, Prediction, Ticket
 from serving.tickets import close, event
 
 Note = free_text(max_length=10_000)
@@ -70,11 +70,19 @@ def list_reviews(
     _: Principal = Depends(agent_role),
 ) -> list[ReviewOut]:
     """Reviews, unhandled negative ones (sentiment negative, or one or two stars) first,
-    then the rest; newest first within."""
+    then the rest; newest first within. Ordered and paged in the database."""
+    sentiment_of = case(
+        (Ticket.id.is_not(None), Ticket.labels[("sentiment", 0)].as_string()),
+        else_=Prediction.labels[("sentiment", 0)].as_string(),
+    )
+    unhandled_negative = and_(
+        Message.handled_at.is_(None), or_(Message.rating <= 2, sentiment_of == "negative")
+    )
     q = (
-        select(Message)
+        select(Message.id)
+        .outerjoin(Ticket, Ticket.message_id == Message.id)
+        .outerjoin(Prediction, Prediction.message_id == Message.id)
         .where(Message.channel == "review")
-        .options(selectinload(Message.ticket), selectinload(Message.prediction))
     )
     if product_id is not None:
         q = q.where(Message.product_id == product_id)
@@ -91,25 +99,44 @@ def list_reviews(
         q = q.where(Message.received_at >= since)
     if until is not None:
         q = q.where(Message.received_at < until)
-    with svc.sessions() as s:
-        rows = list(s.scalars(q))
-        customers = {m.customer_id for m in rows if m.customer_id}
-        counts: dict[str, int] = {}
-        if customers:
-            for (cid,) in s.execute(
-                select(Message.customer_id).where(Message.customer_id.in_(customers))
-            ):
-                counts[cid] = counts.get(cid, 0) + 1
+    if sentiment:
+        q = q.where(sentiment_of == sentiment)
+    q = q.order_by(
+        case((unhandled_negative, 0), else_=1), Message.received_at.desc(), Message.id.desc()
+    )
 
     def labels_of(m: Message) -> dict[str, list[str]]:
         return m.ticket.labels if m.ticket else (m.prediction.labels if m.prediction else {})
 
-    if sentiment:
-        rows = [m for m in rows if sentiment in labels_of(m).get("sentiment", [])]
-    if issue_type:
-        rows = [m for m in rows if issue_type in labels_of(m).get("issue_type", [])]
-    rows.sort(key=lambda m: m.received_at, reverse=True)
-    rows.sort(key=lambda m: not (m.handled_at is None and _is_negative(labels_of(m), m.rating)))
+    with svc.sessions() as s:
+        if issue_type:  # membership in a JSON list: read the labels, keep the page
+            rows = s.execute(q.add_columns(Ticket.labels, Prediction.labels)).all()
+            ids = [
+                r[0]
+                for r in rows
+                if issue_type in ((r[1] if r[1] is not None else r[2]) or {}).get("issue_type", [])
+            ][offset : offset + limit]
+        else:
+            ids = list(s.scalars(q.offset(offset).limit(limit)))
+        found = {
+            m.id: m
+            for m in s.scalars(
+                select(Message)
+                .where(Message.id.in_(ids))
+                .options(selectinload(Message.ticket), selectinload(Message.prediction))
+            )
+        }
+        rows = [found[i] for i in ids]
+        customers = {m.customer_id for m in rows if m.customer_id}
+        counts: dict[str, int] = {}
+        if customers:
+            counts = dict(
+                s.execute(
+                    select(Message.customer_id, func.count())
+                    .where(Message.customer_id.in_(customers))
+                    .group_by(Message.customer_id)
+                ).all()
+            )
     return [
         ReviewOut(
             id=m.id,
@@ -130,7 +157,7 @@ def list_reviews(
             handled_note=m.handled_note,
             other_messages_of_customer=counts.get(m.customer_id, 1) - 1 if m.customer_id else 0,
         )
-        for m in rows[offset : offset + limit]
+        for m in rows
     ]
 
 

@@ -12,9 +12,8 @@ from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import Timestamp
 from serving.signals import SignalConfig, alert_view, current, training_distribution
-from serving.stats import agent_stats, queue_kpis, resolver
+from serving.stats import Period, agent_stats, queue_kpis
 from serving.store import SignalAlert, as_utc
-from serving.surveys import csat_figures
 from serving.tickets import buyer_message_late_rates
 
 router = APIRouter(tags=["statistics"], route_class=ApiRoute)
@@ -40,9 +39,7 @@ def stats_agents(
     (tickets they answered first), median resolution hours, SLA met %, labels corrected,
     reopened (their resolutions that a customer's follow-up reopened in the period), and
     CSAT of the tickets they resolved."""
-    since, until, now = _period(svc, since, until)
-    with svc.sessions() as s:
-        return {"since": since, "until": until, "agents": agent_stats(s, since, until, now)}
+    return figures(svc, since, until, agents=True, queues=False)
 
 
 @router.get("/v1/stats/kpis")
@@ -57,18 +54,24 @@ def stats_kpis(
     as Amazon counts it (buyer e-mails only, shop-wide and per marketplace); CSAT
     overall, per issue type and per week (surveys sent, answered, response rate, mean
     stars, share of 4-5 stars)."""
+    return figures(svc, since, until, agents=False, queues=True)
+
+
+def figures(
+    svc: Services, since: datetime | None, until: datetime | None, agents: bool, queues: bool
+) -> dict:
+    """The period's agent figures and/or queue KPIs, read from the store once."""
     since, until, now = _period(svc, since, until)
+    out: dict = {"since": since, "until": until}
     with svc.sessions() as s:
-        rows = queue_kpis(s, list(svc.routing.queues), since, until, now)
-        late = buyer_message_late_rates(s, now)
-        satisfaction = csat_figures(s, since, until, resolver)
-    return {
-        "since": since,
-        "until": until,
-        "queues": rows,
-        "buyer_messages_late_response": late,
-        "csat": {k: satisfaction[k] for k in ("overall", "issue_types", "weeks")},
-    }
+        period = Period.load(s, since, until)
+        if agents:
+            out["agents"] = agent_stats(s, since, until, now, period)
+        if queues:
+            out["queues"] = queue_kpis(s, list(svc.routing.queues), since, until, now, period)
+            out["buyer_messages_late_response"] = buyer_message_late_rates(s, now)
+            out["csat"] = {k: period.satisfaction[k] for k in ("overall", "issue_types", "weeks")}
+    return out
 
 
 @router.get("/v1/stats/signals")
