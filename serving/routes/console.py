@@ -43,6 +43,28 @@ TEXTS: dict[str, dict[str, str]] = {
         "reviews": "Reviews",
         "products": "Products",
         "team": "Team",
+        "admin": "Admin",
+        "admin_only": "This page needs an admin key.",
+        "api_keys": "API keys",
+        "name": "Name",
+        "role": "Role",
+        "created": "Created",
+        "revoked": "Revoked",
+        "revoke": "Revoke",
+        "new_key": "New key",
+        "create": "Create",
+        "key_once": "The new key, shown this once (it is stored only hashed): copy it now.",
+        "models": "Model versions",
+        "serving": "Serving",
+        "version": "Version",
+        "status": "Status",
+        "decision": "Gate decision",
+        "promote": "Promote",
+        "rollback": "Roll back",
+        "retrain": "Retrain on the agents' labels",
+        "jobs": "Retraining jobs",
+        "progress": "Progress",
+        "no_registry": "No model registry is configured.",
         "worst_first": "Products with the largest share of negative messages first; spikes flagged.",
         "spikes": "Spikes",
         "negative": "Negative",
@@ -135,6 +157,28 @@ TEXTS: dict[str, dict[str, str]] = {
         "reviews": "评价",
         "products": "商品",
         "team": "团队",
+        "admin": "管理",
+        "admin_only": "此页面需要管理员密钥。",
+        "api_keys": "API 密钥",
+        "name": "名称",
+        "role": "角色",
+        "created": "创建时间",
+        "revoked": "已吊销",
+        "revoke": "吊销",
+        "new_key": "新密钥",
+        "create": "创建",
+        "key_once": "新密钥只显示这一次（只保存其哈希）：请立即复制。",
+        "models": "模型版本",
+        "serving": "当前服务",
+        "version": "版本",
+        "status": "状态",
+        "decision": "门控结论",
+        "promote": "上线",
+        "rollback": "回滚",
+        "retrain": "用客服标注重新训练",
+        "jobs": "重新训练任务",
+        "progress": "进度",
+        "no_registry": "未配置模型仓库。",
         "worst_first": "负面消息占比最高的商品排在最前；标出异常上升。",
         "spikes": "异常上升",
         "negative": "负面",
@@ -723,3 +767,88 @@ def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -
         return Response(status_code=404)
     period = f"{agents['since']:%Y-%m-%d} – {agents['until']:%Y-%m-%d}"
     return _png(kpi_figure(kind, agents["agents"], queues, period))
+
+
+# -- admin -------------------------------------------------------------------------------
+
+
+def _admin_page(
+    request: Request, svc: Services, console: ConsoleSession, status: int = 200, **extra
+) -> HTMLResponse:
+    from serving.routes import admin as admin_routes
+    from serving.routes import models as model_routes
+
+    who = console.principal
+    keys = admin_routes.list_keys(svc=svc, _=who)
+    try:
+        models = model_routes.list_models(request=request, svc=svc, _=who)
+        jobs = model_routes.list_jobs(request=request, _=who)
+    except HTTPException as exc:
+        models, jobs = {"error": _detail(exc), "versions": []}, []
+    running = any(j.get("status") == "running" for j in jobs)
+    return _render(
+        request,
+        svc,
+        console,
+        "admin.html",
+        status,
+        keys=keys,
+        models=models,
+        jobs=jobs[:10],
+        refresh=running,
+        **extra,
+    )
+
+
+@router.get("/console/admin", response_class=HTMLResponse)
+def admin_page(request: Request, svc: Services = Depends(services)) -> Response:
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    if console.principal.role != "admin":
+        t = TEXTS[_lang(request)]
+        return _render(request, svc, console, "error.html", 403, message=t["admin_only"])
+    return _admin_page(request, svc, console)
+
+
+@router.post("/console/admin/{action}", response_class=HTMLResponse)
+async def admin_action(
+    action: str, request: Request, svc: Services = Depends(services)
+) -> Response:
+    from serving.routes import admin as admin_routes
+    from serving.routes import models as model_routes
+
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    t = TEXTS[_lang(request)]
+    if console.principal.role != "admin":
+        return _render(request, svc, console, "error.html", 403, message=t["admin_only"])
+    form = await form_of(request)
+    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        return _back("/console/admin", error=t["expired_form"])
+    who = console.principal
+    try:
+        if action == "keys":
+            body = admin_routes.KeyIn(name=first(form, "name"), role=first(form, "role"))
+            created = admin_routes.new_key(body=body, svc=svc, _=who)
+            # the key is shown on this answer only, never in a URL
+            return _admin_page(request, svc, console, 201, new_key=created)
+        if action == "revoke":
+            key_id = first(form, "key_id")
+            if not key_id.isdigit():
+                return _back("/console/admin", error="key_id: give a key's id")
+            admin_routes.revoke_key(key_id=int(key_id), svc=svc, _=who)
+        elif action == "promote":
+            await model_routes.promote(version=first(form, "version"), request=request, who=who)
+        elif action == "rollback":
+            await model_routes.rollback(request=request, who=who)
+        elif action == "retrain":
+            model_routes.retrain(body=model_routes.RetrainIn(), request=request, svc=svc, who=who)
+        else:
+            return _render(request, svc, console, "error.html", 404, message=t["not_found"])
+    except HTTPException as exc:
+        return _back("/console/admin", error=_detail(exc))
+    except ValueError as exc:  # a form the API's request model refuses
+        return _back("/console/admin", error=str(exc).splitlines()[-1] if str(exc) else "invalid")
+    return _back("/console/admin", note=t["done"])

@@ -253,4 +253,42 @@ def test_a_day_in_the_console_in_chromium(served):
         wrong.fill("#key", keys["service"])
         wrong.click("button[type=submit]")
         expect(wrong.locator(".flash.error")).to_contain_text("agent or admin")
+
+        lead = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+        lead.goto(url + "/console/admin")
+        lead.fill("#key", ADMIN_KEY)
+        lead.click("button[type=submit]")
+        expect(lead.locator("h1")).to_have_text("Admin")
+        lead.fill("input[name=name]", "dana")
+        lead.click("text=New key")
+        expect(lead.locator("code.key")).to_be_visible()
+        lead.screenshot(path=shots / "admin.png", full_page=True)
         browser.close()
+
+
+def test_admin_page_keys_and_models_for_admins_only(desk):
+    http = desk.http
+    _sign_in(http, desk.agent.api_key)
+    r = http.get("/console/admin")
+    assert r.status_code == 403 and "admin key" in r.text
+    assert "/console/admin" not in http.get("/console").text  # no link for agents
+    _sign_in(http, ADMIN_KEY)
+    page = http.get("/console/admin")
+    assert page.status_code == 200 and "alice" in page.text and "API keys" in page.text
+    csrf = _csrf(page.text)
+    made = http.post("/console/admin/keys", data={"csrf": csrf, "name": "carol", "role": "agent"})
+    assert made.status_code == 201 and "shown this once" in made.text
+    key = re.search(r'<code class="key">([^<]+)</code>', made.text).group(1)
+    assert desk.agent.with_key(key).queues()  # the new key works on the API
+    carol = next(k for k in desk.admin.list_keys() if k["name"] == "carol")
+    r = http.post("/console/admin/revoke", data={"csrf": csrf, "key_id": str(carol["id"])})
+    assert r.status_code == 200
+    assert next(k for k in desk.admin.list_keys() if k["name"] == "carol")["revoked_at"]
+    dup = http.post("/console/admin/keys", data={"csrf": csrf, "name": "alice", "role": "agent"})
+    assert dup.status_code == 200 and "already named" in dup.text  # the API's 409
+    r = http.post("/console/admin/retrain", data={"csrf": csrf})
+    assert "no labelled tickets yet" in r.text
+    r = http.post("/console/admin/promote", data={"csrf": csrf, "version": "v999"})
+    assert "flash error" in r.text
+    forged = http.post("/console/admin/keys", data={"name": "x", "role": "agent"})
+    assert "expired" in forged.text and "x" not in [k["name"] for k in desk.admin.list_keys()]
