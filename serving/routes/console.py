@@ -44,6 +44,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "products": "Products",
         "team": "Team",
         "admin": "Admin",
+        "returns": "Returns",
+        "open_return": "Open a return",
+        "move_to": "Move to",
+        "sent_mail": "Replies by e-mail",
+        "survey": "Satisfaction survey",
+        "survey_link": "Survey link (put {survey_link} in a reply)",
         "admin_only": "This page needs an admin key.",
         "api_keys": "API keys",
         "name": "Name",
@@ -158,6 +164,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "products": "商品",
         "team": "团队",
         "admin": "管理",
+        "returns": "退货",
+        "open_return": "发起退货",
+        "move_to": "改为",
+        "sent_mail": "邮件回复",
+        "survey": "满意度调查",
+        "survey_link": "调查链接（在回复中写 {survey_link}）",
         "admin_only": "此页面需要管理员密钥。",
         "api_keys": "API 密钥",
         "name": "名称",
@@ -522,11 +534,13 @@ def ticket_page(ticket_id: int, request: Request, svc: Services = Depends(servic
         )
     except HTTPException:
         suggestions = []
+    returns = _returns_of(svc, ticket_id)
     return _render(
         request,
         svc,
         console,
         "ticket.html",
+        returns=returns,
         ticket=ticket,
         message=message,
         prediction=prediction,
@@ -535,6 +549,22 @@ def ticket_page(ticket_id: int, request: Request, svc: Services = Depends(servic
         suggestions=suggestions,
         mine=ticket.claimed_by_key_id == who.key_id,
     )
+
+
+def _returns_of(svc: Services, ticket_id: int) -> list[dict[str, Any]]:
+    """The ticket's returns as ``GET /v1/returns/{id}`` shows them."""
+    from sqlalchemy import select
+
+    from serving.returns import return_view
+    from serving.store import ReturnRequest
+
+    with svc.sessions() as s:
+        rows = s.scalars(
+            select(ReturnRequest)
+            .where(ReturnRequest.ticket_id == ticket_id)
+            .order_by(ReturnRequest.id)
+        )
+        return [return_view(r, svc.clock()) for r in rows]
 
 
 @router.get("/console/tickets/{ticket_id}/attachments/{attachment_id}")
@@ -552,7 +582,17 @@ def attachment(
         return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
 
 
-ACTIONS = ("claim", "release", "reply", "resolve", "no-response-needed", "labels", "send-draft")
+ACTIONS = (
+    "claim",
+    "release",
+    "reply",
+    "resolve",
+    "no-response-needed",
+    "labels",
+    "send-draft",
+    "return",
+    "return-state",
+)
 
 
 @router.post("/console/tickets/{ticket_id}/{action}")
@@ -583,6 +623,25 @@ async def ticket_action(
             ticket_routes.reply_ticket(**kw, body=body, who=who)
         elif action == "send-draft":
             ticket_routes.send_draft(**kw, body=None, who=who)
+        elif action == "return":
+            from serving.routes import returns as return_routes
+
+            note = first(form, "note").strip() or None
+            return_routes.create_return(
+                ticket_id=ticket_id, body=return_routes.ReturnIn(note=note), svc=svc, who=who
+            )
+        elif action == "return-state":
+            from serving.routes import returns as return_routes
+
+            return_id = first(form, "return_id")
+            if not return_id.isdigit():
+                return _back(back, error="return_id: give a return's id")
+            return_routes.move_return(
+                return_id=int(return_id),
+                body=return_routes.MoveIn(state=first(form, "state")),
+                svc=svc,
+                who=who,
+            )
         elif action in ("resolve", "no-response-needed"):
             note = first(form, "note").strip() or None
             body = ticket_routes.CloseIn(note=note)

@@ -120,6 +120,19 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
     r = http.post(f"/console/tickets/{tickets['open']}/explode", data={"csrf": csrf})
     assert r.status_code == 404
 
+    # a return opened and moved from the ticket page is the API's return
+    tid = tickets["claimed"]
+    page = http.post(f"/console/tickets/{tid}/return", data={"csrf": csrf, "note": "unused"})
+    assert page.status_code == 200 and "requested" in page.text
+    return_id = re.search(r'name="return_id" value="(\d+)"', page.text).group(1)
+    page = http.post(
+        f"/console/tickets/{tid}/return-state",
+        data={"csrf": csrf, "return_id": return_id, "state": "approved"},
+    )
+    assert "<strong>approved</strong>" in page.text
+    r = http.get(f"/v1/returns/{return_id}", headers={"X-API-Key": desk.agent.api_key})
+    assert r.json()["state"] == "approved" and r.json()["note"] == "unused"
+
 
 # -- in a real browser -------------------------------------------------------------------
 
