@@ -45,6 +45,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "team": "Team",
         "admin": "Admin",
         "returns": "Returns",
+        "open_returns": "Open returns, oldest first.",
+        "no_returns": "No open returns.",
+        "age": "Age",
+        "reasons": "Reasons",
+        "templates": "Reply templates",
+        "issue_type": "Issue type",
+        "language": "Language",
+        "title": "Title",
+        "source": "Source",
         "open_return": "Open a return",
         "move_to": "Move to",
         "sent_mail": "Replies by e-mail",
@@ -165,6 +174,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "team": "团队",
         "admin": "管理",
         "returns": "退货",
+        "open_returns": "未完成的退货，最早的在前。",
+        "no_returns": "没有未完成的退货。",
+        "age": "时长",
+        "reasons": "原因",
+        "templates": "回复模板",
+        "issue_type": "问题类型",
+        "language": "语言",
+        "title": "标题",
+        "source": "来源",
         "open_return": "发起退货",
         "move_to": "改为",
         "sent_mail": "邮件回复",
@@ -733,6 +751,29 @@ async def review_handled(
     return _back(back, note=TEXTS[_lang(request)]["done"])
 
 
+# -- returns -----------------------------------------------------------------------------
+
+
+@router.get("/console/returns", response_class=HTMLResponse)
+def returns_page(request: Request, svc: Services = Depends(services)) -> Response:
+    from serving.routes import returns as return_routes
+
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    rows = return_routes.returns_list(
+        state=None,
+        open=True,
+        product_id=None,
+        customer_id=None,
+        limit=200,
+        after_id=None,
+        svc=svc,
+        _=console.principal,
+    )
+    return _render(request, svc, console, "returns.html", returns=rows)
+
+
 # -- products and team ---------------------------------------------------------------------
 
 
@@ -839,6 +880,9 @@ def _admin_page(
 
     who = console.principal
     keys = admin_routes.list_keys(svc=svc, _=who)
+    from serving.routes import templates as template_routes
+
+    templates = template_routes.list_templates(svc=svc, _=who)
     try:
         models = model_routes.list_models(request=request, svc=svc, _=who)
         jobs = model_routes.list_jobs(request=request, _=who)
@@ -854,6 +898,7 @@ def _admin_page(
         keys=keys,
         models=models,
         jobs=jobs[:10],
+        templates=templates,
         refresh=running,
         **extra,
     )

@@ -103,6 +103,7 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
             "/console/queues/general",
             "/console/products",
             "/console/team",
+            "/console/returns",
         ):
             assert http.get(path).status_code == 200, path
         for chart in ("products/mix", "products/trends", "team/first_response", "team/sla_met"):
@@ -132,6 +133,8 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
     assert "<strong>approved</strong>" in page.text
     r = http.get(f"/v1/returns/{return_id}", headers={"X-API-Key": desk.agent.api_key})
     assert r.json()["state"] == "approved" and r.json()["note"] == "unused"
+    listed = http.get("/console/returns")
+    assert f'href="/console/tickets/{tid}"' in listed.text and "approved" in listed.text
 
 
 # -- in a real browser -------------------------------------------------------------------
@@ -288,6 +291,7 @@ def test_admin_page_keys_and_models_for_admins_only(desk):
     _sign_in(http, ADMIN_KEY)
     page = http.get("/console/admin")
     assert page.status_code == 200 and "alice" in page.text and "API keys" in page.text
+    assert "Reply templates" in page.text and "Refund &amp; return" in page.text
     csrf = _csrf(page.text)
     made = http.post("/console/admin/keys", data={"csrf": csrf, "name": "carol", "role": "agent"})
     assert made.status_code == 201 and "shown this once" in made.text
