@@ -125,7 +125,9 @@ class Period:
         resolved = and_(
             Ticket.state == "resolved", Ticket.resolved_at >= since, Ticket.resolved_at <= until
         )
-        facts = ticket_facts(session, or_(Ticket.id.in_(_acted_in(since, until)), resolved))
+        facts = ticket_facts(
+            session, or_(Ticket.id.in_(_acted_in(since, until)), resolved), kinds=ACTIONS
+        )
         worked = [
             t
             for t in facts

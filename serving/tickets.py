@@ -247,9 +247,9 @@ class TicketFacts:
     events: list[EventFacts] = field(default_factory=list)
 
 
-def ticket_facts(session: Session, *where) -> list[TicketFacts]:
+def ticket_facts(session: Session, *where, kinds: tuple[str, ...] = ()) -> list[TicketFacts]:
     """The facts of the tickets matching ``where`` (two queries: tickets with their
-    message's columns, then their events)."""
+    message's columns, then their events; ``kinds``: only events of these kinds)."""
     rows = session.execute(
         select(
             Ticket.id,
@@ -278,7 +278,9 @@ def ticket_facts(session: Session, *where) -> list[TicketFacts]:
                 TicketEvent.actor_key_id,
                 TicketEvent.at,
             )
-            .where(TicketEvent.ticket_id.in_(ids))
+            .where(
+                TicketEvent.ticket_id.in_(ids), *([TicketEvent.kind.in_(kinds)] if kinds else [])
+            )
             .order_by(TicketEvent.id)
         ):
             facts[ticket_id].events.append(EventFacts(*event))
