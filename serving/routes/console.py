@@ -28,6 +28,7 @@ from serving.console import (
 )
 from serving.db import retry_read
 from serving.deps import Services, language_of, services
+from serving.fields import MAX_ROW_ID, RowId
 from serving.routes import customers as customer_routes
 from serving.routes import reviews as review_routes
 from serving.routes import templates as template_routes
@@ -376,6 +377,10 @@ def _sign_in_page(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/console/login?next={quote(request.url.path)}", status_code=303)
 
 
+def _is_row_id(value: str) -> bool:
+    return value.isdigit() and 1 <= int(value) <= MAX_ROW_ID
+
+
 def _safe_next(value: str) -> str:
     return value if value.startswith("/console") and "//" not in value else "/console"
 
@@ -527,7 +532,7 @@ def _highlighted(
 
 
 @router.get("/console/tickets/{ticket_id}", response_class=HTMLResponse)
-def ticket_page(ticket_id: int, request: Request, svc: Services = Depends(services)) -> Response:
+def ticket_page(ticket_id: RowId, request: Request, svc: Services = Depends(services)) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -587,7 +592,7 @@ def _returns_of(svc: Services, ticket_id: int) -> list[dict[str, Any]]:
 
 @router.get("/console/tickets/{ticket_id}/attachments/{attachment_id}")
 def attachment(
-    ticket_id: int, attachment_id: int, request: Request, svc: Services = Depends(services)
+    ticket_id: RowId, attachment_id: RowId, request: Request, svc: Services = Depends(services)
 ) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -615,7 +620,7 @@ ACTIONS = (
 
 @router.post("/console/tickets/{ticket_id}/{action}")
 async def ticket_action(
-    ticket_id: int, action: str, request: Request, svc: Services = Depends(services)
+    ticket_id: RowId, action: str, request: Request, svc: Services = Depends(services)
 ) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -652,7 +657,7 @@ async def ticket_action(
             from serving.routes import returns as return_routes
 
             return_id = first(form, "return_id")
-            if not return_id.isdigit():
+            if not _is_row_id(return_id):
                 return _back(back, error="return_id: give a return's id")
             return_routes.move_return(
                 return_id=int(return_id),
@@ -729,7 +734,7 @@ def reviews_page(request: Request, svc: Services = Depends(services)) -> Respons
 
 @router.post("/console/reviews/{review_id}/handled")
 async def review_handled(
-    review_id: int, request: Request, svc: Services = Depends(services)
+    review_id: RowId, request: Request, svc: Services = Depends(services)
 ) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -940,7 +945,7 @@ async def admin_action(
             return _admin_page(request, svc, console, 201, new_key=created)
         if action == "revoke":
             key_id = first(form, "key_id")
-            if not key_id.isdigit():
+            if not _is_row_id(key_id):
                 return _back("/console/admin", error="key_id: give a key's id")
             admin_routes.revoke_key(key_id=int(key_id), svc=svc, _=who)
         elif action == "promote":

@@ -112,6 +112,10 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
     assert "物流配送" in http.get(f"/console/tickets/{tickets['open']}").text
     missing = http.get("/console/tickets/999999")
     assert missing.status_code == 404 and "999999" in missing.text
+    for bad in ("99999999999999999999", "0", "-1", "abc"):  # refused, never a 500
+        assert http.get(f"/console/tickets/{bad}").status_code == 422, bad
+    r = http.post("/console/tickets/1/return-state", data={"csrf": "x", "return_id": "9" * 30})
+    assert r.status_code == 200
     assert http.get("/console/queues/nope").status_code == 404
     csrf = _csrf(http.get(f"/console/tickets/{tickets['resolved']}").text)
     r = http.post(
