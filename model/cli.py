@@ -155,6 +155,112 @@ def predict(
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+@app.command()
+def score(
+    input: Annotated[
+        Path,
+        typer.Option("--input", "-i", help="A .csv, .jsonl or .parquet file, or a folder of them."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder of Parquet parts (resumable).")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model directory (default: $CARELENS_MODEL_DIR or the starter model).",
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="The column with the text.")] = "text",
+    rating_column: Annotated[
+        str, typer.Option(help="The star-rating column, read when present.")
+    ] = "rating",
+    part_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per part (memory holds one part).")
+    ] = 10_000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Inference threads (torch / ONNX Runtime).")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="CARELENS_BACKEND",
+            help="torch, onnx or onnx-int8 (the ONNX ones after `carelens export`).",
+        ),
+    ] = "torch",
+) -> None:
+    """Classify a backlog (millions of rows) into Parquet parts that keep every input
+    column and add each task's labels and confidence; a rerun skips the parts already
+    written."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from model.predictor import Predictor
+    from model.pretrained import ModelLoadError
+    from model.score import ScoreError, input_files, score_local
+
+    try:
+        files = input_files(input)
+    except ScoreError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        predictor = Predictor.load(
+            model or default_model_dir(),
+            backend=backend,
+            batch_size=batch_size,
+            num_threads=threads,
+            evidence=False,
+        )
+    except ModelLoadError as exc:
+        raise _fail(str(exc)) from exc
+    total = _known_rows(files)
+    started = time.perf_counter()
+    scored = {"rows": 0}
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed:,}/{task.total:,} rows" if total else "{task.completed:,} rows"
+        ),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("score", total=total, rate="")
+
+        def on_part(rows: int, was_scored: bool) -> None:
+            scored["rows"] += rows if was_scored else 0
+            seconds = time.perf_counter() - started
+            rate = f"{scored['rows'] / seconds:,.1f} texts/s" if scored["rows"] else "resuming"
+            bar.update(task, advance=rows, rate=rate)
+
+        try:
+            report = score_local(
+                predictor, input, output, part_rows, text_column, rating_column or None, on_part
+            )
+        except ScoreError as exc:
+            raise _fail(str(exc)) from exc
+    summary = report.to_dict()
+    typer.echo(
+        f"{summary['rows']:,} rows in {output}: {summary['parts_written']} parts written, "
+        f"{summary['parts_skipped']} skipped (already there); "
+        f"{summary['texts_per_s'] or 0:,.1f} texts/s, peak memory {summary['peak_memory_mib']} MiB"
+    )
+
+
+def _known_rows(files: list[Path]) -> int | None:
+    """Rows of Parquet inputs (from their metadata); None when a file must be read to
+    know."""
+    if not all(f.suffix.lower() == ".parquet" for f in files):
+        return None
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 @model_app.command("init")
 def init_model(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.")],

@@ -1,0 +1,202 @@
+"""Backlog scoring: classify a CSV, JSONL or Parquet file, or a folder of them, into
+Parquet parts that keep every input column.
+
+The input is read ``part_rows`` rows at a time (Parquet and CSV through pyarrow's
+streaming readers, JSONL line by line), so memory holds one part whatever the file's
+size. Each part is written as ``part-{file:04d}-{part:06d}.parquet`` in the output
+folder under a temporary name and renamed when complete: a rerun skips the parts that
+exist, so an interrupted run resumes where it stopped. A part's rows are the input's
+columns (``id`` first when there is one), then per task ``<task>`` (a list of labels
+for a multi-label task, the label otherwise) and ``<task>_confidence``, then
+``needs_review`` and ``model_version``. A rating column (1 to 5 stars) is read with the
+text, as every prediction reads it; other values count as no rating. ``_summary.json``
+records the run: rows, parts written and skipped, texts per second, peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+class ScoreError(ValueError):
+    """An input that cannot be scored; the message says what to fix."""
+
+
+def input_files(path: Path) -> list[Path]:
+    """The file, or the folder's CSV/JSONL/Parquet files in name order."""
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise ScoreError(f"{path}: expected a .csv, .jsonl or .parquet file")
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise ScoreError(f"{path}: no .csv, .jsonl or .parquet file in the folder")
+        return files
+    raise ScoreError(f"{path}: no such file or folder")
+
+
+def _rechunk(batches: Iterator[Any], rows: int) -> Iterator[Any]:
+    """Record batches of exactly ``rows`` rows (the last may be shorter), whatever the
+    reader's own batch sizes: the same parts on every run."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    size = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - size, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            size += take
+            batch = batch.slice(take)
+            if size == rows:
+                yield pa.Table.from_batches(pending).combine_chunks()
+                pending, size = [], 0
+    if size:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def read_parts(path: Path, rows: int) -> Iterator[Any]:
+    """Tables of ``rows`` rows from a CSV, JSONL or Parquet file."""
+    import pyarrow as pa
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from _rechunk(pq.ParquetFile(path).iter_batches(batch_size=rows), rows)
+    elif suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        try:
+            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
+        except pa.ArrowInvalid as exc:
+            raise ScoreError(f"{path}: not a readable CSV file ({exc})") from exc
+        yield from _rechunk(iter(reader), rows)
+    else:
+        chunk: list[dict[str, Any]] = []
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ScoreError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
+                if not isinstance(obj, dict):
+                    raise ScoreError(f"{path}:{lineno}: expected a JSON object")
+                chunk.append(obj)
+                if len(chunk) == rows:
+                    yield pa.Table.from_pylist(chunk)
+                    chunk = []
+        if chunk:
+            yield pa.Table.from_pylist(chunk)
+
+
+def _rating(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if value == int(value) and 1 <= value <= 5 else None
+
+
+def label_columns(predictor, table, text_column: str, rating_column: str | None):
+    """``table`` with the predictions' columns appended (``id`` moved first)."""
+    import pyarrow as pa
+
+    if text_column not in table.column_names:
+        raise ScoreError(
+            f"no column {text_column!r} (columns: {', '.join(table.column_names)}); "
+            "pass --text-column"
+        )
+    texts = ["" if t is None else str(t) for t in table.column(text_column).to_pylist()]
+    ratings = None
+    if rating_column and rating_column in table.column_names:
+        ratings = [_rating(v) for v in table.column(rating_column).to_pylist()]
+    preds = predictor.predict(texts, evidence=False, ratings=ratings)
+    out = table
+    for task in predictor.taxonomy:
+        labels = [p[task.name].labels for p in preds]
+        values = labels if task.is_multilabel else [ls[0] if ls else None for ls in labels]
+        kind = pa.list_(pa.string()) if task.is_multilabel else pa.string()
+        out = out.append_column(task.name, pa.array(values, type=kind))
+        out = out.append_column(
+            f"{task.name}_confidence",
+            pa.array([round(p[task.name].confidence, 4) for p in preds], type=pa.float32()),
+        )
+    out = out.append_column("needs_review", pa.array([p.needs_review for p in preds]))
+    version = predictor.model_version or ""
+    out = out.append_column("model_version", pa.array([version] * len(preds), pa.string()))
+    if "id" in out.column_names:
+        names = ["id"] + [n for n in out.column_names if n != "id"]
+        out = out.select(names)
+    return out
+
+
+@dataclass
+class ScoreReport:
+    rows: int = 0
+    parts_written: int = 0
+    parts_skipped: int = 0
+    rows_scored: int = 0
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "rows_scored": self.rows_scored,
+            "parts_written": self.parts_written,
+            "parts_skipped": self.parts_skipped,
+            "seconds": round(self.seconds, 1),
+            "texts_per_s": round(self.rows_scored / self.seconds, 1) if self.seconds else None,
+            "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "files": self.files,
+        }
+
+
+def score_local(
+    predictor,
+    source: Path,
+    out_dir: Path,
+    part_rows: int = 10_000,
+    text_column: str = "text",
+    rating_column: str | None = "rating",
+    on_part=lambda rows, scored: None,
+) -> ScoreReport:
+    """Score every input file into ``out_dir`` (see the module docstring);
+    ``on_part(rows, scored)`` hears of each part (scored: False when it was skipped)."""
+    import pyarrow.parquet as pq
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = ScoreReport()
+    t0 = time.perf_counter()
+    for f_index, path in enumerate(input_files(source)):
+        report.files.append(str(path))
+        for p_index, table in enumerate(read_parts(path, part_rows)):
+            part = out_dir / f"part-{f_index:04d}-{p_index:06d}.parquet"
+            report.rows += table.num_rows
+            if part.exists():
+                report.parts_skipped += 1
+                on_part(table.num_rows, False)
+                continue
+            labelled = label_columns(predictor, table, text_column, rating_column)
+            tmp = part.with_suffix(".parquet.tmp")
+            pq.write_table(labelled, tmp)
+            os.replace(tmp, part)
+            report.parts_written += 1
+            report.rows_scored += table.num_rows
+            on_part(table.num_rows, True)
+    report.seconds = time.perf_counter() - t0
+    (out_dir / "_summary.json").write_text(
+        json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+    return report
