@@ -16,6 +16,25 @@ model_app = typer.Typer(help="Build and inspect model directories.", no_args_is_
 app.add_typer(model_app, name="model")
 
 
+# options shared by the commands that run a model
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", "-m", help="Model directory (default: $CARELENS_MODEL_DIR or the starter model)."
+    ),
+]
+Threads = Annotated[
+    int | None, typer.Option(min=1, help="Inference threads (torch / ONNX Runtime).")
+]
+Backend = Annotated[
+    str,
+    typer.Option(
+        envvar="CARELENS_BACKEND",
+        help="torch, onnx or onnx-int8 (the ONNX ones after `carelens export`).",
+    ),
+]
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
@@ -68,14 +87,7 @@ def read_input_items(path: Path) -> list[dict]:
 @app.command()
 def predict(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model directory (default: $CARELENS_MODEL_DIR or the starter model).",
-        ),
-    ] = None,
+    model: ModelDir = None,
     input: Annotated[
         Path | None,
         typer.Option(
@@ -95,16 +107,8 @@ def predict(
     max_tokens: Annotated[
         int | None, typer.Option(min=8, help="Truncate longer texts (flagged in the output).")
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="Inference threads (torch / ONNX Runtime).")
-    ] = None,
-    backend: Annotated[
-        str,
-        typer.Option(
-            envvar="CARELENS_BACKEND",
-            help="torch, onnx or onnx-int8 (the ONNX ones after `carelens export`).",
-        ),
-    ] = "torch",
+    threads: Threads = None,
+    backend: Backend = "torch",
 ) -> None:
     """Classify texts and print one JSON object per text."""
     from model.predictor import Predictor
@@ -164,14 +168,7 @@ def score(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder of Parquet parts (resumable).")
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model directory (default: $CARELENS_MODEL_DIR or the starter model).",
-        ),
-    ] = None,
+    model: ModelDir = None,
     text_column: Annotated[str, typer.Option(help="The column with the text.")] = "text",
     rating_column: Annotated[
         str, typer.Option(help="The star-rating column, read when present.")
@@ -180,16 +177,8 @@ def score(
         int, typer.Option(min=1, help="Rows per part (memory holds one part).")
     ] = 10_000,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="Inference threads (torch / ONNX Runtime).")
-    ] = None,
-    backend: Annotated[
-        str,
-        typer.Option(
-            envvar="CARELENS_BACKEND",
-            help="torch, onnx or onnx-int8 (the ONNX ones after `carelens export`).",
-        ),
-    ] = "torch",
+    threads: Threads = None,
+    backend: Backend = "torch",
 ) -> None:
     """Classify a backlog (millions of rows) into Parquet parts that keep every input
     column and add each task's labels and confidence; a rerun skips the parts already

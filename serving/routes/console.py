@@ -8,6 +8,7 @@ principal, so the console follows the same rules, leases and validation as the A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -377,6 +378,21 @@ def _sign_in_page(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/console/login?next={quote(request.url.path)}", status_code=303)
 
 
+async def _posted(
+    request: Request, svc: Services, back: str | Callable[[dict], str]
+) -> tuple[ConsoleSession, dict[str, list[str]]] | Response:
+    """A form posted by a signed-in session with its CSRF token: (the session, the
+    form); else the answer to give (the sign-in page, or ``back`` with the error)."""
+    console = _signed_in(request, svc)
+    if console is None:
+        return _sign_in_page(request)
+    form = await form_of(request)
+    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
+        target = back(form) if callable(back) else back
+        return _back(target, error=TEXTS[_lang(request)]["expired_form"])
+    return console, form
+
+
 def _is_row_id(value: str) -> bool:
     return value.isdigit() and 1 <= int(value) <= MAX_ROW_ID
 
@@ -480,13 +496,11 @@ def queue_page(queue: str, request: Request, svc: Services = Depends(services)) 
 
 @router.post("/console/queues/{queue}/claim")
 async def claim_next(queue: str, request: Request, svc: Services = Depends(services)) -> Response:
-    console = _signed_in(request, svc)
-    if console is None:
-        return _sign_in_page(request)
-    form = await form_of(request)
     back = f"/console/queues/{quote(queue)}"
-    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
-        return _back(back, error=TEXTS[_lang(request)]["expired_form"])
+    got = await _posted(request, svc, back)
+    if isinstance(got, Response):
+        return got
+    console, _ = got
     try:
         got = ticket_routes.claim(queue=queue, lang=_lang(request), svc=svc, who=console.principal)
     except HTTPException as exc:
@@ -622,16 +636,14 @@ ACTIONS = (
 async def ticket_action(
     ticket_id: RowId, action: str, request: Request, svc: Services = Depends(services)
 ) -> Response:
-    console = _signed_in(request, svc)
-    if console is None:
-        return _sign_in_page(request)
     back = f"/console/tickets/{ticket_id}"
-    form = await form_of(request)
+    got = await _posted(request, svc, back)
+    if isinstance(got, Response):
+        return got
+    console, form = got
     t = TEXTS[_lang(request)]
     if action not in ACTIONS:
         return _render(request, svc, console, "error.html", 404, message=t["not_found"])
-    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
-        return _back(back, error=t["expired_form"])
     who, lang = console.principal, _lang(request)
     kw = {"ticket_id": ticket_id, "lang": lang, "svc": svc}
     try:
@@ -736,13 +748,14 @@ def reviews_page(request: Request, svc: Services = Depends(services)) -> Respons
 async def review_handled(
     review_id: RowId, request: Request, svc: Services = Depends(services)
 ) -> Response:
-    console = _signed_in(request, svc)
-    if console is None:
-        return _sign_in_page(request)
-    form = await form_of(request)
-    back = _safe_next(first(form, "next", "/console/reviews"))
-    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
-        return _back(back, error=TEXTS[_lang(request)]["expired_form"])
+    def back_of(form: dict) -> str:
+        return _safe_next(first(form, "next", "/console/reviews"))
+
+    got = await _posted(request, svc, back_of)
+    if isinstance(got, Response):
+        return got
+    console, form = got
+    back = back_of(form)
     note = first(form, "note").strip()[:10_000] or None
     try:
         review_routes.mark_handled(
@@ -927,15 +940,13 @@ async def admin_action(
     from serving.routes import admin as admin_routes
     from serving.routes import models as model_routes
 
-    console = _signed_in(request, svc)
-    if console is None:
-        return _sign_in_page(request)
+    got = await _posted(request, svc, "/console/admin")
+    if isinstance(got, Response):
+        return got
+    console, form = got
     t = TEXTS[_lang(request)]
     if console.principal.role != "admin":
         return _render(request, svc, console, "error.html", 403, message=t["admin_only"])
-    form = await form_of(request)
-    if not csrf_ok(svc.link_secret, console, first(form, "csrf")):
-        return _back("/console/admin", error=t["expired_form"])
     who = console.principal
     try:
         if action == "keys":
