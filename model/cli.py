@@ -179,6 +179,18 @@ def score(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     threads: Threads = None,
     backend: Backend = "torch",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process, streaming) or ray (Ray Data, one Predictor per "
+            "worker; pip install 'carelens[ray]')."
+        ),
+    ] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Ray: Predictor workers.")] = 1,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray: a cluster to join (e.g. auto, ray://head:10001); default local."),
+    ] = None,
 ) -> None:
     """Classify a backlog (millions of rows) into Parquet parts that keep every input
     column and add each task's labels and confidence; a rerun skips the parts already
@@ -195,6 +207,32 @@ def score(
         files = input_files(input)
     except ScoreError as exc:
         raise _fail(str(exc)) from exc
+    if engine not in ("local", "ray"):
+        raise _fail(f"--engine must be local or ray, not {engine!r}")
+    if engine == "ray":
+        try:
+            from model.score import score_ray
+        except ImportError as exc:  # pragma: no cover - the import is lazy inside
+            raise _fail(str(exc)) from exc
+        try:
+            report = score_ray(
+                model or default_model_dir(),
+                input,
+                output,
+                part_rows,
+                text_column,
+                rating_column or None,
+                backend,
+                threads,
+                workers,
+                ray_address,
+            )
+        except ModuleNotFoundError as exc:
+            raise _fail(f"{exc}: install Ray with pip install 'carelens[ray]'") from exc
+        except ScoreError as exc:
+            raise _fail(str(exc)) from exc
+        _score_summary(report.to_dict(), output)
+        return
     try:
         predictor = Predictor.load(
             model or default_model_dir(),
@@ -232,7 +270,10 @@ def score(
             )
         except ScoreError as exc:
             raise _fail(str(exc)) from exc
-    summary = report.to_dict()
+    _score_summary(report.to_dict(), output)
+
+
+def _score_summary(summary: dict, output: Path) -> None:
     typer.echo(
         f"{summary['rows']:,} rows in {output}: {summary['parts_written']} parts written, "
         f"{summary['parts_skipped']} skipped (already there); "

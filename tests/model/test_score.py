@@ -100,3 +100,52 @@ def test_inputs_that_cannot_be_scored_say_why(tiny_model_dir, tmp_path):
     assert report.rows_scored == 1
     r = runner.invoke(app, ["score", "-i", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no such file or folder" in r.output
+    r = runner.invoke(
+        app, ["score", "-i", str(other), "-o", str(tmp_path / "o"), "--engine", "gpu"]
+    )
+    assert r.exit_code == 2 and "--engine must be local or ray" in r.output
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _ray() is None and __import__("os").environ.get("CI") != "true",
+    reason="Ray is not installed (pip install 'carelens[ray]')",
+)
+def test_the_ray_engine_gives_the_local_labels(tiny_model_dir, tmp_path):
+    import ray
+
+    from model.score import score_ray
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rows = _rows(23)
+    (src / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), src / "b.parquet")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = score_ray(tiny_model_dir, src, tmp_path / "ray", part_rows=10, workers=1)
+        again = score_ray(tiny_model_dir, src, tmp_path / "ray", part_rows=10)
+    finally:
+        ray.shutdown()
+    assert report.rows == 46 and report.parts_written == 2
+    assert again.parts_skipped == 2 and again.rows_scored == 0  # both files done
+    local = score_local(Predictor.load(tiny_model_dir, evidence=False), src, tmp_path / "loc")
+    assert local.rows == 46
+
+    def by_id(folder):
+        cols = ["id", "issue_type", "sentiment", "urgency"]
+        rows = [
+            r for p in folder.rglob("*.parquet") for r in pq.read_table(p, columns=cols).to_pylist()
+        ]
+        return sorted(rows, key=lambda r: (r["id"], str(r)))
+
+    ray_rows, local_rows = by_id(tmp_path / "ray"), by_id(tmp_path / "loc")
+    assert len(ray_rows) == 46 and ray_rows == local_rows
