@@ -351,21 +351,45 @@ def products_report(
 # -- KPIs -------------------------------------------------------------------------------
 
 
-def _hours_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
+KPI_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "first_response": "First-response time",
+        "sla_met": "First response within the SLA",
+        "per_agent": "per agent",
+        "per_queue": "per queue",
+        "median": "median",
+        "p90": "p90",
+        "hours": "hours to first response",
+        "sla_pct": "SLA met %",
+    },
+    "zh": {
+        "first_response": "首次响应时间",
+        "sla_met": "按时首次响应",
+        "per_agent": "按客服",
+        "per_queue": "按队列",
+        "median": "中位数",
+        "p90": "p90",
+        "hours": "首次响应小时数",
+        "sla_pct": "按时响应 %",
+    },
+}
+
+
+def _hours_chart(ax, rows: list[dict[str, Any]], key: str, title: str, t: dict) -> None:
     names = [r[key] for r in rows]
     med = [r["first_response_hours_median"] or 0.0 for r in rows]
     p90 = [r["first_response_hours_p90"] or 0.0 for r in rows]
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], med, width=0.4, label="median", color="tab:blue")
-    ax.bar([x + 0.2 for x in xs], p90, width=0.4, label="p90", color="tab:orange")
+    ax.bar([x - 0.2 for x in xs], med, width=0.4, label=t["median"], color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], p90, width=0.4, label=t["p90"], color="tab:orange")
     ax.set_xticks(list(xs), names, rotation=30)
     ax.set_ylim(0, 1.25 * max([*p90, *med, 1.0]))  # headroom for the legend
-    ax.set_ylabel("hours to first response")
+    ax.set_ylabel(t["hours"])
     ax.set_title(title)
     ax.legend(frameon=False, loc="upper left", ncols=2)
 
 
-def _sla_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
+def _sla_chart(ax, rows: list[dict[str, Any]], key: str, title: str, t: dict) -> None:
     names = [r[key] for r in rows]
     met = [r["sla_met_pct"] for r in rows]
     bars = ax.bar(names, [m or 0.0 for m in met], color="tab:green")
@@ -373,25 +397,28 @@ def _sla_chart(ax, rows: list[dict[str, Any]], key: str, title: str) -> None:
         label = "–" if m is None else f"{m:.0f}%"
         ax.text(bar.get_x() + bar.get_width() / 2, (m or 0) + 1, label, ha="center", fontsize=8)
     ax.set_ylim(0, 110)
-    ax.set_ylabel("SLA met %")
+    ax.set_ylabel(t["sla_pct"])
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
 
 
 def kpi_figure(
-    kind: str, agents: list[dict[str, Any]], queues: list[dict[str, Any]], period: str
+    kind: str,
+    agents: list[dict[str, Any]],
+    queues: list[dict[str, Any]],
+    period: str,
+    lang: str = "en",
 ) -> Figure:
     """Per agent and per queue, side by side: ``first_response`` (median and p90 hours)
-    or ``sla_met`` (share answered by the deadline)."""
+    or ``sla_met`` (share answered by the deadline); texts in ``lang`` (draw a Chinese
+    one inside ``model.charts.chart_fonts``)."""
+    t = KPI_TEXTS["zh" if lang == "zh" else "en"]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
-    chart, title = {
-        "first_response": (_hours_chart, "First-response time"),
-        "sla_met": (_sla_chart, "First response within the SLA"),
-    }[kind]
-    chart(a1, agents, "agent", "per agent")
-    chart(a2, queues, "queue", "per queue")
-    fig.suptitle(f"{title}, {period}")
+    chart = {"first_response": _hours_chart, "sla_met": _sla_chart}[kind]
+    chart(a1, agents, "agent", t["per_agent"], t)
+    chart(a2, queues, "queue", t["per_queue"], t)
+    fig.suptitle(f"{t[kind]}, {period}")
     return fig
 
 

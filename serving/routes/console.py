@@ -883,8 +883,12 @@ def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -
     queues = [q for q in kpis["queues"] if q["tickets_handled"]]
     if not agents["agents"] and not queues:
         return Response(status_code=404)
+    from model.charts import chart_fonts, chart_lang
+
     period = f"{agents['since']:%Y-%m-%d} – {agents['until']:%Y-%m-%d}"
-    return _png(kpi_figure(kind, agents["agents"], queues, period))
+    lang = chart_lang(_lang(request))
+    with chart_fonts(lang):
+        return _png(kpi_figure(kind, agents["agents"], queues, period, lang))
 
 
 # -- admin -------------------------------------------------------------------------------
