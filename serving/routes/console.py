@@ -854,13 +854,12 @@ def products_chart(kind: str, request: Request, svc: Services = Depends(services
         return _png(fig)
 
 
-def _team(svc: Services, who) -> tuple[dict[str, Any], dict[str, Any]]:
+def _team(svc: Services) -> dict[str, Any]:
     """The last 30 days' agent figures and queue KPIs (``GET /v1/stats/agents`` and
     ``/kpis``), read once."""
     from serving.routes import stats as stats_routes
 
-    both = stats_routes.figures(svc, None, None, agents=True, queues=True)
-    return both, both
+    return stats_routes.figures(svc, None, None, agents=True, queues=True)
 
 
 @router.get("/console/team", response_class=HTMLResponse)
@@ -868,8 +867,7 @@ def team_page(request: Request, svc: Services = Depends(services)) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
-    agents, kpis = _team(svc, console.principal)
-    return _render(request, svc, console, "team.html", agents=agents, kpis=kpis)
+    return _render(request, svc, console, "team.html", team=_team(svc))
 
 
 @router.get("/console/team/{kind}.png")
@@ -879,16 +877,16 @@ def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -
     console = _signed_in(request, svc)
     if console is None or kind not in ("first_response", "sla_met"):
         return Response(status_code=404)
-    agents, kpis = _team(svc, console.principal)
-    queues = [q for q in kpis["queues"] if q["tickets_handled"]]
-    if not agents["agents"] and not queues:
+    team = _team(svc)
+    queues = [q for q in team["queues"] if q["tickets_handled"]]
+    if not team["agents"] and not queues:
         return Response(status_code=404)
     from model.charts import chart_fonts, chart_lang
 
-    period = f"{agents['since']:%Y-%m-%d} – {agents['until']:%Y-%m-%d}"
+    period = f"{team['since']:%Y-%m-%d} – {team['until']:%Y-%m-%d}"
     lang = chart_lang(_lang(request))
     with chart_fonts(lang):
-        return _png(kpi_figure(kind, agents["agents"], queues, period, lang))
+        return _png(kpi_figure(kind, team["agents"], queues, period, lang))
 
 
 # -- admin -------------------------------------------------------------------------------

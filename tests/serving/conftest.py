@@ -4,7 +4,11 @@ test), a settable clock, and clients holding keys of each role."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -117,3 +121,26 @@ class Desk:
 def desk(make_app, db_url):
     with TestClient(make_app(db_url)) as tc:
         yield Desk(tc)
+
+
+@contextmanager
+def uvicorn_thread(app, **config) -> Iterator[int]:
+    """``app`` under uvicorn on a free loopback port, in a thread; yields the port and
+    stops the server afterwards. ``log_config=None`` leaves the process's logging as it
+    is (records reach caplog)."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, **config)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -43,7 +43,7 @@ import yaml
 from sqlalchemy import text
 
 from model.predictor import clean_text
-from tests.serving.conftest import ADMIN_KEY, PG_URL
+from tests.serving.conftest import ADMIN_KEY, PG_URL, uvicorn_thread
 
 pytestmark = pytest.mark.slow  # about 30 s a database, most of it in the string corpus
 
@@ -357,7 +357,6 @@ def served(request, tiny_model_dir, tmp_path_factory):
     the test can count rows through the app's own engine), with tickets, a review, a
     campaign and a key to point the routes' ids at."""
     import psycopg
-    import uvicorn
 
     from serving.app import create_app
     from serving.settings import Settings
@@ -381,46 +380,39 @@ def served(request, tiny_model_dir, tmp_path_factory):
     )
     app = create_app(settings)
     app.state.jobs = RecordingJobs()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    http = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": ADMIN_KEY}, timeout=60
-    )
     try:
-        out = Served(url=f"http://127.0.0.1:{port}", port=port, app=app, http=http)
-        tickets = []
-        for batch in range(2):
-            tickets += _ingest(
-                http,
-                [{"channel": "chat", "text": f"where is my order {batch}-{i}"} for i in range(256)],
+        with (
+            uvicorn_thread(app, access_log=False) as port,
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": ADMIN_KEY}, timeout=60
+            ) as http,
+        ):
+            out = Served(url=f"http://127.0.0.1:{port}", port=port, app=app, http=http)
+            tickets = []
+            for batch in range(2):
+                tickets += _ingest(
+                    http,
+                    [
+                        {"channel": "chat", "text": f"where is my order {batch}-{i}"}
+                        for i in range(256)
+                    ],
+                )
+            (review,) = _ingest(
+                http, [{"channel": "review", "text": "It broke after a day", "rating": 1}]
             )
-        (review,) = _ingest(
-            http, [{"channel": "review", "text": "It broke after a day", "rating": 1}]
-        )
-        r = http.post("/v1/campaigns", json=EXAMPLES[("POST", "/v1/campaigns")][0])
-        assert r.status_code == 201, r.text
-        campaign_id = r.json()["id"]
-        r = http.post("/v1/keys", json={"name": "corpus-revoked", "role": "agent"})
-        key_id = r.json()["id"]
-        out.ids = {
-            "ticket_id": itertools.cycle([t["ticket_id"] for t in tickets]),
-            "review_id": itertools.repeat(review["message_id"]),
-            "campaign_id": itertools.repeat(campaign_id),
-            "key_id": itertools.repeat(key_id),
-        }
-        yield out
+            r = http.post("/v1/campaigns", json=EXAMPLES[("POST", "/v1/campaigns")][0])
+            assert r.status_code == 201, r.text
+            campaign_id = r.json()["id"]
+            r = http.post("/v1/keys", json={"name": "corpus-revoked", "role": "agent"})
+            key_id = r.json()["id"]
+            out.ids = {
+                "ticket_id": itertools.cycle([t["ticket_id"] for t in tickets]),
+                "review_id": itertools.repeat(review["message_id"]),
+                "campaign_id": itertools.repeat(campaign_id),
+                "key_id": itertools.repeat(key_id),
+            }
+            yield out
     finally:
-        http.close()
-        server.should_exit = True
-        thread.join(15)
         if schema is not None:
             with psycopg.connect(PG_URL, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

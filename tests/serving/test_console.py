@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
 
 FIRE = "The charger caught fire after two days! I want a refund."
 
@@ -155,8 +153,6 @@ def _chromium() -> str | None:
 @pytest.fixture
 def served(tiny_model_dir, tmp_path):
     """The service on a loopback port (uvicorn in a thread), with a few messages."""
-    import uvicorn
-
     from serving.app import create_app
     from serving.client import CarelensClient
     from serving.settings import Settings
@@ -170,17 +166,11 @@ def served(tiny_model_dir, tmp_path):
         sla_alert_poll_seconds=0,
         secret_key="test-secret-not-secret",
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    with CarelensClient(url, api_key=ADMIN_KEY) as admin:
+    with (
+        uvicorn_thread(create_app(settings)) as port,
+        CarelensClient(f"http://127.0.0.1:{port}", api_key=ADMIN_KEY) as admin,
+    ):
+        url = f"http://127.0.0.1:{port}"
         keys = {role: admin.create_key(f"{role}-1", role)["key"] for role in ("agent", "service")}
         service = admin.with_key(keys["service"])
         service.post_message(channel="email", text=FIRE, customer_id="c1", subject="Fire!")
@@ -189,8 +179,6 @@ def served(tiny_model_dir, tmp_path):
         )
         service.post_message(channel="review", text="Lovely kettle", rating=5, product_id="B0K")
         yield url, keys, admin
-    server.should_exit = True
-    thread.join(15)
 
 
 @pytest.mark.skipif(

@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.redact import RedactingFilter, install_log_redaction, pseudonym, redact
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
 from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
 
 KEY = {"X-API-Key": ADMIN_KEY}
@@ -144,8 +144,6 @@ class SlowPredictor:
 @pytest.fixture
 def live(tiny_model_dir, tmp_path):
     """The app under uvicorn on a free loopback port, serving a ``SlowPredictor``."""
-    import uvicorn
-
     from model.predictor import Predictor
     from serving.app import create_app
     from serving.settings import Settings
@@ -159,19 +157,8 @@ def live(tiny_model_dir, tmp_path):
         jobs_dir=tmp_path / "jobs",
         max_body_bytes=64 * 1024,
     )
-    app = create_app(settings, predictor=predictor)
-    # log_config=None: leave the process's logging as it is (records reach caplog)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, predictor=predictor)
-    server.should_exit = True
-    thread.join(15)
+    with uvicorn_thread(create_app(settings, predictor=predictor)) as port:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, predictor=predictor)
 
 
 def _send_chunked(port: int, path: str, headers: dict[str, str], total: int = 64 * 2**20):
