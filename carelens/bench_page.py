@@ -133,6 +133,19 @@ def console_section(r: dict[str, Any]) -> list[str]:
     ]
     for page, f in r.get("pages", {}).items():
         lines.append(f"| `{page}` | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} |")
+    if r.get("counting"):
+        lines += [
+            "",
+            "The products and team pages show snapshots of their month figures, counted "
+            "again in the background when older than `CARELENS_CONSOLE_FIGURES_SECONDS` "
+            "(60); counting them (what the first request of a process, and each "
+            "background recount, takes):",
+            "",
+            "| page, counting its figures | p50 ms | p95 ms |",
+            "|---|---|---|",
+        ]
+        for page, f in r["counting"].items():
+            lines.append(f"| `{page}` | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} |")
     return lines
 
 

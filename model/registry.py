@@ -89,6 +89,7 @@ class ModelVersion:
 
     def summary(self, active: str | None = None) -> dict[str, Any]:
         gate = self.info.get("gate") or {}
+        metrics = self.info.get("metrics") or {}
         return {
             "version": self.name,
             "active": self.name == active,
@@ -97,6 +98,10 @@ class ModelVersion:
             "parent": self.parent,
             "decision": gate.get("decision"),
             "reason": gate.get("reason"),
+            # the mean figure over (source, task) cells on the frozen set and on the
+            # newest labelled tickets held out of its training (None when not scored)
+            "frozen_mean": (metrics.get("frozen") or {}).get("mean"),
+            "new_tickets_mean": (metrics.get("new_tickets") or {}).get("mean"),
         }
 
 

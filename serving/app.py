@@ -47,6 +47,7 @@ from serving.routes import templates as template_routes
 from serving.routes import unsubscribe as unsubscribe_routes
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
+from serving.snapshots import Snapshots
 from serving.store import CHANNELS, utcnow
 from serving.templates import load_file_templates
 
@@ -137,6 +138,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         autoreply=autoreply,
+        snapshots=Snapshots(settings.console_figures_seconds, clock),
         link_secret=load_secret(
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             carelens_home(),

@@ -10,7 +10,9 @@ over the routing file's queues. The app is created on that schema without a mode
 pages read labels from the store) and each page is requested ``--repeat`` times
 in-process through Starlette's TestClient, after one warm-up request, so the time is
 the server's own (routing, queries, rendering) plus a negligible client; p50 and p95
-per page. The schema is dropped afterwards.
+per page. The products and team pages show snapshots of their figures
+(``serving.snapshots``): they are timed as served, and again with the figures counted
+on every request (``counting``). The schema is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ PAGES = (
     "/console/team",
 )
 AGENTS = ("ana", "ben", "chen", "dee", "eli")
+SNAPSHOT_PAGES = ("/console/products", "/console/team")  # figures from serving.snapshots
 ISSUES = ("shipping_delivery", "damaged_defective", "refund_return", "product_quality", "praise")
 
 
@@ -169,6 +172,29 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
     return {"messages": n, "events": len(events), "open": len(open_ids), "open_ticket": open_ids[0]}
 
 
+def sign_in(http, key: str) -> None:
+    r = http.post("/console/login", data={"key": key}, follow_redirects=False)
+    if r.status_code != 303:
+        raise RuntimeError(f"sign-in failed: {r.status_code}")
+
+
+def time_page(http, path: str, repeat: int) -> dict[str, float]:
+    """p50 and p95 of ``repeat`` requests after one warm-up request."""
+    times = []
+    for k in range(repeat + 1):
+        t1 = time.perf_counter()
+        r = http.get(path)
+        elapsed = time.perf_counter() - t1
+        if r.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {r.status_code}")
+        if k:
+            times.append(elapsed * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 1),
+        "p95_ms": round(float(np.percentile(times, 95)), 1),
+    }
+
+
 def bench_console(pg_url: str, n: int, repeat: int, log=lambda _: None) -> dict[str, Any]:
     import psycopg
     from fastapi.testclient import TestClient
@@ -206,28 +232,21 @@ def bench_console(pg_url: str, n: int, repeat: int, log=lambda _: None) -> dict[
         with psycopg.connect(pg_url, options=f"-csearch_path={schema}") as conn:
             counts = load_store(conn, n, now, queues, agent_ids)
         log(f"loaded {n:,} messages in {time.perf_counter() - t0:.0f} s; timing the pages")
-        out: dict[str, Any] = {"store": counts, "repeat": repeat, "pages": {}}
+        out: dict[str, Any] = {"store": counts, "repeat": repeat, "pages": {}, "counting": {}}
         with TestClient(create_app(settings)) as http:
-            r = http.post("/console/login", data={"key": key}, follow_redirects=False)
-            if r.status_code != 303:
-                raise RuntimeError(f"sign-in failed: {r.status_code}")
+            sign_in(http, key)
             for template in PAGES:
                 path = template.format(open_ticket=counts["open_ticket"])
-                times = []
-                for k in range(repeat + 1):
-                    t1 = time.perf_counter()
-                    r = http.get(path)
-                    elapsed = time.perf_counter() - t1
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{path}: HTTP {r.status_code}")
-                    if k:  # the first is a warm-up
-                        times.append(elapsed * 1000)
                 name = template.replace("{open_ticket}", "{id}")
-                out["pages"][name] = {
-                    "p50_ms": round(float(np.percentile(times, 50)), 1),
-                    "p95_ms": round(float(np.percentile(times, 95)), 1),
-                }
+                out["pages"][name] = time_page(http, path, repeat)
                 log(f"{name}: p50 {out['pages'][name]['p50_ms']} ms")
+        # the pages whose figures are snapshots, counted on every request
+        counting = settings.model_copy(update={"console_figures_seconds": 0})
+        with TestClient(create_app(counting)) as http:
+            sign_in(http, key)
+            for path in SNAPSHOT_PAGES:
+                out["counting"][path] = time_page(http, path, repeat)
+                log(f"{path}, counting its figures: p50 {out['counting'][path]['p50_ms']} ms")
         return out
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:

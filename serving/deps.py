@@ -22,6 +22,7 @@ from serving.db import retry_read
 from serving.metrics import Metrics
 from serving.routing import RoutingConfig
 from serving.settings import Settings
+from serving.snapshots import Snapshots
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     routing: RoutingConfig
     metrics: Metrics
     clock: Callable[[], datetime]
+    snapshots: Snapshots  # the console's month figures (serving/snapshots.py)
     predictor: Predictor | None = None
     model_error: str | None = None
     batcher: MicroBatcher | None = None  # runs every prediction (serving/batcher.py)

@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     sla_alert_poll_seconds: float = Field(
         60.0, ge=0, description="How often the service looks for SLA alerts to send (0: never)."
     )
+    console_figures_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="The console's products and team figures are counted again when older "
+        "than this (the page shows the last count at once and recounts in the background; "
+        "0: count on every request).",
+    )
     signal_poll_seconds: float = Field(
         3600.0,
         ge=0,

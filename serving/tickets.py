@@ -169,12 +169,14 @@ def message_view(msg: Message) -> dict[str, Any]:
         "text": msg.text,
         "lang": msg.lang,
         "customer_id": msg.customer_id,
+        "customer_name": msg.customer_name,
         "order_id": msg.order_id,
         "product_id": msg.product_id,
         "marketplace": msg.marketplace,
         "rating": msg.rating,
         "received_at": msg.received_at,
         "reply_to": msg.reply_to,
+        "references": msg.references,
     }
 
 

@@ -48,7 +48,8 @@ def test_page_renders_each_bench_file(tmp_path):
     (d / "autoreply.json").write_text(json.dumps(auto))
     console = {"command": "carelens bench console --tickets 100000 --repeat 10", "cpus": 2,
                "date": "2026-12-04", "repeat": 10, "store": {"messages": 100000, "open": 9,
-               "events": 5}, "pages": {"/console": {"p50_ms": 37.8, "p95_ms": 41.2}}}  # fmt: skip
+               "events": 5}, "pages": {"/console": {"p50_ms": 37.8, "p95_ms": 41.2}},
+               "counting": {"/console/team": {"p50_ms": 612.0, "p95_ms": 700.5}}}  # fmt: skip
     (d / "console.json").write_text(json.dumps(console))
     out = tmp_path / "figures.md"
     r = CliRunner().invoke(app, ["bench", "page", "--json-dir", str(d), "--out", str(out)])
@@ -61,6 +62,7 @@ def test_page_renders_each_bench_file(tmp_path):
     assert "test: 1,408 rows, 500 of them messages" in page
     assert "| 0.90 | 12 (0.9%) | 1 (8.3%) | 30 (2.2%) | 3 (10.0%) |" in page
     assert "store of 100,000 messages" in page and "| `/console` | 37.8 | 41.2 |" in page
+    assert "| `/console/team` | 612.0 | 700.5 |" in page
 
 
 @pytest.mark.parametrize("content", [None, "{not json", "[1, 2]"])

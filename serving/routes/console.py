@@ -14,7 +14,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import TypeAdapter
 
+from serving.auth import Principal
 from serving.console import (
     COOKIE,
     LANG_COOKIE,
@@ -29,14 +31,17 @@ from serving.console import (
 )
 from serving.db import retry_read
 from serving.deps import Services, language_of, services
-from serving.fields import MAX_ROW_ID, RowId
+from serving.fields import MAX_ROW_ID, RowId, TemplateName
 from serving.routes import customers as customer_routes
 from serving.routes import reviews as review_routes
 from serving.routes import templates as template_routes
 from serving.routes import tickets as ticket_routes
 from serving.routes.pages import page
+from serving.snapshots import Snapshot
+from serving.templates import PLACEHOLDERS
 
 router = APIRouter(include_in_schema=False)
+TemplateNameCheck = TypeAdapter(TemplateName)
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -56,6 +61,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "language": "Language",
         "title": "Title",
         "source": "Source",
+        "edit": "Edit",
+        "save": "Save",
+        "delete": "Delete",
+        "body": "Text",
+        "placeholders": "Placeholders",
+        "new_template": "New template",
+        "frozen_score": "Frozen set",
+        "new_tickets_score": "New tickets",
+        "score_help": "Mean headline score over tasks (and sources) on the frozen evaluation "
+        "set and on the newest labelled tickets held out of training",
         "open_return": "Open a return",
         "move_to": "Move to",
         "sent_mail": "Replies by e-mail",
@@ -83,6 +98,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "progress": "Progress",
         "no_registry": "No model registry is configured.",
         "worst_first": "Products with the largest share of negative messages first; spikes flagged.",
+        "counted_at": "Figures counted at",
         "spikes": "Spikes",
         "negative": "Negative",
         "mean_stars": "Mean ★",
@@ -123,7 +139,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "message": "Message",
         "subject": "Subject",
         "received": "Received",
-        "from": "Reply to",
+        "from": "From",
+        "customer_id": "Customer",
+        "in_reply_to": "Answers (In-Reply-To, References)",
         "order": "Order",
         "product": "Product",
         "rating": "Stars",
@@ -185,6 +203,15 @@ TEXTS: dict[str, dict[str, str]] = {
         "language": "语言",
         "title": "标题",
         "source": "来源",
+        "edit": "编辑",
+        "save": "保存",
+        "delete": "删除",
+        "body": "正文",
+        "placeholders": "占位符",
+        "new_template": "新建模板",
+        "frozen_score": "固定评估集",
+        "new_tickets_score": "新工单",
+        "score_help": "各任务（及来源）主要指标的平均值：固定评估集，以及未参与训练的最新已标注工单",
         "open_return": "发起退货",
         "move_to": "改为",
         "sent_mail": "邮件回复",
@@ -212,6 +239,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "progress": "进度",
         "no_registry": "未配置模型仓库。",
         "worst_first": "负面消息占比最高的商品排在最前；标出异常上升。",
+        "counted_at": "数据统计于",
         "spikes": "异常上升",
         "negative": "负面",
         "mean_stars": "平均星级",
@@ -252,7 +280,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "message": "消息",
         "subject": "主题",
         "received": "收到时间",
-        "from": "回复地址",
+        "from": "发件人",
+        "customer_id": "顾客",
+        "in_reply_to": "回复的邮件（In-Reply-To、References）",
         "order": "订单",
         "product": "商品",
         "rating": "星级",
@@ -803,22 +833,27 @@ def _png(fig) -> Response:
     return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-def _products(svc: Services, who, series: bool = False) -> dict[str, Any]:
+def _products(svc: Services, who, series: bool = False) -> Snapshot:
+    """The products' figures of ``GET /v1/products/insights`` (worst first), from the
+    snapshots (``serving.snapshots``); ``series``: with the weekly series the charts draw."""
     from serving.routes import products as product_routes
 
-    return product_routes.products_insights(
-        since=None,
-        until=None,
-        sort="negative_share",
-        order="desc",
-        min_messages=1,
-        series=series,
-        bucket="week",
-        limit=50,
-        offset=0,
-        spike=product_routes.SpikeParams(None, None, None, None, None),
-        svc=svc,
-        _=who,
+    return svc.snapshots.get(
+        f"products{'-series' if series else ''}",
+        lambda: product_routes.products_insights(
+            since=None,
+            until=None,
+            sort="negative_share",
+            order="desc",
+            min_messages=1,
+            series=series,
+            bucket="week",
+            limit=50,
+            offset=0,
+            spike=product_routes.SpikeParams(None, None, None, None, None),
+            svc=svc,
+            _=who,
+        ),
     )
 
 
@@ -827,9 +862,18 @@ def products_page(request: Request, svc: Services = Depends(services)) -> Respon
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
-    data = _products(svc, console.principal)
+    snapshot = _products(svc, console.principal)
+    data = snapshot.value
     rows = sorted(data["products"], key=lambda p: not p["spikes"])  # spiking first
-    return _render(request, svc, console, "products.html", data=data, products=rows)
+    return _render(
+        request,
+        svc,
+        console,
+        "products.html",
+        data=data,
+        products=rows,
+        counted_at=snapshot.counted_at,
+    )
 
 
 @router.get("/console/products/{kind}.png")
@@ -840,7 +884,7 @@ def products_chart(kind: str, request: Request, svc: Services = Depends(services
     console = _signed_in(request, svc)
     if console is None or kind not in ("mix", "trends"):
         return Response(status_code=404)
-    data = _products(svc, console.principal, series=True)
+    data = _products(svc, console.principal, series=True).value
     if not data["products"]:
         return Response(status_code=404)
     lang = chart_lang(_lang(request))
@@ -854,12 +898,14 @@ def products_chart(kind: str, request: Request, svc: Services = Depends(services
         return _png(fig)
 
 
-def _team(svc: Services) -> dict[str, Any]:
+def _team(svc: Services) -> Snapshot:
     """The last 30 days' agent figures and queue KPIs (``GET /v1/stats/agents`` and
-    ``/kpis``), read once."""
+    ``/kpis``, read once), from the snapshots (``serving.snapshots``)."""
     from serving.routes import stats as stats_routes
 
-    return stats_routes.figures(svc, None, None, agents=True, queues=True)
+    return svc.snapshots.get(
+        "team", lambda: stats_routes.figures(svc, None, None, agents=True, queues=True)
+    )
 
 
 @router.get("/console/team", response_class=HTMLResponse)
@@ -867,7 +913,10 @@ def team_page(request: Request, svc: Services = Depends(services)) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
-    return _render(request, svc, console, "team.html", team=_team(svc))
+    snapshot = _team(svc)
+    return _render(
+        request, svc, console, "team.html", team=snapshot.value, counted_at=snapshot.counted_at
+    )
 
 
 @router.get("/console/team/{kind}.png")
@@ -877,7 +926,7 @@ def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -
     console = _signed_in(request, svc)
     if console is None or kind not in ("first_response", "sla_met"):
         return Response(status_code=404)
-    team = _team(svc)
+    team = _team(svc).value
     queues = [q for q in team["queues"] if q["tickets_handled"]]
     if not team["agents"] and not queues:
         return Response(status_code=404)
@@ -919,9 +968,33 @@ def _admin_page(
         models=models,
         jobs=jobs[:10],
         templates=templates,
+        placeholders=PLACEHOLDERS,
         refresh=running,
         **extra,
     )
+
+
+def _save_template(svc: Services, form: dict[str, list[str]], who: Principal) -> None:
+    """Add or replace a template (``PUT /v1/templates/{name}``), keeping the fallbacks
+    a template of that name has for the placeholders its new text uses."""
+    from serving.templates import effective_templates
+
+    name = first(form, "name").strip()
+    TemplateNameCheck.validate_python(name)  # the API's rules for a template's name
+    with svc.sessions() as s:
+        current = effective_templates(s, svc.settings.templates_dir).get(name)
+    text = first(form, "body")
+    body = template_routes.TemplateIn(
+        issue_type=first(form, "issue_type"),
+        lang=first(form, "lang"),
+        title=first(form, "title"),
+        body=text,
+        # the fallbacks of the placeholders the new text still uses
+        fallbacks={
+            k: v for k, v in (current.fallbacks if current else {}).items() if f"{{{k}}}" in text
+        },
+    )
+    template_routes.put_template(template_name=name, body=body, svc=svc, who=who)
 
 
 @router.get("/console/admin", response_class=HTMLResponse)
@@ -961,6 +1034,10 @@ async def admin_action(
             if not _is_row_id(key_id):
                 return _back("/console/admin", error="key_id: give a key's id")
             admin_routes.revoke_key(key_id=int(key_id), svc=svc, _=who)
+        elif action == "template":
+            _save_template(svc, form, who)
+        elif action == "template-delete":
+            template_routes.remove_template(template_name=first(form, "name"), svc=svc, who=who)
         elif action == "promote":
             await model_routes.promote(version=first(form, "version"), request=request, who=who)
         elif action == "rollback":

@@ -88,6 +88,12 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
         channel="review", text="Broke after a week", rating=1, product_id="B0KETTLE"
     )
     tickets["review"] = review["ticket_id"]
+    raw = (
+        b"From: Dana Wu <dana@example.com>\r\nTo: shop@example.com\r\nSubject: Re: Parcel\r\n"
+        b"Message-ID: <m2@example.com>\r\nIn-Reply-To: <m1@shop.example>\r\n"
+        b"References: <m0@example.com> <m1@shop.example>\r\n\r\nStill no parcel.\r\n"
+    )
+    mail = desk.service.post_email(raw)["ticket_id"]
     clock.advance(minutes=1)  # the figures count messages received before now
     for lang, word in (("en", "Ticket"), ("zh", "工单")):
         http.get(f"/console/lang/{lang}?next=/console")
@@ -104,10 +110,15 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
             "/console/returns",
         ):
             assert http.get(path).status_code == 200, path
+        counted = "数据统计于" if lang == "zh" else "Figures counted at"
+        assert f"{counted} <time" in http.get("/console/team").text
         for chart in ("products/mix", "products/trends", "team/first_response", "team/sla_met"):
             png = http.get(f"/console/{chart}.png")
             assert png.status_code == 200 and png.content[:4] == b"\x89PNG", chart
     assert "物流配送" in http.get(f"/console/tickets/{tickets['open']}").text
+    headers = http.get(f"/console/tickets/{mail}").text  # the e-mail's headers
+    for shown in ("Dana Wu &lt;dana@example.com&gt;", "&lt;m2@example.com&gt;", "m0@example.com"):
+        assert shown in headers, shown
     missing = http.get("/console/tickets/999999")
     assert missing.status_code == 404 and "999999" in missing.text
     for bad in ("99999999999999999999", "0", "-1", "abc"):  # refused, never a 500
@@ -271,6 +282,13 @@ def test_a_day_in_the_console_in_chromium(served):
         lead.click("text=New key")
         expect(lead.locator("code.key")).to_be_visible()
         lead.screenshot(path=shots / "admin.png", full_page=True)
+        lead.locator("summary", has_text="Edit").first.click()  # a reply template
+        edit = lead.locator("form.template-form").first
+        edit.locator("input[name=title]").fill("Order change or cancellation, by the lead")
+        lead.screenshot(path=shots / "admin_template.png", full_page=False)
+        edit.locator("button[type=submit]").click()
+        expect(lead.locator(".flash.note")).to_be_visible()
+        expect(lead.locator("table.list")).to_contain_text(["by the lead"])
         browser.close()
 
 
@@ -301,3 +319,55 @@ def test_admin_page_keys_and_models_for_admins_only(desk):
     assert "flash error" in r.text
     forged = http.post("/console/admin/keys", data={"name": "x", "role": "agent"})
     assert "expired" in forged.text and "x" not in [k["name"] for k in desk.admin.list_keys()]
+
+
+def test_admins_edit_add_and_delete_reply_templates_through_the_api_rules(desk):
+    http = desk.http
+    _sign_in(http, ADMIN_KEY)
+    page = http.get("/console/admin").text
+    csrf = _csrf(page)
+    default = next(t for t in desk.admin.templates() if t["source"] == "file" and t["fallbacks"])
+    form = {
+        "csrf": csrf,
+        "name": default["name"],
+        "issue_type": default["issue_type"],
+        "lang": default["lang"],
+        "title": "Edited title",
+        "body": "Hello, we are on it: " + " ".join(f"{{{k}}}" for k in default["fallbacks"]),
+    }
+    r = http.post("/console/admin/template", data=form)
+    assert r.status_code == 200 and "flash note" in r.text
+    edited = next(t for t in desk.admin.templates() if t["name"] == default["name"])
+    assert (edited["title"], edited["source"], edited["updated_by"]) == (
+        "Edited title",
+        "store",
+        "bootstrap-admin",
+    )
+    assert edited["fallbacks"] == default["fallbacks"]  # the text uses them all still
+    new = {
+        **form,
+        "name": "en.praise.custom",
+        "issue_type": "praise",
+        "title": "Thanks",
+        "body": "Thank you, {customer_name}!",
+    }
+    assert "flash note" in http.post("/console/admin/template", data=new).text
+    assert "en.praise.custom" in http.get("/console/admin").text
+    # the API's checks answer in the page: an unknown placeholder, a bad name, a wrong label
+    for bad, says in (
+        ({**new, "body": "Hi {nonsense}"}, "nonsense"),
+        ({**new, "name": "has space"}, "name"),
+        ({**new, "issue_type": "weather"}, "weather"),
+    ):
+        r = http.post("/console/admin/template", data=bad)
+        assert r.status_code == 200 and "flash error" in r.text and says in r.text, says
+    gone = http.post("/console/admin/template-delete", data={"csrf": csrf, "name": new["name"]})
+    assert "flash note" in gone.text
+    assert "en.praise.custom" not in [t["name"] for t in desk.admin.templates()]
+    missing = http.post("/console/admin/template-delete", data={"csrf": csrf, "name": "nope"})
+    assert "flash error" in missing.text and "nope" in missing.text
+    _sign_in(http, desk.agent.api_key)
+    refused = http.post(
+        "/console/admin/template", data={**new, "csrf": _csrf(http.get("/console").text)}
+    )
+    assert refused.status_code == 403

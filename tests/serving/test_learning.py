@@ -126,6 +126,13 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
         assert desk.service.classify(["refund please"])["model_version"] == "v0002"
         listed = {v["version"]: v for v in desk.admin.models()["versions"]}
         assert listed["v0002"]["active"] and listed["v0002"]["decision"] == "promoted"
+        assert listed["v0002"]["new_tickets_mean"] == cand["new_tickets"]["mean"]
+        assert listed["v0002"]["frozen_mean"] == cand["frozen"]["mean"]
+        assert listed["v0001"]["new_tickets_mean"] is None  # imported, never scored
+        lead = TestClient(app)  # the console shows each version's figures
+        lead.post("/console/login", data={"key": ADMIN_KEY})
+        shown = f"{cand['new_tickets']['mean']:.3f}"
+        assert shown in lead.get("/console/admin").text
         record = desk.admin.model("v0002")
         assert record["gate"]["candidate"] and record["gate"]["active"]
         assert record["data_summary"]["tickets"]["rows"] == 60
