@@ -61,25 +61,35 @@ class NotReady(BaseModel):
 
 def start_workers(svc: Services) -> dict[str, Every]:
     """The background workers, each when configured with a period: the mailbox poller,
-    the outbox delivery, the SLA alerts, the signal alerts."""
+    the outbox delivery, the SLA alerts, the signal alerts. Over PostgreSQL a round runs
+    in one process at a time (``db.one_at_a_time``): with several service processes,
+    the others skip that round."""
     settings, workers = svc.settings, {}
+
+    def every(name: str, fn: Callable[[], object], seconds: float) -> Every:
+        def alone() -> object:
+            with db.one_at_a_time(svc.engine, f"carelens worker {name}") as mine:
+                return fn() if mine else {"skipped": "another process ran this round"}
+
+        return Every(name, alone, seconds).start()
+
     if settings.sla_alert_poll_seconds > 0:
-        workers["sla_alerts"] = Every(
+        workers["sla_alerts"] = every(
             "sla-alerts", lambda: alerts.run_once(svc), settings.sla_alert_poll_seconds
-        ).start()
+        )
     if settings.signal_poll_seconds > 0:
-        workers["signals"] = Every(
+        workers["signals"] = every(
             "signals", lambda: signals.run_once(svc), settings.signal_poll_seconds
-        ).start()
+        )
     imap = ImapConfig.from_settings(settings)
     if imap is not None and settings.imap_poll_seconds > 0:
         handle = messages.mailbox_handler(svc)
-        workers["inbox"] = Every(
+        workers["inbox"] = every(
             "mailbox-poll", lambda: poll_once(imap, handle), settings.imap_poll_seconds
-        ).start()
+        )
     smtp = SmtpConfig.from_settings(settings)
     if smtp is not None and settings.outbox_poll_seconds > 0:
-        workers["outbox"] = Every(
+        workers["outbox"] = every(
             "outbox-delivery",
             lambda: deliver_due(
                 svc.sessions,
@@ -89,7 +99,7 @@ def start_workers(svc: Services) -> dict[str, Every]:
                 skip_locked=svc.skip_locked,
             ),
             settings.outbox_poll_seconds,
-        ).start()
+        )
     return workers
 
 
@@ -223,7 +233,7 @@ def create_app(
     app.state.models = models
     app.state.builder = builder
     app.state.jobs = JobRunner(
-        settings.jobs_dir, Registry(settings.registry), lambda _: models.follow()
+        settings.jobs_dir, Registry(settings.registry), lambda _: models.follow(), engine
     )
 
     # pure ASGI middlewares, the last added outermost: latency of every answer, then the

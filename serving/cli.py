@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -76,23 +77,60 @@ def serve(
             "then the starter (about half an hour), switching to each when it is ready.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Service processes on the port (uvicorn workers; PostgreSQL only). They "
+            "share the queues, the retrain lock and the registry; /metrics adds them up.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API under uvicorn (migrates the database first)."""
     import uvicorn
 
-    from serving.app import create_app
     from serving.redact import uvicorn_log_config
 
-    settings = _settings(
-        model_dir=model,
-        host=host,
-        port=port,
-        database_url=database_url,
-        build_missing=build_missing,
-    )
+    overrides = {
+        "model_dir": model,
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "build_missing": build_missing,
+    }
+    settings = _settings(**overrides)
     extra = {"log_config": uvicorn_log_config()} if settings.redact_logs else {}
+    if workers == 1:
+        from serving.app import create_app
+
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level="info", **extra
+        )
+        return
+    from serving.db import normalise_url
+    from serving.metrics import multiprocess_metrics_dir
+
+    if not normalise_url(settings.database_url).startswith("postgresql"):
+        raise typer.BadParameter(
+            "several workers need PostgreSQL (--database-url postgresql://USER@HOST/DB or "
+            "CARELENS_DATABASE_URL): SQLite serves one process",
+            param_hint="--workers",
+        )
+    # the workers build their app from the environment: hand them this command's options
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"CARELENS_{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    multiprocess_metrics_dir()
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info", **extra
+        "serving.app:create_app",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        **extra,
     )
 
 

@@ -8,6 +8,7 @@ PostgreSQL claims use ``FOR UPDATE SKIP LOCKED`` (see ``serving.tickets``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,17 +126,52 @@ def alembic_config(url: str):
     return cfg
 
 
+def lock_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (a signed 64-bit integer) for ``name``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+
+
+@contextmanager
+def one_at_a_time(engine: Engine, name: str) -> Iterator[bool]:
+    """Whether this process may run the block named ``name`` now: on PostgreSQL, True
+    while it holds the session advisory lock of that name and False when another
+    process (a worker of ``carelens serve --workers``, another host) holds it, so that
+    a background round runs in one process at a time; elsewhere always True."""
+    if not is_postgres(engine):
+        yield True
+        return
+    key = lock_key(name)
+    with engine.connect() as conn:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+
 def upgrade(url: str, revision: str = "head", engine: Engine | None = None) -> None:
-    """Apply the Alembic migrations up to ``revision`` (idempotent)."""
+    """Apply the Alembic migrations up to ``revision`` (idempotent). On PostgreSQL the
+    run holds an advisory lock for its transaction: when several processes start at once
+    (``carelens serve --workers``, or several hosts over one database), one migrates and
+    the others wait for it, then find nothing left to do."""
     from alembic import command
 
     cfg = alembic_config(url)
-    if engine is not None:
+    own = engine is None
+    engine = engine or make_engine(url)
+    try:
         with engine.begin() as conn:
+            if is_postgres(engine):
+                key = lock_key("carelens migrations")
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-    else:
-        command.upgrade(cfg, revision)
+    finally:
+        if own:
+            engine.dispose()
 
 
 def current_revision(engine: Engine) -> str | None:

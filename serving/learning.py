@@ -13,6 +13,7 @@ changes again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import Connection, Engine, text
 
 from model.onnx_backend import BackendError
 from model.predictor import Predictor
 from model.pretrained import REQUIRED_FILES, ModelLoadError
 from model.registry import Registry, RegistryError, write_json_atomic
+from serving.db import lock_key
 from serving.deps import Services
 from serving.routing import RoutingError
 from serving.store import CHANNELS
@@ -236,15 +239,46 @@ class JobConflict(Exception):
 @dataclass
 class JobRunner:
     """Retraining jobs: one folder per job under ``root`` (job.json, labels.jsonl,
-    config.yaml, progress.json, log.txt, result.json); one job at a time."""
+    config.yaml, progress.json, log.txt, result.json); one job at a time.
+
+    With ``engine`` on PostgreSQL, one job at a time across every process over that
+    database (the workers of ``carelens serve --workers``, other hosts): a job holds the
+    advisory lock ``carelens retrain`` on a connection of its own while it runs; the
+    database lets it go when the job ends or its process dies."""
 
     root: Path
     registry: Registry
     on_done: Callable[[dict[str, Any]], None] | None = None
+    engine: Engine | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen] = {}
+
+    def _hold_lock(self) -> Connection | None:
+        """The connection holding the retrain lock (None without PostgreSQL), or
+        ``JobConflict`` when another process holds it."""
+        if self.engine is None or self.engine.dialect.name != "postgresql":
+            return None
+        conn = self.engine.connect()
+        key = lock_key("carelens retrain")
+        if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            conn.commit()
+            return conn
+        conn.close()
+        elsewhere = [j["id"] for j in self.list() if j["status"] == "running"]
+        raise JobConflict(
+            "a retrain job is running in another service process"
+            + (f"; poll GET /v1/models/jobs/{elsewhere[0]}" if elsewhere else "")
+        )
+
+    @staticmethod
+    def _let_go(conn: Connection | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a closed connection has let go already
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                conn.commit()
+            conn.close()
 
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -264,6 +298,7 @@ class JobRunner:
                 raise JobConflict(
                     f"retrain job {busy} is still running; poll GET /v1/models/jobs/{busy}"
                 )
+            held = self._hold_lock()
             job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             d = self._dir(job_id)
             d.mkdir(parents=True)
@@ -281,10 +316,14 @@ class JobRunner:
             if base is not None:
                 cmd += ["--base", str(base)]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-            with (d / "log.txt").open("wb") as out:
-                proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                )
+            try:
+                with (d / "log.txt").open("wb") as out:
+                    proc = subprocess.Popen(
+                        cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    )
+            except BaseException:
+                self._let_go(held)
+                raise
             self._procs[job_id] = proc
             job = {
                 "id": job_id,
@@ -299,11 +338,12 @@ class JobRunner:
                 "labelled_tickets": labels_jsonl.count("\n"),
             }
             write_json_atomic(d / "job.json", job)
-        threading.Thread(target=self._wait, args=(job_id, proc), daemon=True).start()
+        threading.Thread(target=self._wait, args=(job_id, proc, held), daemon=True).start()
         return self.get(job_id)
 
-    def _wait(self, job_id: str, proc: subprocess.Popen) -> None:
+    def _wait(self, job_id: str, proc: subprocess.Popen, held: Connection | None) -> None:
         rc = proc.wait()
+        self._let_go(held)
         d = self._dir(job_id)
         job = json.loads((d / "job.json").read_text(encoding="utf-8"))
         job.update(status="succeeded" if rc == 0 else "failed", returncode=rc, finished_at=_now())

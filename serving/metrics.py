@@ -1,14 +1,29 @@
 """Prometheus metrics (one registry per app, so several apps in one process — tests —
 do not collide): request latency, predictions per label, model version, and queue
-depths / SLA breaches read from the store at scrape time."""
+depths / SLA breaches read from the store at scrape time.
+
+Several worker processes (``carelens serve --workers``) use prometheus_client's
+multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set before the workers start, each
+writes its samples there, and a scrape of any worker adds them up (the model version
+is listed per live worker, with its ``pid``)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -78,11 +93,17 @@ class Metrics:
             registry=self.registry,
         )
         self.model_info = Gauge(
-            "carelens_model_info", "The model version served", ["version"], registry=self.registry
+            "carelens_model_info",
+            "The model version served",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="liveall",
         )
+        self.stores: list[Collector] = []
 
     def watch_store(self, sessions: sessionmaker[Session], clock: Callable[[], datetime]) -> None:
-        self.registry.register(QueueCollector(sessions, clock))
+        self.stores.append(QueueCollector(sessions, clock))
+        self.registry.register(self.stores[-1])
 
     def count_predictions(self, predictions) -> None:
         for p in predictions:
@@ -91,7 +112,24 @@ class Metrics:
                     self.predictions.labels(name, label).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not os.environ.get(MULTIPROC_ENV):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()  # every worker's samples, and the store's figures once
+        multiprocess.MultiProcessCollector(registry)
+        for collector in self.stores:
+            registry.register(collector)
+        return generate_latest(registry)
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_metrics_dir() -> Path:
+    """A fresh folder for the workers' samples, named in ``PROMETHEUS_MULTIPROC_DIR``
+    (to set before the workers start; the folder of an earlier run is not reused)."""
+    path = Path(tempfile.mkdtemp(prefix="carelens-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
 
 
 class LatencyMiddleware:
