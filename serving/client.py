@@ -235,8 +235,9 @@ class CarelensClient:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 50,
-        offset: int = 0,
+        after: str | None = None,
     ) -> list[JSON]:
+        """A page of reviews; ``after``: the last review's ``cursor`` (the next page)."""
         params = _clean(
             {
                 "product_id": product_id,
@@ -248,7 +249,7 @@ class CarelensClient:
                 "since": since,
                 "until": until,
                 "limit": limit,
-                "offset": offset,
+                "after": after,
             }
         )
         return self._json("GET", "/v1/reviews", params=params)

@@ -22,6 +22,11 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -34,6 +39,17 @@ ROLES = ("service", "agent", "admin")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def label_has(labels: Any, task: str, label: str, dialect: str) -> Any:
+    """SQL: the JSON labels column ``labels`` lists ``label`` under ``task`` (JSONB
+    containment on PostgreSQL, ``json_each`` on SQLite)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return cast(labels, JSONB)[task].contains([label])
+    each = func.json_each(labels, f'$."{task}"').table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == label))
 
 
 def as_utc(value: datetime) -> datetime:
@@ -84,6 +100,8 @@ class ApiKey(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    # lists page by arrival within a channel (migration 0010)
+    __table_args__ = (Index("ix_messages_channel_received", "channel", "received_at", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     external_id: Mapped[str | None] = mapped_column(String(300), unique=True, default=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -42,6 +42,7 @@ from serving.templates import PLACEHOLDERS
 
 router = APIRouter(include_in_schema=False)
 TemplateNameCheck = TypeAdapter(TemplateName)
+REVIEWS_PAGE = 100
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -97,6 +98,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "jobs": "Retraining jobs",
         "progress": "Progress",
         "no_registry": "No model registry is configured.",
+        "next_page": "Next page",
         "worst_first": "Products with the largest share of negative messages first; spikes flagged.",
         "counted_at": "Figures counted at",
         "spikes": "Spikes",
@@ -238,6 +240,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "jobs": "重新训练任务",
         "progress": "进度",
         "no_registry": "未配置模型仓库。",
+        "next_page": "下一页",
         "worst_first": "负面消息占比最高的商品排在最前；标出异常上升。",
         "counted_at": "数据统计于",
         "spikes": "异常上升",
@@ -755,22 +758,36 @@ def reviews_page(request: Request, svc: Services = Depends(services)) -> Respons
     q = request.query_params
     product = (q.get("product") or "").strip()[:100] or None
     stars = [int(s) for s in q.getlist("stars") if s.isdigit() and 1 <= int(s) <= 5]
-    rows = review_routes.list_reviews(
-        product_id=product,
-        customer_id=None,
-        stars=stars or None,
-        sentiment=None,
-        issue_type=None,
-        handled=None,
-        since=None,
-        until=None,
-        limit=100,
-        offset=0,
-        svc=svc,
-        _=console.principal,
-    )
+    try:
+        rows = review_routes.list_reviews(
+            product_id=product,
+            customer_id=None,
+            stars=stars or None,
+            sentiment=None,
+            issue_type=None,
+            handled=None,
+            since=None,
+            until=None,
+            limit=REVIEWS_PAGE,
+            after=(q.get("after") or "")[:80] or None,
+            svc=svc,
+            _=console.principal,
+        )
+    except HTTPException as exc:
+        return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
+    filters = [("product", product)] if product else []
+    filters += [("stars", str(n)) for n in stars]
     return _render(
-        request, svc, console, "reviews.html", reviews=rows, product=product or "", stars=stars
+        request,
+        svc,
+        console,
+        "reviews.html",
+        reviews=rows,
+        product=product or "",
+        stars=stars,
+        next_page=urlencode([*filters, ("after", rows[-1].cursor)])
+        if len(rows) == REVIEWS_PAGE
+        else None,
     )
 
 

@@ -7,15 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, tuple_
 from sqlalchemy.orm import selectinload
 
+from serving import cursors
 from serving.auth import Principal
 from serving.db import transaction
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
 from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
-from serving.store import CLOSED_STATES, Message, Prediction, Ticket
+from serving.store import CLOSED_STATES, Message, Prediction, Ticket, label_has
 from serving.tickets import close, event
 
 Note = free_text(max_length=10_000)
@@ -42,6 +43,7 @@ class ReviewOut(BaseModel):
     other_messages_of_customer: int = Field(
         description="The buyer's other messages (any channel), linked by customer id."
     )
+    cursor: str = Field(description="Pass as `after` for the page that follows this review.")
 
 
 class HandledIn(RequestBody):
@@ -65,21 +67,30 @@ def list_reviews(
     since: Timestamp | None = Query(None),
     until: Timestamp | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    after: str | None = Query(
+        None,
+        max_length=80,
+        description="The `cursor` of the last review of the previous page: the page after it.",
+    ),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[ReviewOut]:
     """Reviews, unhandled negative ones (sentiment negative, or one or two stars) first,
-    then the rest; newest first within. Ordered and paged in the database."""
+    then the rest; newest first within. Paged with a cursor (each review's ``cursor``,
+    passed as ``after``): every page is a range read of the database, however many
+    reviews it holds."""
+    dialect = svc.engine.dialect.name
+    has_ticket = Ticket.id.is_not(None)
     sentiment_of = case(
-        (Ticket.id.is_not(None), Ticket.labels[("sentiment", 0)].as_string()),
+        (has_ticket, Ticket.labels[("sentiment", 0)].as_string()),
         else_=Prediction.labels[("sentiment", 0)].as_string(),
     )
     unhandled_negative = and_(
         Message.handled_at.is_(None), or_(Message.rating <= 2, sentiment_of == "negative")
     )
+    group = case((unhandled_negative, 0), else_=1)
     q = (
-        select(Message.id)
+        select(Message.id, Message.received_at)
         .outerjoin(Ticket, Ticket.message_id == Message.id)
         .outerjoin(Prediction, Prediction.message_id == Message.id)
         .where(Message.channel == "review")
@@ -101,23 +112,30 @@ def list_reviews(
         q = q.where(Message.received_at < until)
     if sentiment:
         q = q.where(sentiment_of == sentiment)
-    q = q.order_by(
-        case((unhandled_negative, 0), else_=1), Message.received_at.desc(), Message.id.desc()
-    )
-
-    def labels_of(m: Message) -> dict[str, list[str]]:
-        return m.ticket.labels if m.ticket else (m.prediction.labels if m.prediction else {})
+    if issue_type:
+        q = q.where(
+            or_(
+                and_(has_ticket, label_has(Ticket.labels, "issue_type", issue_type, dialect)),
+                and_(
+                    ~has_ticket,
+                    label_has(Prediction.labels, "issue_type", issue_type, dialect),
+                ),
+            )
+        )
+    first_group, key = (0, None) if after is None else cursors.parse(after)
+    order = (Message.received_at.desc(), Message.id.desc())
 
     with svc.sessions() as s:
-        if issue_type:  # membership in a JSON list: read the labels, keep the page
-            rows = s.execute(q.add_columns(Ticket.labels, Prediction.labels)).all()
-            ids = [
-                r[0]
-                for r in rows
-                if issue_type in ((r[1] if r[1] is not None else r[2]) or {}).get("issue_type", [])
-            ][offset : offset + limit]
-        else:
-            ids = list(s.scalars(q.offset(offset).limit(limit)))
+        page: list[tuple[int, int, datetime]] = []  # (group, id, received_at)
+        for g in (0, 1)[first_group:]:
+            part = q.where(group == g)
+            if key is not None and g == first_group:
+                part = part.where(tuple_(Message.received_at, Message.id) < tuple_(*key))
+            for mid, received in s.execute(part.order_by(*order).limit(limit - len(page))):
+                page.append((g, mid, received))
+            if len(page) >= limit:
+                break
+        ids = [mid for _, mid, _ in page]
         found = {
             m.id: m
             for m in s.scalars(
@@ -127,6 +145,7 @@ def list_reviews(
             )
         }
         rows = [found[i] for i in ids]
+        cursor_of = {mid: cursors.make(g, received, mid) for g, mid, received in page}
         customers = {m.customer_id for m in rows if m.customer_id}
         counts: dict[str, int] = {}
         if customers:
@@ -147,7 +166,7 @@ def list_reviews(
             text=m.text,
             lang=m.lang,
             received_at=m.received_at,
-            labels=labels_of(m),
+            labels=_labels_of(m),
             ticket_id=m.ticket.id if m.ticket else None,
             ticket_state=m.ticket.state if m.ticket else None,
             handled=m.handled_at is not None,
@@ -156,9 +175,14 @@ def list_reviews(
             handled_by_key_id=m.handled_by_key_id,
             handled_note=m.handled_note,
             other_messages_of_customer=counts.get(m.customer_id, 1) - 1 if m.customer_id else 0,
+            cursor=cursor_of[m.id],
         )
         for m in rows
     ]
+
+
+def _labels_of(m: Message) -> dict[str, list[str]]:
+    return m.ticket.labels if m.ticket else (m.prediction.labels if m.prediction else {})
 
 
 @router.post("/v1/reviews/{review_id}/handled")

@@ -68,6 +68,44 @@ def test_reviews_of_one_buyer(desk):
     assert desk.agent.reviews(customer_id="nobody") == []
 
 
+def test_reviews_page_with_a_cursor_unhandled_negatives_first_then_newest(desk, clock):
+    posted = []
+    for i, stars in enumerate([5, 1, 4, 2, 5, 1, 3, 5, 2, 4, 1]):
+        clock.advance(minutes=1)
+        text = f"Review {i}: " + ("Broke, useless" if stars <= 2 else "Works well")
+        posted.append((i, stars, desk.service.post_message(
+            channel="review", text=text, rating=stars, customer_id=f"C{i}",
+            product_id="B0KETTLE", received_at=clock().isoformat(),
+        )["message_id"]))  # fmt: skip
+    desk.agent.mark_review_handled(posted[3][2])  # a handled two-star review: with the rest
+    whole = desk.agent.reviews(limit=500)
+    negatives = [mid for i, stars, mid in reversed(posted) if stars <= 2 and i != 3]
+    assert [r["id"] for r in whole[: len(negatives)]] == negatives  # newest first
+    rest = [r["id"] for r in whole[len(negatives) :]]
+    assert sorted(rest, reverse=True) == rest and len(whole) == len(posted)
+    paged, after = [], None
+    while True:  # three at a time: the pages cross from one group into the other
+        page = desk.agent.reviews(limit=3, after=after)
+        paged += [r["id"] for r in page]
+        if len(page) < 3:
+            break
+        after = page[-1]["cursor"]
+    assert paged == [r["id"] for r in whole]
+    assert desk.agent.reviews(limit=3, after=whole[-1]["cursor"]) == []
+    for bad in ("x", "2.1.1", "0.1", "0.99999999999999999999.1", "0.1.0", "1.1.1.1"):
+        with pytest.raises(CarelensError) as err:
+            desk.agent.reviews(after=bad)
+        assert err.value.status_code == 422 and "after" in str(err.value), bad
+    # issue types filtered in the database, with the same cursor
+    some = whole[0]["labels"]["issue_type"][0] if whole[0]["labels"].get("issue_type") else None
+    if some is not None:
+        kept = desk.agent.reviews(issue_type=some, limit=500)
+        assert kept and all(some in r["labels"]["issue_type"] for r in kept)
+        expected = [r["id"] for r in whole if some in r["labels"].get("issue_type", [])]
+        assert [r["id"] for r in kept] == expected
+    assert desk.agent.reviews(issue_type="no_such_label") == []
+
+
 @pytest.mark.parametrize(
     "path, params, unknown",
     [

@@ -21,7 +21,7 @@ def test_migrations_build_exactly_the_models(db_url):
     db.upgrade(db_url)  # idempotent
     engine = db.make_engine(db_url)
     try:
-        assert db.current_revision(engine) == "0009"
+        assert db.current_revision(engine) == "0010"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
