@@ -128,11 +128,24 @@ def console_section(r: dict[str, Any]) -> list[str]:
         f"each page requested {r.get('repeat')} times in-process after a warm-up (the "
         "server's own time).",
         "",
-        "| page | p50 ms | p95 ms |",
-        "|---|---|---|",
     ]
+    if r.get("pages"):
+        lines += ["| page | p50 ms | p95 ms |", "|---|---|---|"]
     for page, f in r.get("pages", {}).items():
         lines.append(f"| `{page}` | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} |")
+    if r.get("lists"):
+        lines += [
+            *([""] if lines[-1] else []),
+            "The API's lists, read with an agent key (`CURSOR`: the cursor of the last "
+            "review of the 200th page of 50):",
+            "",
+            "| list | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|",
+        ]
+        for path, f in r["lists"].items():
+            lines.append(
+                f"| `{path}` | {_fmt(f['p50_ms'])} | {_fmt(f['p95_ms'])} | {_fmt(f['p99_ms'])} |"
+            )
     if r.get("counting"):
         lines += [
             "",
@@ -175,7 +188,7 @@ def render(json_dir: Path, out: Path) -> str:
             body = first_answer_section(r)
         elif r.get("bench") == "autoreply":
             body = autoreply_section(r)
-        elif "pages" in r:
+        elif "pages" in r or "lists" in r:
             body = console_section(r)
         else:
             body = other_section(r)

@@ -3,7 +3,8 @@
 A scratch PostgreSQL schema is migrated and loaded with COPY: ``--tickets`` messages
 (100,000 by default) received over the last 240 days (about 3,000 a week: the
 shop this is built for, eight months on), 60% e-mail, 30% reviews (one to
-five stars) and 10% chat, about 50 products and 5,000 customers, each with its ticket
+five stars) and 10% chat, about 50 products and one customer per 20 messages (5,000 for
+100,000), each with its ticket
 and labels; 85% of the tickets are closed (answered by one of five agents, then
 resolved, with their events), the rest open, claimed or waiting on the customer, spread
 over the routing file's queues. The app is created on that schema without a model (the
@@ -12,7 +13,10 @@ in-process through Starlette's TestClient, after one warm-up request, so the tim
 the server's own (routing, queries, rendering) plus a negligible client; p50 and p95
 per page. The products and team pages show snapshots of their figures
 (``serving.snapshots``): they are timed as served, and again with the figures counted
-on every request (``counting``). The schema is dropped afterwards.
+on every request (``counting``). The API's lists (``LISTS``: reviews, a page deep
+in them through its cursor, filtered reviews, queues, open tickets) are timed the same
+way with the agent key (p50, p95, p99); ``--api-only`` times them alone. The schema is
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -39,6 +43,18 @@ PAGES = (
 )
 AGENTS = ("ana", "ben", "chen", "dee", "eli")
 SNAPSHOT_PAGES = ("/console/products", "/console/team")  # figures from serving.snapshots
+# the API's lists, read with an agent key: the first page, a page deep in the list (the
+# cursor of the last review of the 200th page of 50), filtered pages, a queue
+LISTS = (
+    "/v1/reviews",
+    "/v1/reviews?after={deep_cursor}",
+    "/v1/reviews?product_id=B0BENCH007",
+    "/v1/reviews?stars=1&stars=2",
+    "/v1/reviews?issue_type=shipping_delivery",
+    "/v1/queues/general/tickets",
+    "/v1/queues/escalations/tickets",
+    "/v1/tickets?state=open",
+)
 ISSUES = ("shipping_delivery", "damaged_defective", "refund_return", "product_quality", "praise")
 
 
@@ -48,6 +64,7 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
 
     rng = random.Random(seed)
     naive = now.replace(tzinfo=None)
+    customers = max(1, n // 20)
     messages, tickets, events = [], [], []
     open_ids = []
     for i in range(1, n + 1):
@@ -69,11 +86,13 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
                 channel,
                 f"bench {channel} {i}: {issue} {sentiment}",
                 "en",
-                f"C{rng.randrange(5000):05d}",
+                f"C{rng.randrange(customers):07d}",
                 f"B0BENCH{rng.randrange(50):03d}",
                 rating,
                 received,
                 received,
+                # an unhandled negative review (Message.update_attention)
+                channel == "review" and sentiment == "negative",
             )
         )
         age_h = (naive - received).total_seconds() / 3600
@@ -134,6 +153,7 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
                 "rating",
                 "received_at",
                 "created_at",
+                "needs_attention",
             ],
             messages,
         )
@@ -178,24 +198,35 @@ def sign_in(http, key: str) -> None:
         raise RuntimeError(f"sign-in failed: {r.status_code}")
 
 
-def time_page(http, path: str, repeat: int) -> dict[str, float]:
-    """p50 and p95 of ``repeat`` requests after one warm-up request."""
+def time_page(http, path: str, repeat: int, headers=None) -> dict[str, float]:
+    """p50, p95 and p99 of ``repeat`` requests after one warm-up request."""
     times = []
     for k in range(repeat + 1):
         t1 = time.perf_counter()
-        r = http.get(path)
+        r = http.get(path, headers=headers)
         elapsed = time.perf_counter() - t1
         if r.status_code != 200:
             raise RuntimeError(f"{path}: HTTP {r.status_code}")
         if k:
             times.append(elapsed * 1000)
-    return {
-        "p50_ms": round(float(np.percentile(times, 50)), 1),
-        "p95_ms": round(float(np.percentile(times, 95)), 1),
-    }
+    return {f"p{q}_ms": round(float(np.percentile(times, q)), 1) for q in (50, 95, 99)}
 
 
-def bench_console(pg_url: str, n: int, repeat: int, log=lambda _: None) -> dict[str, Any]:
+def deep_cursor(http, headers, pages: int = 200) -> str:
+    """The cursor of the last review of page ``pages`` (50 a page), walked to."""
+    after = None
+    for _ in range(pages):
+        params = {"limit": 50, **({"after": after} if after else {})}
+        rows = http.get("/v1/reviews", params=params, headers=headers).json()
+        if not rows:
+            break
+        after = rows[-1]["cursor"]
+    return after or ""
+
+
+def bench_console(
+    pg_url: str, n: int, repeat: int, log=lambda _: None, api_only: bool = False
+) -> dict[str, Any]:
     import psycopg
     from fastapi.testclient import TestClient
 
@@ -232,15 +263,27 @@ def bench_console(pg_url: str, n: int, repeat: int, log=lambda _: None) -> dict[
         with psycopg.connect(pg_url, options=f"-csearch_path={schema}") as conn:
             counts = load_store(conn, n, now, queues, agent_ids)
         log(f"loaded {n:,} messages in {time.perf_counter() - t0:.0f} s; timing the pages")
-        out: dict[str, Any] = {"store": counts, "repeat": repeat, "pages": {}, "counting": {}}
+        out: dict[str, Any] = {"store": counts, "repeat": repeat, "pages": {}}
         with TestClient(create_app(settings)) as http:
             sign_in(http, key)
-            for template in PAGES:
-                path = template.format(open_ticket=counts["open_ticket"])
-                name = template.replace("{open_ticket}", "{id}")
-                out["pages"][name] = time_page(http, path, repeat)
-                log(f"{name}: p50 {out['pages'][name]['p50_ms']} ms")
+            if not api_only:
+                for template in PAGES:
+                    path = template.format(open_ticket=counts["open_ticket"])
+                    name = template.replace("{open_ticket}", "{id}")
+                    out["pages"][name] = time_page(http, path, repeat)
+                    log(f"{name}: p50 {out['pages'][name]['p50_ms']} ms")
+            headers = {"X-API-Key": key}
+            cursor = deep_cursor(http, headers)
+            out["lists"] = {}
+            for template in LISTS:
+                path = template.format(deep_cursor=cursor)
+                name = template.replace("{deep_cursor}", "CURSOR")
+                out["lists"][name] = time_page(http, path, repeat, headers)
+                log(f"{name}: p99 {out['lists'][name]['p99_ms']} ms")
+        if api_only:
+            return out
         # the pages whose figures are snapshots, counted on every request
+        out["counting"] = {}
         counting = settings.model_copy(update={"console_figures_seconds": 0})
         with TestClient(create_app(counting)) as http:
             sign_in(http, key)
@@ -264,18 +307,23 @@ def bench_console_cmd(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
+    api_only: Annotated[
+        bool, typer.Option("--api-only", help="Time the API's lists only, not the pages.")
+    ] = False,
 ) -> None:
-    """Time every console page with a large store in PostgreSQL (server time, p50/p95)."""
+    """Time every console page and the API's lists with a large store in PostgreSQL
+    (server time, p50/p95/p99)."""
     import os
 
     def log(message: str) -> None:
         typer.secho(message, err=True, dim=True)
 
     result = {
-        "command": f"carelens bench console --tickets {tickets} --repeat {repeat}",
+        "command": f"carelens bench console --tickets {tickets} --repeat {repeat}"
+        + (" --api-only" if api_only else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
-        **bench_console(pg_url, tickets, repeat, log),
+        **bench_console(pg_url, tickets, repeat, log, api_only),
     }
     text = json.dumps(result, indent=2)
     if json_out:

@@ -59,6 +59,8 @@ def correct_labels(
     )
     session.add(row)
     ticket.labels = {**ticket.labels, **labels}
+    if ticket.message is not None:
+        ticket.message.update_attention(ticket.labels)
     event(
         session,
         ticket,

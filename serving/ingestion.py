@@ -246,6 +246,7 @@ def store_message(
     contacts = earlier_contacts(session, item.customer_id, received, routing.repeat_days)
     decision = routing.decide(labels, facts, received, item.marketplace, contacts, sla_hours)
     if answered is not None:
+        message.update_attention(model_labels)
         session.flush()
         answer_ticket(session, answered, message, decision, hits, now)
         session.flush()
@@ -264,6 +265,7 @@ def store_message(
         updated_at=now,
     )
     session.add(ticket)
+    message.update_attention(labels)
     session.add(TicketEvent(ticket=ticket, kind="created", actor=None, at=now, note=decision.queue))
     if reopens is not None:
         session.flush()

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     cast,
     exists,
+    false,
     func,
     literal,
     select,
@@ -100,8 +101,19 @@ class ApiKey(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    # lists page by arrival within a channel (migration 0010)
-    __table_args__ = (Index("ix_messages_channel_received", "channel", "received_at", "id"),)
+    # the reviews list: unhandled negative reviews, then the rest, newest first within,
+    # each page a range of this index (migration 0010)
+    __table_args__ = (
+        Index("ix_messages_attention", "channel", "needs_attention", "received_at", "id"),
+        Index(  # the same, one product's
+            "ix_messages_product_attention",
+            "channel",
+            "product_id",
+            "needs_attention",
+            "received_at",
+            "id",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     external_id: Mapped[str | None] = mapped_column(String(300), unique=True, default=None)
@@ -123,6 +135,8 @@ class Message(Base):
     handled_by: Mapped[str | None] = mapped_column(String(200), default=None)
     handled_by_key_id: Mapped[int | None] = mapped_column(default=None)
     handled_note: Mapped[str | None] = mapped_column(Text, default=None)
+    # a review not handled yet and negative (see ``update_attention``)
+    needs_attention: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # e-mail: where an answer goes (Reply-To, else From) and the Message-IDs this one
     # answers (In-Reply-To and References, space-separated): what threads our reply
     reply_to: Mapped[str | None] = mapped_column(String(320), default=None)
@@ -134,6 +148,16 @@ class Message(Base):
         index=True,
         default=None,
     )
+
+    def update_attention(self, labels: dict[str, Any]) -> None:
+        """A review asks for attention while it is not handled and is negative: by its
+        sentiment label (the ticket's, else the model's), or by one or two stars
+        whatever the text reads like. Set whenever one of those changes."""
+        self.needs_attention = (
+            self.channel == "review"
+            and self.handled_at is None
+            and ("negative" in (labels or {}).get("sentiment", []) or (self.rating or 9) <= 2)
+        )
 
     prediction: Mapped[Prediction] = relationship(back_populates="message", uselist=False)
     ticket: Mapped[Ticket | None] = relationship(

@@ -713,3 +713,4 @@ def close(
     if state == "resolved" and review and msg.handled_at is None:
         msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, actor, actor_key_id
         msg.handled_note = note
+        msg.update_attention(ticket.labels)

@@ -50,12 +50,6 @@ class HandledIn(RequestBody):
     note: Note | None = None
 
 
-def _is_negative(labels: dict[str, Any], rating: int | None) -> bool:
-    """Negative by its sentiment label, or by one or two stars whatever the text says
-    (the model reads text only, and many low-star reviews read mildly)."""
-    return "negative" in labels.get("sentiment", []) or (rating is not None and rating <= 2)
-
-
 @router.get("/v1/reviews", response_model=list[ReviewOut])
 def list_reviews(
     product_id: ProductId | None = Query(None, description="ASIN or SKU."),
@@ -75,20 +69,16 @@ def list_reviews(
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[ReviewOut]:
-    """Reviews, unhandled negative ones (sentiment negative, or one or two stars) first,
-    then the rest; newest first within. Paged with a cursor (each review's ``cursor``,
-    passed as ``after``): every page is a range read of the database, however many
-    reviews it holds."""
+    """Reviews, unhandled negative ones (sentiment negative, or one or two stars:
+    ``Message.needs_attention``) first, then the rest; newest first within. Paged with
+    a cursor (each review's ``cursor``, passed as ``after``): every page is a range
+    read of an index, however many reviews the store holds."""
     dialect = svc.engine.dialect.name
     has_ticket = Ticket.id.is_not(None)
     sentiment_of = case(
         (has_ticket, Ticket.labels[("sentiment", 0)].as_string()),
         else_=Prediction.labels[("sentiment", 0)].as_string(),
     )
-    unhandled_negative = and_(
-        Message.handled_at.is_(None), or_(Message.rating <= 2, sentiment_of == "negative")
-    )
-    group = case((unhandled_negative, 0), else_=1)
     q = (
         select(Message.id, Message.received_at)
         .outerjoin(Ticket, Ticket.message_id == Message.id)
@@ -128,7 +118,7 @@ def list_reviews(
     with svc.sessions() as s:
         page: list[tuple[int, int, datetime]] = []  # (group, id, received_at)
         for g in (0, 1)[first_group:]:
-            part = q.where(group == g)
+            part = q.where(Message.needs_attention.is_(g == 0))
             if key is not None and g == first_group:
                 part = part.where(tuple_(Message.received_at, Message.id) < tuple_(*key))
             for mid, received in s.execute(part.order_by(*order).limit(limit - len(page))):
@@ -206,6 +196,7 @@ def mark_handled(
         if first:
             msg.handled_at, msg.handled_by, msg.handled_by_key_id = now, who.actor, who.key_id
             msg.handled_note = note
+            msg.update_attention({})
         if ticket is not None:
             event(s, ticket, "review_handled", who.actor, now, note=note, actor_key_id=who.key_id)
             if ticket.state not in CLOSED_STATES:  # whoever holds the claim

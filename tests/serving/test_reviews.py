@@ -205,3 +205,60 @@ def test_tickets_show_their_labels_display_names_in_the_agents_language(desk):
     assert mine["label_display"]["urgency"][labels["urgency"][0]] == labels["urgency"][0].title()
     r = desk.http.get("/v1/tickets?lang=fr", headers=key)
     assert r.status_code == 422 and "lang" in r.text
+
+
+def test_migration_marks_the_stored_unhandled_negative_reviews(db_url):
+    from datetime import datetime
+
+    from sqlalchemy import text
+
+    from serving import db
+
+    db.upgrade(db_url, "0009")
+    engine = db.make_engine(db_url)
+    now = datetime(2026, 11, 20, 18, 0)
+    # (rating, handled, ticket labels, prediction labels) -> needs attention
+    cases = [
+        (1, False, '{"sentiment": ["positive"]}', None, True),  # one star, whatever it reads
+        (4, False, '{"sentiment": ["negative"]}', None, True),
+        (4, False, '{"sentiment": ["positive"]}', '{"sentiment": ["negative"]}', False),
+        (4, False, None, '{"sentiment": ["negative"]}', True),  # no ticket: the model's
+        (2, True, '{"sentiment": ["negative"]}', None, False),  # handled
+        (5, False, None, None, False),
+    ]
+    try:
+        with engine.begin() as conn:
+            for i, (rating, handled, t_labels, p_labels, _) in enumerate(cases, 1):
+                conn.execute(
+                    text(
+                        "INSERT INTO messages (id, channel, text, lang, rating, received_at, "
+                        "created_at, handled_at) VALUES (:i, 'review', 'x', 'en', :r, :now, "
+                        ":now, :handled)"
+                    ),
+                    {"i": i, "r": rating, "now": now, "handled": now if handled else None},
+                )
+                if t_labels:
+                    conn.execute(
+                        text(
+                            "INSERT INTO tickets (message_id, queue, state, labels, rule_hits, "
+                            "base_priority, rank_at, sla_hours, sla_due_at, created_at, "
+                            "updated_at) VALUES (:i, 'reviews', 'open', :labels, '[]', 0, "
+                            ":now, 72, :now, :now, :now)"
+                        ),
+                        {"i": i, "labels": t_labels, "now": now},
+                    )
+                if p_labels:
+                    conn.execute(
+                        text(
+                            "INSERT INTO predictions (message_id, model_version, labels, "
+                            "output, needs_review, created_at) VALUES (:i, 'v', :labels, "
+                            "'{}', false, :now)"
+                        ),
+                        {"i": i, "labels": p_labels, "now": now},
+                    )
+        db.upgrade(db_url)
+        with engine.connect() as conn:
+            got = dict(conn.execute(text("SELECT id, needs_attention FROM messages")).all())
+        assert [bool(got[i]) for i in range(1, len(cases) + 1)] == [c[-1] for c in cases]
+    finally:
+        engine.dispose()
