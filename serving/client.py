@@ -145,13 +145,11 @@ class CarelensClient:
         return self._json("GET", "/v1/queues")
 
     def queue_tickets(
-        self, queue: str, include_claimed: bool = True, limit: int = 50
+        self, queue: str, include_claimed: bool = True, limit: int = 50, after: str | None = None
     ) -> list[JSON]:
-        return self._json(
-            "GET",
-            f"/v1/queues/{queue}/tickets",
-            params={"include_claimed": include_claimed, "limit": limit},
-        )
+        """A page of the queue in claim order; ``after``: the last ticket's ``cursor``."""
+        params = _clean({"include_claimed": include_claimed, "limit": limit, "after": after})
+        return self._json("GET", f"/v1/queues/{queue}/tickets", params=params)
 
     def claim(self, queue: str) -> JSON | None:
         """The highest-priority ticket of ``queue``, leased to this key; None if empty."""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     union_all,
     update,
 )
@@ -194,9 +195,11 @@ def queue_tickets(
     include_claimed: bool = True,
     limit: int = 50,
     state: str | None = None,
+    after: tuple[datetime, int] | None = None,
 ) -> list[Ticket]:
     """A queue's tickets to work (open, and claimed unless ``include_claimed`` is
-    false) in claim order; or those of one ``state`` (e.g. waiting_on_customer)."""
+    false) in claim order; or those of one ``state`` (e.g. waiting_on_customer);
+    ``after``: the (rank_at, id) of the last ticket of the previous page."""
     states = [state] if state else ["open", "claimed"] if include_claimed else ["open"]
     q = (
         select(Ticket)
@@ -205,6 +208,8 @@ def queue_tickets(
         .limit(limit)
         .options(selectinload(Ticket.message), selectinload(Ticket.events))
     )
+    if after is not None:
+        q = q.where(tuple_(Ticket.rank_at, Ticket.id) > tuple_(*after))
     return list(session.scalars(q))
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from serving import cursors
 from serving.auth import Principal
 from serving.autoreply import latest_draft
 from serving.corrections import correct_labels, export_labels, validate_labels
@@ -91,6 +92,9 @@ class TicketOut(BaseModel):
         None, description="Waiting on the customer since (the last reply)."
     )
     waiting_hours: float | None = None
+    cursor: str | None = Field(
+        None, description="In a queue's list: pass as `after` for the page after this ticket."
+    )
     message: dict[str, Any] | None
     answers: list[dict[str, Any]] = Field(
         [], description="The customer's later messages that joined this ticket, oldest first."
@@ -201,19 +205,31 @@ def list_queue_tickets(
         None, description="Only this state (e.g. waiting_on_customer, with how long each waits)."
     ),
     limit: int = Query(50, ge=1, le=500),
+    after: str | None = Query(
+        None,
+        max_length=80,
+        description="The `cursor` of the last ticket of the previous page: the page after it.",
+    ),
     lang: str = Depends(display_lang),
     svc: Services = Depends(services),
     _: Principal = Depends(agent_role),
 ) -> list[TicketOut]:
     """Open (and claimed) tickets of a queue, highest priority first, ties by age; or
-    the tickets of one state."""
+    the tickets of one state. Paged with a cursor: each ticket's ``cursor``, passed as
+    ``after``, gives the page after it (a range read of the queue's index)."""
     _queue(svc, queue)
     now = svc.clock()
+    key = cursors.parse(after, groups=1)[1] if after is not None else None
     with svc.sessions() as s:
         rows = queue_tickets(
-            s, queue, now, include_claimed=include_claimed, limit=limit, state=state
+            s, queue, now, include_claimed=include_claimed, limit=limit, state=state, after=key
         )
-        return [_view(svc, t, now, lang, detail=False) for t in rows]
+        return [
+            _view(svc, t, now, lang, detail=False).model_copy(
+                update={"cursor": cursors.make(0, t.rank_at, t.id)}
+            )
+            for t in rows
+        ]
 
 
 TicketState = Literal[TICKET_STATES]  # type: ignore[valid-type]

@@ -106,6 +106,22 @@ def test_reviews_page_with_a_cursor_unhandled_negatives_first_then_newest(desk, 
     assert desk.agent.reviews(issue_type="no_such_label") == []
 
 
+def test_a_queue_pages_with_a_cursor_in_claim_order(desk, clock):
+    for i in range(7):
+        clock.advance(minutes=1)
+        desk.service.post_message(channel="email", text=f"Where is parcel {i}?")
+    queue = max(desk.agent.queues(), key=lambda q: q["unclaimed"])["queue"]
+    whole = desk.agent.queue_tickets(queue, limit=500)
+    paged, after = [], None
+    while page := desk.agent.queue_tickets(queue, limit=3, after=after):
+        paged += [t["id"] for t in page]
+        after = page[-1]["cursor"]
+    assert paged == [t["id"] for t in whole] and len(paged) >= 7
+    with pytest.raises(CarelensError) as err:
+        desk.agent.queue_tickets(queue, after="1.2.3")  # a reviews cursor is not one
+    assert err.value.status_code == 422
+
+
 @pytest.mark.parametrize(
     "path, params, unknown",
     [
