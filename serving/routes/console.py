@@ -42,7 +42,7 @@ from serving.templates import PLACEHOLDERS
 
 router = APIRouter(include_in_schema=False)
 TemplateNameCheck = TypeAdapter(TemplateName)
-REVIEWS_PAGE = 100
+REVIEWS_PAGE = QUEUE_PAGE = 100  # rows a list page shows
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -514,7 +514,8 @@ def queue_page(queue: str, request: Request, svc: Services = Depends(services)) 
             queue=queue,
             include_claimed=True,
             state=None,
-            limit=100,
+            limit=QUEUE_PAGE,
+            after=(request.query_params.get("after") or "")[:80] or None,
             lang=_lang(request),
             svc=svc,
             _=console.principal,
@@ -524,7 +525,10 @@ def queue_page(queue: str, request: Request, svc: Services = Depends(services)) 
     info = next(
         q for q in ticket_routes.list_queues(svc=svc, _=console.principal) if q.queue == queue
     )
-    return _render(request, svc, console, "queue.html", queue=info, tickets=rows)
+    next_page = urlencode({"after": rows[-1].cursor}) if len(rows) == QUEUE_PAGE else None
+    return _render(
+        request, svc, console, "queue.html", queue=info, tickets=rows, next_page=next_page
+    )
 
 
 @router.post("/console/queues/{queue}/claim")

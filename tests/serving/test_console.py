@@ -121,8 +121,9 @@ def test_every_ticket_state_has_its_page_in_both_languages(desk, clock):
         assert shown in headers, shown
     missing = http.get("/console/tickets/999999")
     assert missing.status_code == 404 and "999999" in missing.text
-    stale = http.get("/console/reviews?after=not-a-cursor")
-    assert stale.status_code == 422 and "after" in stale.text
+    for listing in ("/console/reviews", "/console/queues/general"):
+        stale = http.get(f"{listing}?after=not-a-cursor")
+        assert stale.status_code == 422 and "after" in stale.text, listing
     for bad in ("99999999999999999999", "0", "-1", "abc"):  # refused, never a 500
         assert http.get(f"/console/tickets/{bad}").status_code == 422, bad
     r = http.post("/console/tickets/1/return-state", data={"csrf": "x", "return_id": "9" * 30})
