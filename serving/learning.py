@@ -299,29 +299,29 @@ class JobRunner:
                     f"retrain job {busy} is still running; poll GET /v1/models/jobs/{busy}"
                 )
             held = self._hold_lock()
-            job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-            d = self._dir(job_id)
-            d.mkdir(parents=True)
-            (d / "labels.jsonl").write_text(labels_jsonl, encoding="utf-8")
-            (d / "config.yaml").write_text(yaml.safe_dump(options), encoding="utf-8")
-            cmd = [
-                sys.executable, "-m", "carelens.cli", "retrain",
-                "--labels", str(d / "labels.jsonl"),
-                "--config", str(d / "config.yaml"),
-                "--registry", str(self.registry.root),
-                "--result", str(d / "result.json"),
-                "--progress-file", str(d / "progress.json"),
-                "--quiet",
-            ]  # fmt: skip
-            if base is not None:
-                cmd += ["--base", str(base)]
-            env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
             try:
+                job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+                d = self._dir(job_id)
+                d.mkdir(parents=True)
+                (d / "labels.jsonl").write_text(labels_jsonl, encoding="utf-8")
+                (d / "config.yaml").write_text(yaml.safe_dump(options), encoding="utf-8")
+                cmd = [
+                    sys.executable, "-m", "carelens.cli", "retrain",
+                    "--labels", str(d / "labels.jsonl"),
+                    "--config", str(d / "config.yaml"),
+                    "--registry", str(self.registry.root),
+                    "--result", str(d / "result.json"),
+                    "--progress-file", str(d / "progress.json"),
+                    "--quiet",
+                ]  # fmt: skip
+                if base is not None:
+                    cmd += ["--base", str(base)]
+                env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
                 with (d / "log.txt").open("wb") as out:
                     proc = subprocess.Popen(
                         cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
                     )
-            except BaseException:
+            except BaseException:  # nothing started: let the lock go
                 self._let_go(held)
                 raise
             self._procs[job_id] = proc

@@ -103,6 +103,7 @@ def workers(pg_url, tiny_model_dir, tmp_path):
         "CARELENS_SLA_ALERT_POLL_SECONDS": "0",
         "CARELENS_SIGNAL_POLL_SECONDS": "0",
         "CARELENS_THREADS": "1",
+        "CARELENS_REGISTRY_POLL_SECONDS": "0.5",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [sys.executable, "-m", "carelens.cli", "serve", "--workers", "3", "--port", str(port)]
@@ -121,7 +122,7 @@ def workers(pg_url, tiny_model_dir, tmp_path):
             pass
         time.sleep(0.3)
     try:
-        yield url, proc
+        yield url, proc, tmp_path / "registry"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -147,9 +148,11 @@ def _children(parent: int) -> list[int]:
 
 
 @pytest.mark.postgres
-def test_workers_share_the_queues_with_no_double_claims_even_when_one_is_killed(workers):
+def test_workers_share_the_queues_with_no_double_claims_even_when_one_is_killed(
+    workers, tiny_model_dir
+):
 
-    url, proc = workers
+    url, proc, registry = workers
     pids = _children(proc.pid)
     assert len(pids) == 3, pids
 
@@ -220,6 +223,16 @@ def test_workers_share_the_queues_with_no_double_claims_even_when_one_is_killed(
         assert time.monotonic() < deadline, _children(proc.pid)
         time.sleep(0.2)
     assert service.classify(["still there?"])["model_version"]
+
+    # a promotion through one worker reaches every worker (each follows the registry)
+    from model.registry import Registry
+
+    version = Registry(registry).import_model(tiny_model_dir, activate=False).name
+    admin.promote_model(version)
+    deadline = time.monotonic() + 60
+    while {admin.readyz()["model_version"] for _ in range(12)} != {version}:
+        assert time.monotonic() < deadline, "a worker did not follow the promotion"
+        time.sleep(0.3)
 
     # /metrics of any worker adds every worker's requests up
     text = admin.metrics()
