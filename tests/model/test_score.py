@@ -29,6 +29,16 @@ def _parts(out) -> list:
     return sorted(out.glob("part-*.parquet"))
 
 
+def _folder(tmp_path, n: int):
+    """An input folder with ``n`` rows as a JSONL file and the same as a Parquet file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rows = _rows(n)
+    (src / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(rows), src / "b.parquet")
+    return src
+
+
 def test_csv_scored_into_parts_that_keep_every_column_and_resume(tiny_model_dir, tmp_path):
     src = tmp_path / "backlog.csv"
     lines = ["shop,id,text,rating"] + [
@@ -70,11 +80,7 @@ def test_csv_scored_into_parts_that_keep_every_column_and_resume(tiny_model_dir,
 
 
 def test_jsonl_and_parquet_in_a_folder(tiny_model_dir, tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    rows = _rows(7)
-    (src / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    pq.write_table(pa.Table.from_pylist(rows), src / "b.parquet")
+    src = _folder(tmp_path, 7)
     (src / "notes.txt").write_text("not an input")
     predictor = Predictor.load(tiny_model_dir, evidence=False)
     report = score_local(predictor, src, tmp_path / "out", part_rows=5)
@@ -124,11 +130,7 @@ def test_the_ray_engine_gives_the_local_labels(tiny_model_dir, tmp_path):
 
     from model.score import score_ray
 
-    src = tmp_path / "in"
-    src.mkdir()
-    rows = _rows(23)
-    (src / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    pq.write_table(pa.Table.from_pylist(rows), src / "b.parquet")
+    src = _folder(tmp_path, 23)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         report = score_ray(tiny_model_dir, src, tmp_path / "ray", part_rows=10, workers=1)
