@@ -1,22 +1,18 @@
 """The one thin place that registers every package's commands.
 
 ``model``, ``training`` and ``serving`` each keep their own typer app; this module
-only mounts them, so the packages never import each other.
+only mounts them, so the packages never import each other. The benchmarks
+(``carelens.bench``), which drive all three, live beside it.
 """
 
 from __future__ import annotations
 
 import typer
 
-from carelens.bench_autoreply import bench_autoreply
-from carelens.bench_page import bench_page
+from carelens.bench import app as bench_app
 from model.cli import app as model_app
-from model.cli import bench_predict
 from model.registry_cli import app as models_app
-from serving.bench import bench_api
-from serving.bench_console import bench_console_cmd
 from serving.cli import app as serving_app
-from serving.first_answer import bench_first_answer
 from training import retrain_cli
 from training.cli import app as training_app
 
@@ -31,15 +27,6 @@ app.add_typer(training_app)
 app.add_typer(serving_app)
 app.add_typer(models_app, name="models")
 
-bench_app = typer.Typer(
-    help="Benchmarks: figures measured in one run against a baseline.", no_args_is_help=True
-)
-bench_app.command("predict")(bench_predict)
-bench_app.command("api")(bench_api)
-bench_app.command("first-answer")(bench_first_answer)
-bench_app.command("autoreply")(bench_autoreply)
-bench_app.command("console")(bench_console_cmd)
-bench_app.command("page")(bench_page)
 app.add_typer(bench_app, name="bench")
 
 

@@ -1,9 +1,8 @@
 """Backlog scoring: classify a CSV, JSONL or Parquet file, or a folder of them, into
 Parquet parts that keep every input column.
 
-The input is read ``part_rows`` rows at a time (Parquet and CSV through pyarrow's
-streaming readers, JSONL line by line), so memory holds one part whatever the file's
-size. Each part is written as ``part-{file:04d}-{part:06d}.parquet`` in the output
+The input is read ``part_rows`` rows at a time (``model.inputs.read_parts``), so
+memory holds one part whatever the file's size. Each part is written as ``part-{file:04d}-{part:06d}.parquet`` in the output
 folder under a temporary name and renamed when complete: a rerun skips the parts that
 exist, so an interrupted run resumes where it stopped. A part's rows are the input's
 columns (``id`` first when there is one), then per task ``<task>`` (a list of labels
@@ -19,87 +18,11 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUFFIXES = (".csv", ".jsonl", ".parquet")
-
-
-class ScoreError(ValueError):
-    """An input that cannot be scored; the message says what to fix."""
-
-
-def input_files(path: Path) -> list[Path]:
-    """The file, or the folder's CSV/JSONL/Parquet files in name order."""
-    if path.is_file():
-        if path.suffix.lower() not in SUFFIXES:
-            raise ScoreError(f"{path}: expected a .csv, .jsonl or .parquet file")
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
-        if not files:
-            raise ScoreError(f"{path}: no .csv, .jsonl or .parquet file in the folder")
-        return files
-    raise ScoreError(f"{path}: no such file or folder")
-
-
-def _rechunk(batches: Iterator[Any], rows: int) -> Iterator[Any]:
-    """Record batches of exactly ``rows`` rows (the last may be shorter), whatever the
-    reader's own batch sizes: the same parts on every run."""
-    import pyarrow as pa
-
-    pending: list[Any] = []
-    size = 0
-    for batch in batches:
-        while batch.num_rows:
-            take = min(rows - size, batch.num_rows)
-            pending.append(batch.slice(0, take))
-            size += take
-            batch = batch.slice(take)
-            if size == rows:
-                yield pa.Table.from_batches(pending).combine_chunks()
-                pending, size = [], 0
-    if size:
-        yield pa.Table.from_batches(pending).combine_chunks()
-
-
-def read_parts(path: Path, rows: int) -> Iterator[Any]:
-    """Tables of ``rows`` rows from a CSV, JSONL or Parquet file."""
-    import pyarrow as pa
-
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from _rechunk(pq.ParquetFile(path).iter_batches(batch_size=rows), rows)
-    elif suffix == ".csv":
-        import pyarrow.csv as pcsv
-
-        try:
-            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22))
-        except pa.ArrowInvalid as exc:
-            raise ScoreError(f"{path}: not a readable CSV file ({exc})") from exc
-        yield from _rechunk(iter(reader), rows)
-    else:
-        chunk: list[dict[str, Any]] = []
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ScoreError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from exc
-                if not isinstance(obj, dict):
-                    raise ScoreError(f"{path}:{lineno}: expected a JSON object")
-                chunk.append(obj)
-                if len(chunk) == rows:
-                    yield pa.Table.from_pylist(chunk)
-                    chunk = []
-        if chunk:
-            yield pa.Table.from_pylist(chunk)
+from model.inputs import InputError, input_files, read_parts
 
 
 def _rating(value: Any) -> int | None:
@@ -113,7 +36,7 @@ def label_columns(predictor, table, text_column: str, rating_column: str | None)
     import pyarrow as pa
 
     if text_column not in table.column_names:
-        raise ScoreError(
+        raise InputError(
             f"no column {text_column!r} (columns: {', '.join(table.column_names)}); "
             "pass --text-column"
         )

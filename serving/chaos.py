@@ -133,7 +133,7 @@ def scratch_database(pg_url: str | None, workdir: Path) -> Iterator[tuple[str, s
 
 
 class Service:
-    """The app in a uvicorn subprocess (``serving.bench.ServiceProcess``) on one
+    """The app in a uvicorn subprocess (``serving.process.ServiceProcess``) on one
     database; ``kill9`` and ``start`` again keep the database and the admin key."""
 
     def __init__(
@@ -155,7 +155,7 @@ class Service:
 
     def start(self) -> float:
         """Start and wait for ``/readyz``; returns the seconds it took."""
-        from serving.bench import ServiceProcess
+        from serving.process import ServiceProcess
 
         self.starts += 1
         folder = self.workdir / f"service-{self.starts}"

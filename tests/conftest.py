@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny random BERT (hidden 32, 2 layers) and a tokenizer from a
-small vocabulary, built from config in tmp_path. No network, no downloaded weights."""
+"""Shared fixtures: the local PostgreSQL (a fresh schema per test), and a tiny random
+BERT (hidden 32, 2 layers) with a tokenizer from a small vocabulary, built from config
+in tmp_path. No network, no downloaded weights."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import PG_URL, unavailable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the signal tests run the scan themselves; no app starts its hourly worker
@@ -100,3 +104,26 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     tiny_bert(tok.get_vocab_size()).save_pretrained(directory)
     save_tokenizer(tok, directory)
     return directory
+
+
+# -- PostgreSQL: skipped where there is none, a failure under CI=true ----------------------
+@pytest.fixture(scope="session")
+def pg_ready() -> None:
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must answer in CI ({PG_URL}): {reason}")
+        pytest.skip(f"no PostgreSQL at {PG_URL} ({reason}); CI=true makes this a failure")
+
+
+@pytest.fixture
+def pg_url(pg_ready):
+    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards)."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

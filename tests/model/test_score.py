@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from carelens.cli import app
+from model.inputs import InputError
 from model.predictor import Predictor
-from model.score import ScoreError, score_local
+from model.score import score_local
 
 runner = CliRunner()
 
@@ -96,11 +97,11 @@ def test_inputs_that_cannot_be_scored_say_why(tiny_model_dir, tmp_path):
     predictor = Predictor.load(tiny_model_dir, evidence=False)
     bad = tmp_path / "x.jsonl"
     bad.write_text('{"text": "ok"}\n{not json}\n')
-    with pytest.raises(ScoreError, match="x.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match="x.jsonl:2: not valid JSON"):
         score_local(predictor, bad, tmp_path / "o1")
     other = tmp_path / "y.csv"
     other.write_text("body\nhello\n")
-    with pytest.raises(ScoreError, match="no column 'text'.*--text-column"):
+    with pytest.raises(InputError, match="no column 'text'.*--text-column"):
         score_local(predictor, other, tmp_path / "o2")
     report = score_local(predictor, other, tmp_path / "o3", text_column="body")
     assert report.rows_scored == 1

@@ -3,10 +3,8 @@ test), a settable clock, and clients holding keys of each role."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-PG_URL = os.environ.get("CARELENS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "clk_test-admin-key-not-secret"
 
 
@@ -27,40 +24,6 @@ class Clock:
 
     def advance(self, **kw) -> None:
         self.now += timedelta(**kw)
-
-
-def _pg_available() -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(
-            PG_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=3
-        ):
-            return None
-    except Exception as exc:  # no server here
-        return str(exc).strip().splitlines()[0]
-
-
-@pytest.fixture(scope="session")
-def pg_ready() -> None:
-    reason = _pg_available()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must answer in CI ({PG_URL}): {reason}")
-        pytest.skip(f"no PostgreSQL at {PG_URL} ({reason}); CI=true makes this a failure")
-
-
-@pytest.fixture
-def pg_url(pg_ready):
-    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards)."""
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

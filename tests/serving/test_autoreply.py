@@ -303,7 +303,7 @@ def test_the_policy_names_templates_and_queues_that_exist():
 
 
 def test_the_autoreply_bench_counts_answers_and_wrong_templates(triage_model_dir):
-    from carelens.bench_autoreply import measure
+    from carelens.bench.autoreply import measure
     from model.predictor import Predictor
     from serving.routing import RoutingConfig
     from training.data import Example

@@ -338,7 +338,7 @@ class Faults:
 
 @pytest.fixture
 def faulty(desk, db_url):
-    from tests.serving.conftest import PG_URL
+    from tests.postgres import PG_URL
 
     faults = Faults(desk.app.state.services.engine, None if db_url.startswith("sqlite") else PG_URL)
     yield faults
@@ -415,7 +415,7 @@ def test_postgres_connections_terminated_between_requests(make_app, pg_url):
 
     import psycopg
 
-    from tests.serving.conftest import PG_URL
+    from tests.postgres import PG_URL
 
     name = f"carelens-test-{uuid.uuid4().hex[:8]}"
     app = make_app(f"{pg_url}&application_name={name}")

@@ -43,7 +43,8 @@ import yaml
 from sqlalchemy import text
 
 from model.predictor import clean_text
-from tests.serving.conftest import ADMIN_KEY, PG_URL, uvicorn_thread
+from tests.postgres import PG_URL
+from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
 
 pytestmark = pytest.mark.slow  # about 30 s a database, most of it in the string corpus
 

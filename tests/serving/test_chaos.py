@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from carelens.cli import app
 from serving import chaos, db
 from serving.store import Message, Ticket, TicketEvent
-from tests.serving.conftest import PG_URL
+from tests.postgres import PG_URL
 
 runner = CliRunner()
 

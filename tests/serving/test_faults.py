@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from serving import chaos, db
 from serving.store import Message
-from tests.serving.conftest import PG_URL
+from tests.postgres import PG_URL
 
 pytestmark = pytest.mark.slow
 

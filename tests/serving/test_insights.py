@@ -16,7 +16,8 @@ from sqlalchemy import select
 from model.taxonomy import Taxonomy
 from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
-from tests.serving.conftest import PG_URL, Clock, Desk
+from tests.postgres import PG_URL
+from tests.serving.conftest import Clock, Desk
 from tests.serving.shop import (
     PRODUCTS,
     REOPEN_CASES,

@@ -180,7 +180,7 @@ def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_back
 
 
 def test_bench_baseline_runs_the_sparse_path_too(tmp_path):
-    from model.bench import HFBaseline
+    from carelens.bench.predict import HFBaseline
     from model.classifier import task_probs
 
     model = tiny_model(ngram=False, sparse=True)

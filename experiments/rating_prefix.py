@@ -6,7 +6,7 @@ only. This writes the files for the starter's config with every Amazon review's 
 prefixed by ``Rating: N of 5 stars.`` (and the Amazon rows of the hand-labelled set
 likewise), so one build shows what the rating would add:
 
-    python -m training.experiments.rating_prefix --out var/exp/rating_prefix
+    python -m experiments.rating_prefix --out var/exp/rating_prefix
     carelens train --config var/exp/rating_prefix/starter.yaml --out var/exp/rating_prefix/model
     carelens evaluate --model var/exp/rating_prefix/model --data var/exp/rating_prefix/review_issue_types.csv \\
         --out var/reports/rated_hand

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from carelens.bench.predict import flops_per_text, peak_ops
 from carelens.cli import app
-from model.bench import flops_per_text, peak_ops
 from model.pretrained import CarelensModel
 
 runner = CliRunner()
@@ -22,7 +22,7 @@ def test_bench_predict_writes_every_backend_and_the_baseline(tiny_model_dir, tmp
     assert runner.invoke(app, ["export", "--model", str(model)]).exit_code == 0
     data = tmp_path / "texts.csv"
     rows = ["my order never arrived", "great product, thanks!", "退款。质量差", "box was broken"]
-    data.write_text("id,reviewText\n" + "".join(f"{i},{t}\n" for i, t in enumerate(rows * 5)))
+    data.write_text("id,reviewText\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(rows * 5)))
     out = tmp_path / "bench.json"
     r = runner.invoke(
         app,

@@ -15,47 +15,22 @@ Hugging Face-style baseline, measured in one run on the same texts.
 
 from __future__ import annotations
 
-import csv
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import typer
 
+from model.inputs import read_texts
 from model.predictor import Predictor
 from model.pretrained import CarelensModel
-
-TEXT_COLUMNS = ("text", "reviewText", "review", "content", "body", "message")
-
-
-# -- inputs -----------------------------------------------------------------------------
-def load_texts(path: Path, limit: int) -> list[str]:
-    """The first ``limit`` non-empty texts of a CSV (column text/reviewText/review...),
-    a .jsonl file (field "text") or a text file (one per line)."""
-    texts: list[str] = []
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            col = next((c for c in TEXT_COLUMNS if c in (reader.fieldnames or [])), None)
-            if col is None:
-                raise ValueError(f"{path}: no text column (one of {', '.join(TEXT_COLUMNS)})")
-            for row in reader:
-                if (row.get(col) or "").strip():
-                    texts.append(row[col])
-                if len(texts) >= limit:
-                    break
-    else:
-        from model.cli import read_input_texts
-
-        texts = [t for t in read_input_texts(path) if t.strip()][:limit]
-    if not texts:
-        raise ValueError(f"{path}: no texts")
-    return texts
 
 
 # -- the machine -------------------------------------------------------------------------
@@ -250,7 +225,6 @@ def onnx_op_profile(
 ) -> dict[str, Any]:
     """ONNX Runtime's own per-node profile over the texts (length-sorted batches of
     ``batch_size``), summed per operator type: which kernels take the time."""
-    import json
     import tempfile
     from collections import Counter
 
@@ -324,7 +298,7 @@ def run_bench(
     profile: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    texts = load_texts(data, limit)
+    texts = read_texts(data, limit)
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
     probe = CarelensModel.from_pretrained(model_dir)
@@ -422,3 +396,129 @@ def run_bench(
     report["compute_limit_share"] = best.get("compute_limit_share")
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     return report
+
+
+# -- the command -------------------------------------------------------------------------
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def bench_predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Texts: a CSV, JSONL or Parquet file (column text/reviewText/review...) or a "
+            "text file (one per line).",
+        ),
+    ],
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated backends to time (the first sets the reference).")
+    ] = "torch,onnx,onnx-int8",
+    limit: Annotated[int, typer.Option(min=1, help="Texts to use (the first N).")] = 1000,
+    single: Annotated[
+        int, typer.Option(min=1, help="Texts timed one at a time (batch-1 latency).")
+    ] = 100,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
+    baseline: Annotated[
+        bool, typer.Option(help="Also time the plain-transformers baseline.")
+    ] = True,
+    peak_gflops: Annotated[
+        float | None, typer.Option(help="fp32 peak of the cores used (default: estimated).")
+    ] = None,
+    peak_gops: Annotated[
+        float | None, typer.Option(help="int8 peak of the cores used (default: estimated).")
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option(help="Also profile the int8 graph per operator type (ONNX Runtime).")
+    ] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
+) -> None:
+    """Texts/s and latency per backend against a Hugging Face pipeline-style baseline
+    (same encoder, plain transformers fp32, no length sorting), and the share of the
+    machine's estimated compute limit."""
+    from model.inputs import InputError
+    from model.onnx_backend import BACKENDS
+    from model.pretrained import ModelLoadError
+
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise _fail(f"--backends: {bad or backends!r}: use some of {', '.join(BACKENDS)}")
+    if not data.is_file():
+        raise _fail(f"data file not found: {data}")
+    try:
+        report = run_bench(
+            model,
+            data,
+            names,
+            limit=limit,
+            single=single,
+            batch_size=batch_size,
+            threads=threads,
+            baseline=baseline,
+            peak_gflops=peak_gflops,
+            peak_gops=peak_gops,
+            profile=profile,
+            log=lambda m: typer.secho(m, err=True, dim=True),
+        )
+    except (ModelLoadError, InputError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    peak = report["peak"]
+    typer.echo(
+        f"{report['n_texts']} texts, mean {report['mean_tokens']} tokens "
+        f"({report['gflop_per_text']} GFLOP/text), {report['threads']} threads, "
+        f"batch {report['batch_size']}; {report['cpu']}"
+    )
+    typer.echo(
+        f"peak estimate: {peak['fp32_gflops']} GFLOP/s fp32, {peak['int8_gops']} GOP/s int8 "
+        f"({peak['isa']}, {peak['cores']} cores x {peak['ghz']} GHz); "
+        f"torch fp32 GEMM measured {peak['measured_torch_fp32_gemm_gflops']} GFLOP/s"
+    )
+    header = (
+        f"{'backend':10s} {'texts/s':>8s} {'x base':>7s} {'p50':>7s} {'p95':>7s} {'p99':>7s} "
+        f"{'b32 p50':>8s} {'b32 p99':>8s} {'agree':>6s} {'% limit':>8s}"
+    )
+    typer.echo(header)
+    rows = dict(report["backends"])
+    if "baseline" in report:
+        rows["baseline"] = report["baseline"]
+    for name, f in rows.items():
+        if "error" in f:
+            typer.echo(f"{name:10s} skipped: {f['error']}")
+            continue
+        speed = f.get("speedup_vs_baseline", 1.0 if name == "baseline" else None)
+        agree = f.get("agreement_with_torch")
+        share = f.get("compute_limit_share")
+        typer.echo(
+            f"{name:10s} {f['texts_per_s']:8.1f} {speed if speed is not None else '-':>7} "
+            f"{f['p50_ms']:7.1f} {f['p95_ms']:7.1f} {f['p99_ms']:7.1f} "
+            f"{f['batched']['p50_ms']:8.1f} {f['batched']['p99_ms']:8.1f} "
+            f"{agree if agree is not None else '-':>6} "
+            f"{f'{share * 100:.1f}%' if share is not None else '-':>8}"
+        )
+    typer.echo("(p50/p95/p99: one text per call, ms; b32: one call per 32 texts in input order)")
+    for name, f in report["backends"].items():
+        if name != "torch" and "agreement_per_task" in f:
+            typer.echo(
+                f"{name}: labels equal to torch fp32 per task {f['agreement_per_task']}; "
+                f"largest probability difference {f['max_prob_diff_per_task']}"
+            )
+    if "int8_op_profile" in report:
+        prof = report["int8_op_profile"]
+        top = list(prof["share_per_op"].items())[:8]
+        typer.echo(
+            f"onnx-int8 kernel time {prof['kernel_ms']} ms: "
+            + ", ".join(f"{op} {share * 100:.1f}%" for op, share in top)
+        )
+    typer.echo(f"load average before/after: {report['load_average']}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"figures: {json_out}")

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from carelens.cli import app
-from tests.serving.conftest import PG_URL
+from tests.postgres import PG_URL
 
 runner = CliRunner()
 

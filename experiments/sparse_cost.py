@@ -1,6 +1,6 @@
 """What the sparse n-gram path costs per text: features and logits, no encoder.
 
-    python -m training.experiments.sparse_cost --model var/models/starter \
+    python -m experiments.sparse_cost --model var/models/starter \
         --data ../shared/data/amazon_reviews/musical_instruments.csv --limit 1000
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from model.bench import load_texts
+from model.inputs import read_texts
 from model.pretrained import CarelensModel
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    texts = load_texts(Path(args.data), args.limit)
+    texts = read_texts(Path(args.data), args.limit)
     model = CarelensModel.from_pretrained(args.model)
     if not model.config.sparse.enabled:
         raise SystemExit(f"{args.model} has no sparse path")

@@ -1,6 +1,6 @@
 """Experiment: how the English MiniLM backbone copes with Chinese reviews.
 
-    python -m training.experiments.chinese_vocab --variant ext+ngram --variant ext --variant plain
+    python -m experiments.chinese_vocab --variant ext+ngram --variant ext --variant plain
 
 Data: chinese_reviews/online_shopping_dev.csv (sentiment 0/1). Rows are split by a
 hash of the normalised text (10% test pool, so duplicates never straddle); 2,000

@@ -11,7 +11,7 @@ settings on a fresh registry (the starter imported as v0001), and the script rep
 - before/after on the evaluation part (rows never used as tickets, never trained on
   by either model; right and wrong ones as they come).
 
-    python -m training.experiments.learning_loop_demo --source twitter_airline \
+    python -m experiments.learning_loop_demo --source twitter_airline \
         --model var/models/starter --out var/reports/learning_loop_demo
 
 Retraining calibrates on up to 50 dev rows per public source, never on these test rows.

@@ -60,7 +60,7 @@ ISSUES = ("shipping_delivery", "damaged_defective", "refund_return", "product_qu
 
 def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[str, int], seed=0):
     """``n`` messages with their tickets and events (see the module docstring)."""
-    from serving.bench import _copy_rows
+    from carelens.bench.api import copy_rows
 
     rng = random.Random(seed)
     naive = now.replace(tzinfo=None)
@@ -140,7 +140,7 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
             )
         )
     with conn.cursor() as cur:
-        _copy_rows(
+        copy_rows(
             cur,
             "messages",
             [
@@ -157,7 +157,7 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
             ],
             messages,
         )
-        _copy_rows(
+        copy_rows(
             cur,
             "tickets",
             [
@@ -181,7 +181,7 @@ def load_store(conn, n: int, now: datetime, queues: list[str], agent_ids: dict[s
             ],
             tickets,
         )
-        _copy_rows(
+        copy_rows(
             cur, "ticket_events", ["ticket_id", "kind", "actor", "actor_key_id", "at"], events
         )
         for table in ("messages", "tickets"):  # their ids were given

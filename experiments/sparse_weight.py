@@ -1,6 +1,6 @@
 """Experiment: should the sparse path's logits and the heads' be weighed, per task?
 
-    python -m training.experiments.sparse_weight --model var/models/starter
+    python -m experiments.sparse_weight --model var/models/starter
 
 The model adds the sparse path's logits to each head's (``combine_sparse``) with weight
 1. The encoder learned its correction against a sparse path fitted on other rows, and

@@ -23,11 +23,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -36,6 +31,8 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+
+from serving.process import ServiceProcess
 
 FALLBACK_TEXTS = [
     "My order arrived two weeks late and the box was crushed. The charger inside does not "
@@ -65,9 +62,9 @@ def default_texts() -> Path | None:
 def read_texts(path: Path | None, limit: int = 2000) -> list[str]:
     if path is None:
         return list(FALLBACK_TEXTS)
-    from model.bench import load_texts
+    from model.inputs import read_texts
 
-    return load_texts(path, limit)
+    return read_texts(path, limit)
 
 
 def summary(latencies_s: list[float], errors: int, elapsed: float, sent: int) -> dict[str, Any]:
@@ -84,90 +81,6 @@ def summary(latencies_s: list[float], errors: int, elapsed: float, sent: int) ->
         "p99_ms": round(float(np.percentile(ms, 99)), 2) if ok else None,
         "max_ms": round(float(ms.max()), 2) if ok else None,
     }
-
-
-# -- the service in a subprocess ----------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceProcess:
-    """``uvicorn serving.app:create_app --factory`` on loopback, configured by env."""
-
-    def __init__(self, model_dir: Path, workdir: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.admin_key = "clk_bench_" + secrets.token_hex(16)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "service.log"
-        full_env = {
-            **os.environ,
-            "CARELENS_MODEL_DIR": str(model_dir),
-            "CARELENS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-            "CARELENS_BOOTSTRAP_ADMIN_KEY": self.admin_key,
-            "CARELENS_FOLLOW_REGISTRY": "false",
-            "HF_HUB_OFFLINE": "1",
-            **env,
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "serving.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 180.0) -> dict[str, Any]:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the service exited ({self.proc.returncode}); its log: {self.log_path}"
-                )
-            try:
-                r = httpx.get(self.url + "/readyz", timeout=2)
-                if r.status_code == 200:
-                    return r.json()
-                last = r.text
-            except httpx.HTTPError as exc:
-                last = str(exc)
-            time.sleep(0.5)
-        raise RuntimeError(f"the service was not ready in {timeout:.0f} s: {last}")
-
-    def create_key(self, role: str) -> str:
-        import httpx
-
-        r = httpx.post(
-            self.url + "/v1/keys",
-            json={"name": f"bench-{role}", "role": role},
-            headers={"X-API-Key": self.admin_key},
-            timeout=10,
-        )
-        r.raise_for_status()
-        return r.json()["key"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 # -- load generators ----------------------------------------------------------------------
@@ -331,7 +244,7 @@ def bench_service(
 QUEUES = ("general", "billing", "logistics", "quality", "vip")
 
 
-def _copy_rows(cur, table: str, columns: list[str], rows) -> None:
+def copy_rows(cur, table: str, columns: list[str], rows) -> None:
     with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -346,7 +259,7 @@ def load_tickets(conn, n_open: int, now: datetime, seed: int = 0) -> dict[str, i
     weights = [0.4, 0.15, 0.15, 0.15, 0.15]
     naive_now = now.replace(tzinfo=None)
     with conn.cursor() as cur:
-        _copy_rows(
+        copy_rows(
             cur,
             "messages",
             ["id", "channel", "text", "lang", "received_at", "created_at"],
@@ -383,7 +296,7 @@ def load_tickets(conn, n_open: int, now: datetime, seed: int = 0) -> dict[str, i
                     naive_now,
                 )
 
-        _copy_rows(
+        copy_rows(
             cur,
             "tickets",
             [

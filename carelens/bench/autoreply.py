@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from carelens.bench_page import percent
+from carelens.bench.page import percent
 
 REVIEW_SOURCES = (
     "amazon_reviews",

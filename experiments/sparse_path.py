@@ -1,7 +1,7 @@
 """Experiment: the sparse TF-IDF path alone, against the TF-IDF floor or the whole model.
 
-    python -m training.experiments.sparse_path [--config data/configs/starter.yaml] [--fit rest|all]
-    python -m training.experiments.sparse_path --model var/models/starter [--source NAME ...]
+    python -m experiments.sparse_path [--config data/configs/starter.yaml] [--fit rest|all]
+    python -m experiments.sparse_path --model var/models/starter [--source NAME ...]
         [--changes TASK]
 
 Without ``--model``: fits the sparse path (the floor's n-grams, logistic regression) of a

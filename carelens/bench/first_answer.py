@@ -29,8 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
-from model.bench import cpu_name
-from serving.bench import free_port
+from carelens.bench.predict import cpu_name
+from serving.process import free_port
 
 
 def measure(
