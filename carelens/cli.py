@@ -11,10 +11,9 @@ import typer
 
 from carelens.bench import app as bench_app
 from model.cli import app as model_app
-from model.registry_cli import app as models_app
 from serving.cli import app as serving_app
-from training import retrain_cli
 from training.cli import app as training_app
+from training.cli import retrain_command
 
 app = typer.Typer(
     name="carelens",
@@ -25,7 +24,6 @@ app = typer.Typer(
 app.add_typer(model_app)
 app.add_typer(training_app)
 app.add_typer(serving_app)
-app.add_typer(models_app, name="models")
 
 app.add_typer(bench_app, name="bench")
 
@@ -37,8 +35,7 @@ def _export_labels(database_url, taxonomy_file, out) -> int:
     return export_labels_file(database_url, taxonomy_file, out)
 
 
-retrain_cli.EXPORTER = _export_labels
-app.command("retrain")(retrain_cli.retrain_cmd)
+app.command("retrain")(retrain_command(export_labels=_export_labels))
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""Model commands: ``carelens predict`` and ``carelens model ...``."""
+"""Model commands: ``carelens predict``, ``carelens score``, ``carelens model ...`` and
+``carelens models ...`` (the registry by hand: a running service follows the registry's
+active pointer, so a promotion or rollback made here is served within seconds)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from model.paths import default_model_dir
+from model.registry import Registry, RegistryError
 
 app = typer.Typer(no_args_is_help=True)
 model_app = typer.Typer(help="Build and inspect model directories.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+registry_app = typer.Typer(
+    help="The model registry: versions, the active one, promotion and rollback.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="models")
 
 
 # options shared by the commands that run a model
@@ -316,3 +326,114 @@ def info(model: Annotated[Path | None, typer.Argument(help="Model directory.")] 
         "metrics": m.metrics,
     }
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+
+
+# -- the registry ------------------------------------------------------------------------
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="Registry folder (default $CARELENS_REGISTRY or $CARELENS_HOME/registry).",
+    ),
+]
+
+
+def _headline(metrics: dict | None) -> str:
+    if not metrics:
+        return ""
+    return " ".join(
+        f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and k.endswith("mean")
+    )
+
+
+@registry_app.command("list")
+def list_cmd(registry: RegistryOpt = None) -> None:
+    """Every version, newest last; the active one is marked."""
+    reg = Registry(registry)
+    active = reg.active()
+    table = Table("version", "active", "status", "created", "parent", "decision / reason")
+    for v in reg.versions():
+        gate = v.info.get("gate") or {}
+        why = gate.get("decision") or ""
+        if gate.get("reason"):
+            why += f": {gate['reason']}"
+        table.add_row(
+            v.name,
+            "*" if v.name == active else "",
+            v.status,
+            v.created_at or "",
+            v.parent or "",
+            why[:100],
+        )
+    Console().print(table)
+    if not reg.names():
+        typer.echo(f"no versions in {reg.root} (carelens models import DIR, or carelens retrain)")
+
+
+@registry_app.command("show")
+def show(
+    version: Annotated[
+        str | None, typer.Argument(help="Version (default: the active one).")
+    ] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """A version's record: metrics, training-data summary, parent, gate decision."""
+    reg = Registry(registry)
+    name = version or reg.active()
+    if not name:
+        raise _fail(f"no active version in {reg.root}")
+    try:
+        v = reg.get(name)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        json.dumps(
+            {**v.info, "active": v.name == reg.active(), "path": str(v.path)},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+@registry_app.command("promote")
+def promote(
+    version: Annotated[str, typer.Argument(help="Version to make active.")],
+    registry: RegistryOpt = None,
+) -> None:
+    """Make a version active (a running service reloads it within seconds)."""
+    reg = Registry(registry)
+    try:
+        ptr = reg.promote(version, actor="cli", reason="carelens models promote")
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"active: {ptr['version']} (before: {(ptr.get('previous') or [None])[-1]})")
+
+
+@registry_app.command("rollback")
+def rollback(registry: RegistryOpt = None) -> None:
+    """Make the previously active version active again."""
+    reg = Registry(registry)
+    try:
+        ptr = reg.rollback(actor="cli")
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"active: {ptr['version']}")
+
+
+@registry_app.command("import")
+def import_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory (e.g. var/models/starter).")],
+    activate: Annotated[
+        bool | None,
+        typer.Option("--activate/--no-activate", help="Default: only if nothing is active yet."),
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="A note kept with the version.")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Add an existing model directory as a new version."""
+    reg = Registry(registry)
+    try:
+        v = reg.import_model(model_dir, note=note, activate=activate)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"imported {model_dir} as {v.name}; active: {reg.active()}")

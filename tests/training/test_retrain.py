@@ -129,6 +129,33 @@ def test_retrain_cli(tiny_model_dir, tmp_path):
     assert r.exit_code == 2 and "unknown retrain config keys ['epoch']" in r.output
 
 
+def test_retrain_without_labels_uses_the_exporter_it_was_given(tiny_model_dir, tmp_path):
+    """The command is composed with its store exporter; without one it asks for --labels."""
+    import typer
+
+    from training.cli import retrain_command
+
+    calls = []
+
+    def exporter(database_url, taxonomy_file, out):
+        calls.append((database_url, taxonomy_file.name))
+        raise RuntimeError("the store is closed")
+
+    for export, expected in (
+        (None, "give --labels FILE"),
+        (exporter, "exporting labelled tickets from the store: the store is closed"),
+    ):
+        cli = typer.Typer()
+        cli.command()(retrain_command(export))
+        r = CliRunner().invoke(
+            cli,
+            ["--registry", str(tmp_path / "reg"), "--base", str(tiny_model_dir),
+             "--database-url", "sqlite:///x.db"],
+        )  # fmt: skip
+        assert r.exit_code == 2 and expected in r.output, r.output
+    assert calls == [("sqlite:///x.db", "taxonomy.yaml")]
+
+
 def test_gate_refuses_a_hidden_regression_in_one_frozen_cell():
     from training.retrain import gate
 
