@@ -30,7 +30,7 @@ app.add_typer(bench_app, name="bench")
 
 def _export_labels(database_url, taxonomy_file, out) -> int:
     """`carelens retrain` without --labels: the store's labelled tickets (serving)."""
-    from serving.learning import export_labels_file
+    from serving.corrections import export_labels_file
 
     return export_labels_file(database_url, taxonomy_file, out)
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from model.classifier import ModelConfig
+from model.modeling import CarelensModel
 from model.ngrams import NgramConfig
-from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from training.data import Example, hash_split
 from training.trainer import TrainConfig, predict_probs, train

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.pretrained import CarelensModel
+from model.modeling import CarelensModel
 from model.registry import Registry
 from training.data import three_way_split
 from training.retrain import score

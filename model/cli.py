@@ -78,8 +78,8 @@ def predict(
 ) -> None:
     """Classify texts and print one JSON object per text."""
     from model.inputs import InputError, read_items
+    from model.modeling import ModelLoadError
     from model.predictor import Predictor
-    from model.pretrained import ModelLoadError
 
     items: list[dict] = [{"text": t, "rating": rating} for t in texts or []]
     if input is not None:
@@ -167,8 +167,8 @@ def score(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from model.inputs import InputError, input_files
+    from model.modeling import ModelLoadError
     from model.predictor import Predictor
-    from model.pretrained import ModelLoadError
     from model.score import score_local
 
     try:
@@ -284,8 +284,8 @@ def init_model(
     """Build an untrained model directory from a backbone (random heads)."""
     from model.classifier import ModelConfig
     from model.inputs import InputError, read_texts
+    from model.modeling import CarelensModel
     from model.ngrams import NgramConfig
-    from model.pretrained import CarelensModel
     from model.taxonomy import Taxonomy, TaxonomyError
 
     try:
@@ -309,7 +309,7 @@ def init_model(
 @model_app.command("info")
 def info(model: Annotated[Path | None, typer.Argument(help="Model directory.")] = None) -> None:
     """Show a model directory's tasks, labels, thresholds and metrics."""
-    from model.pretrained import CarelensModel, ModelLoadError
+    from model.modeling import CarelensModel, ModelLoadError
 
     try:
         m = CarelensModel.from_pretrained(model or default_model_dir())

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from model.classifier import task_probs
+from model.modeling import CarelensModel, ModelLoadError
 from model.onnx_backend import BackendError, OnnxPooler, check_backend
-from model.pretrained import CarelensModel, ModelLoadError
 from model.rules import RuleHit, RulesError, RuleSet
 from model.taxonomy import Task
 

@@ -8,7 +8,7 @@ Training writes versions, the service serves the active one and follows the poin
       history.jsonl          one line per promotion / rollback (who, when, from, to)
       frozen_eval.jsonl      the frozen evaluation set, chosen at the first retrain
       versions/
-        v0001/               a model directory (model/pretrained.py) + version.json
+        v0001/               a model directory (model/modeling.py) + version.json
         v0002/ ...
       staging/               versions being written (moved into versions/ when complete)
 
@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.modeling import REQUIRED_FILES
 from model.paths import default_registry_dir
-from model.pretrained import REQUIRED_FILES
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 VERSION_FILE = "version.json"

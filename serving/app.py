@@ -18,9 +18,9 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from model.modeling import ModelLoadError
 from model.paths import carelens_home
 from model.predictor import Predictor
-from model.pretrained import ModelLoadError
 from model.registry import Registry
 from serving import alerts, db, errors, signals
 from serving.auth import ensure_key
@@ -29,10 +29,10 @@ from serving.batcher import MicroBatcher
 from serving.builder import ModelBuilder
 from serving.deps import Services
 from serving.guard import RequestGuard
-from serving.learning import JobRunner, ModelManager
 from serving.links import load_secret
 from serving.mailbox import Every, ImapConfig, poll_once
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
+from serving.model_versions import JobRunner, ModelManager
 from serving.outbox import SmtpConfig, deliver_due
 from serving.redact import install_log_redaction
 from serving.routes import admin, customers, messages, reviews, stats, tickets

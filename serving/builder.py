@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.pretrained import REQUIRED_FILES
-from serving.learning import LoadFailed, ModelManager
+from model.modeling import REQUIRED_FILES
+from serving.model_versions import LoadFailed, ModelManager
 
 log = logging.getLogger(__name__)
 

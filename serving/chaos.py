@@ -72,8 +72,8 @@ def build_tiny_model(directory: Path) -> Path:
     from transformers import BertConfig, BertModel
 
     from model.classifier import ModelConfig
+    from model.modeling import CarelensModel
     from model.ngrams import NgramConfig
-    from model.pretrained import CarelensModel
     from model.taxonomy import Taxonomy
     from model.tokenization import build_wordpiece_tokenizer
 

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -124,3 +125,21 @@ def export_labels(
                 row[task] = "|".join(r[task]) if r[task] else "-"
         writer.writerow(row)
     return buf.getvalue()
+
+
+def export_labels_file(database_url: str | None, taxonomy_file: Path, out: Path) -> int:
+    """Write the store's labelled tickets (``GET /v1/labels/export``'s JSONL) to
+    ``out``; returns the number of tickets."""
+    from model.taxonomy import Taxonomy
+    from serving import db
+    from serving.settings import Settings
+
+    url = database_url or Settings().database_url
+    engine = db.make_engine(url)
+    try:
+        with db.session_factory(engine)() as s:
+            body = export_labels(s, Taxonomy.load(taxonomy_file), "jsonl")
+    finally:
+        engine.dispose()
+    out.write_text(body, encoding="utf-8")
+    return body.count("\n")

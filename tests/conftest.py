@@ -59,8 +59,8 @@ def tiny_model(taxonomy=None, ngram: bool = True, seed: int = 0, sparse: bool = 
     import torch
 
     from model.classifier import ModelConfig
+    from model.modeling import CarelensModel
     from model.ngrams import NgramConfig, SparseConfig
-    from model.pretrained import CarelensModel
     from model.taxonomy import Taxonomy
 
     tok = tiny_tokenizer()

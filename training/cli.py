@@ -236,8 +236,8 @@ def evaluate_cmd(
     --probes, its behaviour suite too (--probes alone needs no labelled data)."""
     from datetime import UTC, datetime
 
+    from model.modeling import ModelLoadError
     from model.predictor import Predictor
-    from model.pretrained import ModelLoadError
     from training.data import DataError, read_labelled, three_way_split
     from training.evaluate import comparison, evaluate
     from training.pipeline import build_sets, held_out_sets
@@ -370,8 +370,8 @@ def export_model_cmd(
 ) -> None:
     """Export the encoder to ONNX inside the model directory (DIR/onnx/), then serve or
     predict with CARELENS_BACKEND / --backend onnx or onnx-int8."""
+    from model.modeling import ModelLoadError
     from model.onnx_backend import BackendError
-    from model.pretrained import ModelLoadError
     from training.export import ExportError, export_onnx
 
     try:
@@ -692,7 +692,7 @@ def retrain_command(export_labels: LabelsExporter | None):
         """Retrain on the agents' labelled tickets; audit the labels with cleanlab; evaluate
         candidate and active model on the frozen set and the newest tickets; promote only
         if the gate passes. The candidate is kept as a registry version either way."""
-        from model.pretrained import ModelLoadError
+        from model.modeling import ModelLoadError
         from model.registry import Registry, RegistryError, write_json_atomic
         from training.retrain import RetrainConfig, RetrainError, retrain
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from model.calibration import confidence_and_correct
+from model.card import comparison_table
 from model.charts import chart_fonts, chart_lang
 from model.ngrams import SparseConfig, sparse_vectorizers
 from model.predictor import Predictor, rated_text
-from model.pretrained import comparison_table
 from model.taxonomy import Task, Taxonomy
 from training.data import Example, example_rating, targets
 from training.sources import SourceMapping, available_sources

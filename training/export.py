@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.modeling import CarelensModel
 from model.onnx_backend import (
     EXPORT_INFO,
     ONNX_DIR,
@@ -37,7 +38,6 @@ from model.onnx_backend import (
     encoder_digest,
     session_options,
 )
-from model.pretrained import CarelensModel
 
 OPSET = 17
 SAMPLE_TEXTS = [

@@ -11,8 +11,8 @@ from typing import Any
 
 from model.calibration import calibrate
 from model.classifier import ModelConfig, task_probs
+from model.modeling import CarelensModel
 from model.ngrams import NgramConfig, SparseConfig
-from model.pretrained import CarelensModel
 from model.taxonomy import Taxonomy
 from model.tokenization import is_cjk
 from training.corpus import load_corpus

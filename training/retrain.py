@@ -47,9 +47,9 @@ import numpy as np
 
 from model.calibration import calibrate
 from model.classifier import ModelConfig
+from model.modeling import CarelensModel
 from model.ngrams import NgramConfig
 from model.paths import default_model_dir
-from model.pretrained import CarelensModel
 from model.registry import Registry, write_json_atomic
 from model.tokenization import is_cjk
 from training.audit import audit_labels, exclude_flagged

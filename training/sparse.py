@@ -22,8 +22,8 @@ from scipy.sparse import csr_matrix, hstack
 from tqdm.auto import tqdm
 
 from model.classifier import class_weights
+from model.modeling import CarelensModel
 from model.ngrams import SparseVocab, sparse_vectorizers
-from model.pretrained import CarelensModel
 from training.data import Example, targets
 
 log = logging.getLogger(__name__)

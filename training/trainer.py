@@ -19,8 +19,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from model.classifier import class_weights, task_probs
+from model.modeling import CarelensModel
 from model.ngrams import batch_ngram_ids
-from model.pretrained import CarelensModel
 from model.taxonomy import Task
 from training.data import Example, targets
 from training.evaluate import headline, task_metrics

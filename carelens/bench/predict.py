@@ -29,8 +29,8 @@ import torch
 import typer
 
 from model.inputs import read_texts
+from model.modeling import CarelensModel
 from model.predictor import Predictor
-from model.pretrained import CarelensModel
 
 
 # -- the machine -------------------------------------------------------------------------
@@ -444,8 +444,8 @@ def bench_predict(
     (same encoder, plain transformers fp32, no length sorting), and the share of the
     machine's estimated compute limit."""
     from model.inputs import InputError
+    from model.modeling import ModelLoadError
     from model.onnx_backend import BACKENDS
-    from model.pretrained import ModelLoadError
 
     names = [b.strip() for b in backends.split(",") if b.strip()]
     bad = [b for b in names if b not in BACKENDS]

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from serving.active_learning import next_to_label
 from serving.auth import Principal
 from serving.deps import Services, agent_role, services
 from serving.errors import ApiRoute
-from serving.labeling import next_to_label
 
 router = APIRouter(tags=["labeling"], route_class=ApiRoute)
 

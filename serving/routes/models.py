@@ -13,7 +13,7 @@ from serving.auth import Principal
 from serving.corrections import export_labels
 from serving.deps import Services, admin_role, services
 from serving.errors import ApiRoute
-from serving.learning import JobConflict, JobRunner, LoadFailed, ModelManager
+from serving.model_versions import JobConflict, JobRunner, LoadFailed, ModelManager
 
 router = APIRouter(tags=["models"], route_class=ApiRoute)
 NO_REGISTRY: dict = {409: {"description": "The service does not follow a registry."}}

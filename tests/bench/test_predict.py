@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from carelens.bench.predict import flops_per_text, peak_ops
 from carelens.cli import app
-from model.pretrained import CarelensModel
+from model.modeling import CarelensModel
 
 runner = CliRunner()
 

@@ -28,9 +28,9 @@ def test_directory_without_config(tmp_path):
 @pytest.mark.slow
 def test_real_backbone_predicts_english_and_chinese(tmp_path):
     from model.classifier import ModelConfig
+    from model.modeling import CarelensModel
     from model.ngrams import NgramConfig
     from model.predictor import Predictor
-    from model.pretrained import CarelensModel
 
     zh = ["这个充电器起火了，太危险！", "物流很慢，包装破损，要求退款。"] * 3
     m = CarelensModel.from_backbone(

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from carelens.cli import app
+from model.modeling import CarelensModel, ModelLoadError
 from model.predictor import Predictor
-from model.pretrained import CarelensModel, ModelLoadError
 from tests.conftest import CJK, WORDS
 
 runner = CliRunner()

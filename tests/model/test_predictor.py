@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
+from model.modeling import CarelensModel, ModelLoadError
 from model.predictor import Predictor, clean_text, segments
-from model.pretrained import CarelensModel, ModelLoadError
 from model.taxonomy import Taxonomy
 from tests.conftest import tiny_model
 

@@ -118,7 +118,7 @@ def test_the_predictor_applies_the_rules(tiny_model_dir):
 
 
 def test_a_bad_rules_file_is_a_load_error(tiny_model_dir, tmp_path):
-    from model.pretrained import ModelLoadError
+    from model.modeling import ModelLoadError
 
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - {name: r, patterns: {en: ['(']}}\n")

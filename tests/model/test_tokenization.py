@@ -32,7 +32,7 @@ def test_min_count_filters_rare_characters():
 def test_model_grows_embeddings_and_round_trips(tmp_path):
     base = tiny_model()
     rows = base.classifier.encoder.get_input_embeddings().weight.shape[0]
-    from model.pretrained import CarelensModel
+    from model.modeling import CarelensModel
 
     m = CarelensModel.from_parts(
         base.classifier.encoder,
@@ -115,7 +115,7 @@ def test_trimmed_model_scores_its_texts_as_before_and_round_trips(tmp_path):
     import torch
 
     from model.classifier import ModelConfig
-    from model.pretrained import CarelensModel
+    from model.modeling import CarelensModel
     from model.taxonomy import Taxonomy
     from tests.conftest import tiny_bert
 

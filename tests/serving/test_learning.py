@@ -212,7 +212,7 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
 def test_carelens_retrain_reads_the_store(desk, tmp_path, tiny_model_dir):
     """`carelens retrain` without --labels: serving's exporter writes what training reads."""
     from model.taxonomy import Taxonomy
-    from serving.learning import export_labels_file
+    from serving.corrections import export_labels_file
     from training.retrain import read_tickets
 
     stored = desk.service.post_messages(

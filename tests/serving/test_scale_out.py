@@ -67,7 +67,7 @@ def test_a_background_round_runs_in_one_process_at_a_time(pg_url, tmp_path):
 @pytest.mark.postgres
 def test_one_retrain_at_a_time_across_service_processes(pg_url, tmp_path):
     from model.registry import Registry
-    from serving.learning import JobConflict, JobRunner
+    from serving.model_versions import JobConflict, JobRunner
 
     engines = [db.make_engine(pg_url) for _ in range(2)]
     # two services (two hosts: jobs folders of their own) over one database and registry

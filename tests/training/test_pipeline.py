@@ -202,7 +202,7 @@ def test_dev_fraction_does_not_change_the_training_rows(tmp_path):
 def test_evaluate_held_out_scores_the_models_own_test_rows(tmp_path, tiny_model_dir):
     import shutil
 
-    from model.pretrained import CarelensModel
+    from model.modeling import CarelensModel
     from model.taxonomy import Taxonomy
     from training.pipeline import build_sets, held_out_sets
     from training.trainer import TrainConfig

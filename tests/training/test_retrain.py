@@ -269,7 +269,7 @@ def test_retrain_trains_as_the_active_model_was_trained(tiny_model_dir, tmp_path
     """The candidate inherits the active model's frozen word embeddings and bf16."""
     import shutil
 
-    from model.pretrained import CarelensModel
+    from model.modeling import CarelensModel
     from training.trainer import bf16_supported
 
     base = tmp_path / "base"

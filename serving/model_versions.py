@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 from sqlalchemy import Connection, Engine, text
 
+from model.modeling import REQUIRED_FILES, ModelLoadError
 from model.onnx_backend import BackendError
 from model.predictor import Predictor
-from model.pretrained import REQUIRED_FILES, ModelLoadError
 from model.registry import Registry, RegistryError, write_json_atomic
 from serving.db import lock_key
 from serving.deps import Services
@@ -408,25 +408,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# -- the store's labelled tickets for `carelens retrain` --------------------------------
-
-
-def export_labels_file(database_url: str | None, taxonomy_file: Path, out: Path) -> int:
-    """Write the store's labelled tickets (``GET /v1/labels/export``'s JSONL) to
-    ``out``; returns the number of tickets."""
-    from model.taxonomy import Taxonomy
-    from serving import db
-    from serving.corrections import export_labels
-    from serving.settings import Settings
-
-    url = database_url or Settings().database_url
-    engine = db.make_engine(url)
-    try:
-        with db.session_factory(engine)() as s:
-            body = export_labels(s, Taxonomy.load(taxonomy_file), "jsonl")
-    finally:
-        engine.dispose()
-    out.write_text(body, encoding="utf-8")
-    return body.count("\n")
