@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -131,3 +131,10 @@ def require(*roles: str) -> Callable[..., Principal]:
 service_role = require("service")
 agent_role = require("agent")
 admin_role = require("admin")
+
+# The dependencies as typed parameters of a route: ``svc: Svc``, ``who: AgentKey``.
+Svc = Annotated[Services, Depends(services)]
+ServiceKey = Annotated[Principal, Depends(service_role)]
+AgentKey = Annotated[Principal, Depends(agent_role)]
+AdminKey = Annotated[Principal, Depends(admin_role)]
+DisplayLang = Annotated[str, Depends(display_lang)]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from serving.auth import DuplicateKeyName, Principal, create_key, revoke
+from serving.auth import DuplicateKeyName, create_key, revoke
 from serving.db import transaction
-from serving.deps import Services, admin_role, services
+from serving.deps import AdminKey, Svc
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, identifier
 from serving.store import ApiKey
@@ -60,9 +60,7 @@ def _out(row: ApiKey) -> dict[str, Any]:
     status_code=201,
     responses={409: {"description": "An active key of the role has the name."}},
 )
-def new_key(
-    body: KeyIn, svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> NewKeyOut:
+def new_key(body: KeyIn, svc: Svc, _: AdminKey) -> NewKeyOut:
     """Create a key. Its name must be free among the active keys of its role (409)."""
     try:
         with transaction(svc.sessions) as s:
@@ -79,17 +77,13 @@ def new_key(
 
 
 @router.get("/v1/keys", response_model=list[KeyOut])
-def list_keys(
-    svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> list[KeyOut]:
+def list_keys(svc: Svc, _: AdminKey) -> list[KeyOut]:
     with svc.sessions() as s:
         return [KeyOut(**_out(r)) for r in s.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
 @router.delete("/v1/keys/{key_id}", response_model=KeyOut)
-def revoke_key(
-    key_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> KeyOut:
+def revoke_key(key_id: RowId, svc: Svc, _: AdminKey) -> KeyOut:
     with transaction(svc.sessions) as s:
         if not revoke(s, key_id):
             raise HTTPException(404, detail=f"no active key {key_id}")
@@ -97,9 +91,7 @@ def revoke_key(
 
 
 @router.get("/v1/config")
-def show_config(
-    svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> dict[str, Any]:
+def show_config(svc: Svc, _: AdminKey) -> dict[str, Any]:
     """The routing configuration and limits in force (no secrets)."""
     r = svc.routing
     return {

@@ -13,16 +13,20 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from serving import campaigns as camp
-from serving.auth import Principal
 from serving.db import transaction
-from serving.deps import Services, admin_role, agent_role, service_role, services
+from serving.deps import (
+    AdminKey,
+    AgentKey,
+    ServiceKey,
+    Svc,
+)
 from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
@@ -126,9 +130,7 @@ def _consent_out(session, customer_id: str) -> ConsentOut:
 
 
 @router.post("/v1/orders")
-def post_orders(
-    body: OrdersIn, svc: Services = Depends(services), _: Principal = Depends(service_role)
-) -> dict[str, int]:
+def post_orders(body: OrdersIn, svc: Svc, _: ServiceKey) -> dict[str, int]:
     """Record orders and their delivery dates (upsert by order_id); review requests
     are built from them."""
     ids = [o.order_id for o in body.orders]
@@ -146,8 +148,8 @@ def post_orders(
 def post_consent(
     customer_id: CustomerId,
     body: ConsentIn,
-    svc: Services = Depends(services),
-    who: Principal = Depends(service_role),
+    svc: Svc,
+    who: ServiceKey,
 ) -> ConsentOut:
     """Record a customer's consent to marketing e-mail on the seller's own list."""
     with transaction(svc.sessions) as s:
@@ -167,10 +169,11 @@ def post_consent(
 
 @router.post("/v1/customers/{customer_id}/opt-out", response_model=ConsentOut, status_code=201)
 def post_opt_out(
+    *,
     customer_id: CustomerId,
     body: OptOutIn | None = None,
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    svc: Svc,
+    who: AgentKey,
 ) -> ConsentOut:
     """Record an opt-out; every later campaign run leaves the customer out."""
     with transaction(svc.sessions) as s:
@@ -256,9 +259,7 @@ def _run(s, campaign_id: int, run_id: int) -> CampaignRun:
 
 
 @router.post("/v1/campaigns", response_model=CampaignOut, status_code=201)
-def create_campaign(
-    body: CampaignIn, svc: Services = Depends(services), who: Principal = Depends(admin_role)
-) -> CampaignOut:
+def create_campaign(body: CampaignIn, svc: Svc, who: AdminKey) -> CampaignOut:
     """Create a campaign. Refused (422, citing the rule): marketing on
     marketplace_messaging; a review_request whose audience uses sentiment, ratings,
     issue types, tickets or review history; a marketplace review request outside 5-30
@@ -288,18 +289,14 @@ def create_campaign(
 
 
 @router.get("/v1/campaigns", response_model=list[CampaignOut])
-def list_campaigns(
-    svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> list[CampaignOut]:
+def list_campaigns(svc: Svc, _: AdminKey) -> list[CampaignOut]:
     with svc.sessions() as s:
         rows = s.scalars(select(Campaign).order_by(Campaign.id))
         return [CampaignOut(**camp.campaign_view(c)) for c in rows]
 
 
 @router.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut)
-def show_campaign(
-    campaign_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> CampaignOut:
+def show_campaign(campaign_id: RowId, svc: Svc, _: AdminKey) -> CampaignOut:
     with svc.sessions() as s:
         return CampaignOut(**camp.campaign_view(_campaign(s, campaign_id)))
 
@@ -310,9 +307,7 @@ def show_campaign(
     status_code=201,
     responses={409: {"description": "Another run of a review request is in progress."}},
 )
-def run_campaign(
-    campaign_id: RowId, svc: Services = Depends(services), who: Principal = Depends(admin_role)
-) -> RunDetail:
+def run_campaign(campaign_id: RowId, svc: Svc, who: AdminKey) -> RunDetail:
     """Build the audience now: one audit row per customer (or order) considered and
     the rendered messages of those included. Nothing is sent; if
     CARELENS_CAMPAIGN_WEBHOOK_URL is set, the messages are POSTed there as JSON."""
@@ -373,9 +368,7 @@ def _detail(run_row: CampaignRun, contacts) -> RunDetail:
 
 
 @router.get("/v1/campaigns/{campaign_id}/runs", response_model=list[RunOut])
-def list_runs(
-    campaign_id: RowId, svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> list[RunOut]:
+def list_runs(campaign_id: RowId, svc: Svc, _: AdminKey) -> list[RunOut]:
     with svc.sessions() as s:
         _campaign(s, campaign_id)
         rows = s.scalars(
@@ -390,8 +383,8 @@ def list_runs(
 def show_run(
     campaign_id: RowId,
     run_id: RowId,
-    svc: Services = Depends(services),
-    _: Principal = Depends(admin_role),
+    svc: Svc,
+    _: AdminKey,
 ) -> RunDetail:
     """A run with its audit: every customer considered, included or excluded and why."""
     with svc.sessions() as s:
@@ -424,6 +417,7 @@ def show_run(
     },
 )
 def export_run(
+    *,
     campaign_id: RowId,
     run_id: RowId,
     format: Literal["json", "csv"] = Query("json"),
@@ -432,8 +426,8 @@ def export_run(
         description="Without personal data (to share or audit, not to send): customer ids "
         "pseudonymised, e-mail addresses and order ids masked, also in subjects and bodies.",
     ),
-    svc: Services = Depends(services),
-    _: Principal = Depends(admin_role),
+    svc: Svc,
+    _: AdminKey,
 ) -> Response:
     """The rendered messages of a run, for the seller's mail tool."""
     with svc.sessions() as s:

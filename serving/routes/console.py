@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import TypeAdapter
 
@@ -30,7 +30,7 @@ from serving.console import (
     sign_in,
 )
 from serving.db import retry_read
-from serving.deps import Services, language_of, services
+from serving.deps import Services, Svc, language_of
 from serving.fields import MAX_ROW_ID, RowId, TemplateName
 from serving.routes import customers as customer_routes
 from serving.routes import reviews as review_routes
@@ -443,14 +443,14 @@ def root() -> RedirectResponse:
 
 
 @router.get("/console/login", response_class=HTMLResponse)
-def login_form(request: Request, svc: Services = Depends(services)) -> HTMLResponse:
+def login_form(request: Request, svc: Svc) -> HTMLResponse:
     return _render(
         request, svc, None, "login.html", next=_safe_next(request.query_params.get("next", ""))
     )
 
 
 @router.post("/console/login", response_class=HTMLResponse)
-async def login(request: Request, svc: Services = Depends(services)) -> Response:
+async def login(request: Request, svc: Svc) -> Response:
     form = await form_of(request)
     target = _safe_next(first(form, "next"))
     try:
@@ -473,7 +473,7 @@ async def login(request: Request, svc: Services = Depends(services)) -> Response
 
 
 @router.post("/console/logout")
-async def logout(request: Request, svc: Services = Depends(services)) -> Response:
+async def logout(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     form = await form_of(request)
     if console is not None and not csrf_ok(svc.link_secret, console, first(form, "csrf")):
@@ -496,7 +496,7 @@ def set_lang(lang: str, request: Request) -> Response:
 
 
 @router.get("/console", response_class=HTMLResponse)
-def queues_page(request: Request, svc: Services = Depends(services)) -> Response:
+def queues_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -505,7 +505,7 @@ def queues_page(request: Request, svc: Services = Depends(services)) -> Response
 
 
 @router.get("/console/queues/{queue}", response_class=HTMLResponse)
-def queue_page(queue: str, request: Request, svc: Services = Depends(services)) -> Response:
+def queue_page(queue: str, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -532,7 +532,7 @@ def queue_page(queue: str, request: Request, svc: Services = Depends(services)) 
 
 
 @router.post("/console/queues/{queue}/claim")
-async def claim_next(queue: str, request: Request, svc: Services = Depends(services)) -> Response:
+async def claim_next(queue: str, request: Request, svc: Svc) -> Response:
     back = f"/console/queues/{quote(queue)}"
     got = await _posted(request, svc, back)
     if isinstance(got, Response):
@@ -583,7 +583,7 @@ def _highlighted(
 
 
 @router.get("/console/tickets/{ticket_id}", response_class=HTMLResponse)
-def ticket_page(ticket_id: RowId, request: Request, svc: Services = Depends(services)) -> Response:
+def ticket_page(ticket_id: RowId, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -642,9 +642,7 @@ def _returns_of(svc: Services, ticket_id: int) -> list[dict[str, Any]]:
 
 
 @router.get("/console/tickets/{ticket_id}/attachments/{attachment_id}")
-def attachment(
-    ticket_id: RowId, attachment_id: RowId, request: Request, svc: Services = Depends(services)
-) -> Response:
+def attachment(ticket_id: RowId, attachment_id: RowId, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -670,9 +668,7 @@ ACTIONS = (
 
 
 @router.post("/console/tickets/{ticket_id}/{action}")
-async def ticket_action(
-    ticket_id: RowId, action: str, request: Request, svc: Services = Depends(services)
-) -> Response:
+async def ticket_action(ticket_id: RowId, action: str, request: Request, svc: Svc) -> Response:
     back = f"/console/tickets/{ticket_id}"
     got = await _posted(request, svc, back)
     if isinstance(got, Response):
@@ -755,7 +751,7 @@ def _queue_of(svc: Services, ticket_id: int) -> str | None:
 
 
 @router.get("/console/reviews", response_class=HTMLResponse)
-def reviews_page(request: Request, svc: Services = Depends(services)) -> Response:
+def reviews_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -796,9 +792,7 @@ def reviews_page(request: Request, svc: Services = Depends(services)) -> Respons
 
 
 @router.post("/console/reviews/{review_id}/handled")
-async def review_handled(
-    review_id: RowId, request: Request, svc: Services = Depends(services)
-) -> Response:
+async def review_handled(review_id: RowId, request: Request, svc: Svc) -> Response:
     def back_of(form: dict) -> str:
         return _safe_next(first(form, "next", "/console/reviews"))
 
@@ -824,7 +818,7 @@ async def review_handled(
 
 
 @router.get("/console/returns", response_class=HTMLResponse)
-def returns_page(request: Request, svc: Services = Depends(services)) -> Response:
+def returns_page(request: Request, svc: Svc) -> Response:
     from serving.routes import returns as return_routes
 
     console = _signed_in(request, svc)
@@ -879,7 +873,7 @@ def _products(svc: Services, who, series: bool = False) -> Snapshot:
 
 
 @router.get("/console/products", response_class=HTMLResponse)
-def products_page(request: Request, svc: Services = Depends(services)) -> Response:
+def products_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -898,7 +892,7 @@ def products_page(request: Request, svc: Services = Depends(services)) -> Respon
 
 
 @router.get("/console/products/{kind}.png")
-def products_chart(kind: str, request: Request, svc: Services = Depends(services)) -> Response:
+def products_chart(kind: str, request: Request, svc: Svc) -> Response:
     from model.charts import chart_fonts, chart_lang
     from serving.reports import issue_mix_figure, product_texts, trends_figure
 
@@ -930,7 +924,7 @@ def _team(svc: Services) -> Snapshot:
 
 
 @router.get("/console/team", response_class=HTMLResponse)
-def team_page(request: Request, svc: Services = Depends(services)) -> Response:
+def team_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -941,7 +935,7 @@ def team_page(request: Request, svc: Services = Depends(services)) -> Response:
 
 
 @router.get("/console/team/{kind}.png")
-def team_chart(kind: str, request: Request, svc: Services = Depends(services)) -> Response:
+def team_chart(kind: str, request: Request, svc: Svc) -> Response:
     from serving.reports import kpi_figure
 
     console = _signed_in(request, svc)
@@ -1019,7 +1013,7 @@ def _save_template(svc: Services, form: dict[str, list[str]], who: Principal) ->
 
 
 @router.get("/console/admin", response_class=HTMLResponse)
-def admin_page(request: Request, svc: Services = Depends(services)) -> Response:
+def admin_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
         return _sign_in_page(request)
@@ -1030,9 +1024,7 @@ def admin_page(request: Request, svc: Services = Depends(services)) -> Response:
 
 
 @router.post("/console/admin/{action}", response_class=HTMLResponse)
-async def admin_action(
-    action: str, request: Request, svc: Services = Depends(services)
-) -> Response:
+async def admin_action(action: str, request: Request, svc: Svc) -> Response:
     from serving.routes import admin as admin_routes
     from serving.routes import models as model_routes
 

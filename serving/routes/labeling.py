@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from serving.active_learning import next_to_label
-from serving.auth import Principal
-from serving.deps import Services, agent_role, services
+from serving.deps import AgentKey, Svc
 from serving.errors import ApiRoute
 
 router = APIRouter(tags=["labeling"], route_class=ApiRoute)
@@ -16,9 +15,10 @@ router = APIRouter(tags=["labeling"], route_class=ApiRoute)
 
 @router.get("/v1/labeling/next")
 def labeling_next(
+    *,
     n: int = Query(20, ge=1, le=200, description="How many messages."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> list[dict[str, Any]]:
     """Unlabelled messages with the least confident or most self-contradicting
     predictions, spread over products and languages. Label one with

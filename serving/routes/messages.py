@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -17,10 +17,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from model.predictor import Prediction, clean_text
 from serving import autoreply
-from serving.auth import Principal
 from serving.batcher import Overloaded, Unavailable
 from serving.db import describe, is_transient, transaction
-from serving.deps import Services, display_lang, service_role, services
+from serving.deps import (
+    DisplayLang,
+    ServiceKey,
+    Services,
+    Svc,
+)
 from serving.errors import ApiRoute
 from serving.fields import (
     CustomerId,
@@ -313,8 +317,8 @@ def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
 def post_messages(
     body: MessagesIn,
     response: Response,
-    svc: Services = Depends(services),
-    _: Principal = Depends(service_role),
+    svc: Svc,
+    _: ServiceKey,
 ) -> StoredMessages:
     """Store one message or a batch (``{"messages": [...]}``): detect the language,
     classify, apply the critical rules, route to a queue with an SLA deadline and a
@@ -428,14 +432,15 @@ def _email_message(
     },
 )
 async def post_email(
+    *,
     request: Request,
     response: Response,
     channel: Channel = Query("email"),
     customer_id: CustomerId | None = Query(None, description="Default: the sender's address."),
     product_id: ProductId | None = Query(None),
     marketplace: Marketplace | None = Query(None),
-    svc: Services = Depends(services),
-    _: Principal = Depends(service_role),
+    svc: Svc,
+    _: ServiceKey,
 ) -> StoredMessages:
     """Parse a raw e-mail (plain or HTML body; quoted replies and signature dropped;
     order id found in subject or body; Message-ID is the idempotency key) and store it
@@ -489,9 +494,9 @@ def mailbox_handler(svc: Services):
 @router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
 async def classify(
     body: ClassifyRequest,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    _: Principal = Depends(service_role),
+    lang: DisplayLang,
+    svc: Svc,
+    _: ServiceKey,
 ) -> JSONResponse:
     """Classify texts without storing them. Each task of each prediction carries its
     display name and its labels' display names (``display``, ``label_display``) in

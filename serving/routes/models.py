@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.registry import RegistryError
-from serving.auth import Principal
 from serving.corrections import export_labels
-from serving.deps import Services, admin_role, services
+from serving.deps import AdminKey, Svc
 from serving.errors import ApiRoute
 from serving.model_versions import JobConflict, JobRunner, LoadFailed, ModelManager
 
@@ -81,9 +80,7 @@ class RetrainIn(BaseModel):
 
 
 @router.get("/v1/models")
-def list_models(
-    request: Request, svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> dict[str, Any]:
+def list_models(request: Request, svc: Svc, _: AdminKey) -> dict[str, Any]:
     """The versions (newest last), the active one, what is served and any reload error."""
     models = _models(request)
     out: dict[str, Any] = {**models.status(), "registry": None, "active": None, "versions": []}
@@ -103,13 +100,13 @@ def list_models(
 
 
 @router.get("/v1/models/jobs")
-def list_jobs(request: Request, _: Principal = Depends(admin_role)) -> list[dict[str, Any]]:
+def list_jobs(request: Request, _: AdminKey) -> list[dict[str, Any]]:
     """Retraining jobs, newest first."""
     return _jobs(request).list()
 
 
 @router.get("/v1/models/jobs/{job_id}")
-def get_job(job_id: str, request: Request, _: Principal = Depends(admin_role)) -> dict[str, Any]:
+def get_job(job_id: str, request: Request, _: AdminKey) -> dict[str, Any]:
     """A retraining job: status, progress (stage, fraction), the log's tail and, once
     finished, its result (version, gate decision and reason, both sets of metrics)."""
     try:
@@ -124,8 +121,8 @@ def get_job(job_id: str, request: Request, _: Principal = Depends(admin_role)) -
 def retrain(
     body: RetrainIn,
     request: Request,
-    svc: Services = Depends(services),
-    who: Principal = Depends(admin_role),
+    svc: Svc,
+    who: AdminKey,
 ) -> dict[str, Any]:
     """Start retraining as a background job on the agents' labelled tickets (exported
     now); poll ``GET /v1/models/jobs/{id}``. A promoted candidate is served as soon as
@@ -149,7 +146,7 @@ def retrain(
 
 
 @router.post("/v1/models/rollback", responses=REFUSED)
-async def rollback(request: Request, who: Principal = Depends(admin_role)) -> dict[str, Any]:
+async def rollback(request: Request, who: AdminKey) -> dict[str, Any]:
     """Serve the previously active version again (loaded before the switch)."""
     models = _models(request)
     _registry(models)
@@ -163,9 +160,7 @@ async def rollback(request: Request, who: Principal = Depends(admin_role)) -> di
 
 
 @router.get("/v1/models/{version}", responses=NO_REGISTRY)
-def show_model(
-    version: str, request: Request, _: Principal = Depends(admin_role)
-) -> dict[str, Any]:
+def show_model(version: str, request: Request, _: AdminKey) -> dict[str, Any]:
     """One version's record: metrics, training-data summary, parent, gate decision."""
     reg = _registry(_models(request))
     try:
@@ -176,9 +171,7 @@ def show_model(
 
 
 @router.post("/v1/models/{version}/promote", responses=REFUSED)
-async def promote(
-    version: str, request: Request, who: Principal = Depends(admin_role)
-) -> dict[str, Any]:
+async def promote(version: str, request: Request, who: AdminKey) -> dict[str, Any]:
     """Make ``version`` active and serve it. It is loaded first: a version that fails
     to load is refused (409) and the current one keeps serving."""
     models = _models(request)

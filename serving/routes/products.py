@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from serving.auth import Principal
-from serving.deps import Services, agent_role, services
+from serving.deps import AgentKey, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import ProductId, Timestamp
 from serving.insights import SpikeConfig, all_products, product_insights
@@ -72,6 +71,7 @@ BUCKET = Query("week", description="Series per day or per ISO week (Monday).")
 
 @router.get("/v1/products/insights")
 def products_insights(
+    *,
     since: Timestamp | None = SINCE,
     until: Timestamp | None = UNTIL,
     sort: str = Query(
@@ -86,8 +86,8 @@ def products_insights(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     spike: SpikeParams = Depends(),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict[str, Any]:
     """Every product with messages in the range (reviews and tickets together): counts
     and shares of each issue type, negative share, mean stars, languages, and the
@@ -117,13 +117,14 @@ def products_insights(
 
 @router.get("/v1/products/{product_id}/insights")
 def one_product_insights(
+    *,
     product_id: ProductId,
     since: Timestamp | None = SINCE,
     until: Timestamp | None = UNTIL,
     bucket: Literal["day", "week"] = BUCKET,
     spike: SpikeParams = Depends(),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict[str, Any]:
     """One product (ASIN or SKU): issue mix, negative share, stars, languages, a daily or
     weekly series, the spike test (flagged spikes with p-values and examples), and its

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from serving.auth import Principal
 from serving.db import transaction
-from serving.deps import Services, agent_role, services
+from serving.deps import AgentKey, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
 from serving.returns import get_return, list_returns, move, open_return, return_kpis, return_view
@@ -69,10 +68,11 @@ def _act(svc: Services, fn) -> ReturnOut:
     "/v1/tickets/{ticket_id}/return", response_model=ReturnOut, status_code=201, responses=HELD
 )
 def create_return(
+    *,
     ticket_id: RowId,
     body: ReturnIn | None = None,
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    svc: Svc,
+    who: AgentKey,
 ) -> ReturnOut:
     """Open a return for the ticket's order (product, customer and reasons from the
     ticket), state ``requested``."""
@@ -89,8 +89,8 @@ def create_return(
 def move_return(
     return_id: RowId,
     body: MoveIn,
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    svc: Svc,
+    who: AgentKey,
 ) -> ReturnOut:
     """Move a return to its next state: requested -> approved -> label_sent -> received
     -> refunded, or rejected (approved may go straight to refunded)."""
@@ -104,9 +104,7 @@ def move_return(
 
 
 @router.get("/v1/returns/{return_id}", response_model=ReturnOut)
-def show_return(
-    return_id: RowId, svc: Services = Depends(services), _: Principal = Depends(agent_role)
-) -> ReturnOut:
+def show_return(return_id: RowId, svc: Svc, _: AgentKey) -> ReturnOut:
     with svc.sessions() as s:
         try:
             return ReturnOut(**return_view(get_return(s, return_id), svc.clock()))
@@ -116,14 +114,15 @@ def show_return(
 
 @router.get("/v1/returns", response_model=list[ReturnOut])
 def returns_list(
+    *,
     state: ReturnState | None = Query(None),
     open: bool | None = Query(None, description="Only open (true) or closed (false) returns."),
     product_id: ProductId | None = Query(None),
     customer_id: CustomerId | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
     after_id: int | None = Query(None, ge=0, description="The last id of the previous page."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> list[ReturnOut]:
     """Returns in id order, a page at a time, with the age of each open one."""
     now = svc.clock()
@@ -134,10 +133,11 @@ def returns_list(
 
 @router.get("/v1/stats/returns")
 def returns_stats(
+    *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
     until: Timestamp | None = Query(None, description="Default: now."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict[str, Any]:
     """Returns over the period: requested, closed, refunded, the share rejected, hours
     from request to refund (median, p90), and the reasons per product."""

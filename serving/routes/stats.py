@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from serving.auth import Principal
-from serving.deps import Services, agent_role, services
+from serving.deps import AgentKey, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import Timestamp
 from serving.signals import SignalConfig, alert_view, current, training_distribution
@@ -30,10 +29,11 @@ def _period(svc: Services, since: datetime | None, until: datetime | None):
 
 @router.get("/v1/stats/agents")
 def stats_agents(
+    *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
     until: Timestamp | None = Query(None, description="Default: now."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict:
     """Per agent over the period: tickets handled, median and p90 first-response hours
     (tickets they answered first), median resolution hours, SLA met %, labels corrected,
@@ -44,10 +44,11 @@ def stats_agents(
 
 @router.get("/v1/stats/kpis")
 def stats_kpis(
+    *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
     until: Timestamp | None = Query(None, description="Default: now."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict:
     """Per queue over the period: the same figures (reopened: tickets of the queue reopened
     in the period), plus late-response rates 7/30/90 d and CSAT; the late-response rate
@@ -76,9 +77,10 @@ def figures(
 
 @router.get("/v1/stats/signals")
 def stats_signals(
+    *,
     alerts: int = Query(50, ge=0, le=500, description="How many recent alerts to list."),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> dict:
     """What asks for attention beyond single tickets, as of now: issue-type spikes per
     product; per language, shifts in the share of negative and of high-or-critical

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.exc import IntegrityError
 
 from serving.db import transaction
-from serving.deps import Services, language_of, services
+from serving.deps import Svc, language_of
 from serving.routes.pages import page
 from serving.surveys import record_answer, survey_state
 
@@ -55,7 +55,7 @@ def _page(state: str, lang: str, error: str | None = None, **form) -> HTMLRespon
 
 
 @router.get("/survey/{token}", response_class=HTMLResponse)
-def survey_form(token: str, request: Request, svc: Services = Depends(services)) -> HTMLResponse:
+def survey_form(token: str, request: Request, svc: Svc) -> HTMLResponse:
     with svc.sessions() as s:
         st = survey_state(s, svc.link_secret, token, svc.clock(), svc.settings.survey_days)
         lang = (
@@ -67,9 +67,7 @@ def survey_form(token: str, request: Request, svc: Services = Depends(services))
 
 
 @router.post("/survey/{token}", response_class=HTMLResponse)
-async def survey_answer(
-    token: str, request: Request, svc: Services = Depends(services)
-) -> HTMLResponse:
+async def survey_answer(token: str, request: Request, svc: Svc) -> HTMLResponse:
     raw = await request.body()
     form = parse_qs(raw[:MAX_FORM_BYTES].decode("utf-8", errors="replace"))
     stars_raw = (form.get("stars") or [""])[0].strip()

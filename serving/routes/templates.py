@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from serving.auth import Principal
 from serving.db import transaction
-from serving.deps import Services, admin_role, agent_role, services
+from serving.deps import AdminKey, AgentKey, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import FreeText, RequestBody, RowId, TemplateName, bounded_text, free_text
 from serving.store import ReplyTemplate
@@ -109,9 +108,7 @@ def _checked(svc: Services, name: str, body: TemplateIn) -> Template:
 
 
 @router.get("/v1/templates", response_model=list[TemplateOut])
-def list_templates(
-    svc: Services = Depends(services), _: Principal = Depends(admin_role)
-) -> list[TemplateOut]:
+def list_templates(svc: Svc, _: AdminKey) -> list[TemplateOut]:
     """Templates in force: the file defaults, overridden or hidden by admins' edits."""
     with svc.sessions() as s:
         templates = effective_templates(s, svc.settings.templates_dir)
@@ -124,9 +121,7 @@ def list_templates(
     status_code=201,
     responses={409: {"description": "A template has the name (PUT replaces it)."}},
 )
-def add_template(
-    body: NewTemplateIn, svc: Services = Depends(services), who: Principal = Depends(admin_role)
-) -> TemplateOut:
+def add_template(body: NewTemplateIn, svc: Svc, who: AdminKey) -> TemplateOut:
     """Add a template (409 if the name is taken: use PUT to replace one)."""
     template = _checked(svc, body.name, body)
     with transaction(svc.sessions) as s:
@@ -143,8 +138,8 @@ def add_template(
 def put_template(
     template_name: TemplateName,
     body: TemplateIn,
-    svc: Services = Depends(services),
-    who: Principal = Depends(admin_role),
+    svc: Svc,
+    who: AdminKey,
 ) -> TemplateOut:
     """Add or replace a template; a file default of that name is overridden."""
     template = _checked(svc, template_name, body)
@@ -156,8 +151,8 @@ def put_template(
 @router.delete("/v1/templates/{template_name}", status_code=204)
 def remove_template(
     template_name: TemplateName,
-    svc: Services = Depends(services),
-    who: Principal = Depends(admin_role),
+    svc: Svc,
+    who: AdminKey,
 ) -> None:
     """Delete an admin's template, or hide a file default."""
     with transaction(svc.sessions) as s:
@@ -169,14 +164,15 @@ def remove_template(
 
 @router.get("/v1/tickets/{ticket_id}/suggested-replies", response_model=list[SuggestedReply])
 def suggested_replies(
+    *,
     ticket_id: RowId,
     customer_name: str | None = Query(None, max_length=200, description="Fills {customer_name}."),
     product: str | None = Query(
         None, max_length=300, description="Fills {product} (else the product id)."
     ),
     limit: int = Query(10, ge=1, le=50),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    svc: Svc,
+    who: AgentKey,
 ) -> list[SuggestedReply]:
     """Templates that fit the ticket's issue types (agent-corrected where corrected,
     else predicted, with critical rules applied) and its language, filled in, best

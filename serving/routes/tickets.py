@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from serving.auth import Principal
 from serving.autoreply import latest_draft
 from serving.corrections import correct_labels, export_labels, validate_labels
 from serving.db import transaction
-from serving.deps import Services, agent_role, display_lang, services
+from serving.deps import AgentKey, DisplayLang, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, free_text
 from serving.outbox import queue_reply
@@ -187,9 +187,7 @@ def _ticket_action(svc: Services, ticket_id: int, fn, lang: str) -> TicketOut:
 
 
 @router.get("/v1/queues", response_model=list[QueueInfo])
-def list_queues(
-    svc: Services = Depends(services), _: Principal = Depends(agent_role)
-) -> list[QueueInfo]:
+def list_queues(svc: Svc, _: AgentKey) -> list[QueueInfo]:
     """Every queue: depth, unclaimed, oldest unclaimed, breached, due soon, late-response
     rates."""
     with svc.sessions() as s:
@@ -199,6 +197,7 @@ def list_queues(
 
 @router.get("/v1/queues/{queue}/tickets", response_model=list[TicketOut])
 def list_queue_tickets(
+    *,
     queue: str,
     include_claimed: bool = Query(True),
     state: Literal["open", "claimed", "waiting_on_customer"] | None = Query(
@@ -210,9 +209,9 @@ def list_queue_tickets(
         max_length=80,
         description="The `cursor` of the last ticket of the previous page: the page after it.",
     ),
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    _: AgentKey,
 ) -> list[TicketOut]:
     """Open (and claimed) tickets of a queue, highest priority first, ties by age; or
     the tickets of one state. Paged with a cursor: each ticket's ``cursor``, passed as
@@ -237,15 +236,16 @@ TicketState = Literal[TICKET_STATES]  # type: ignore[valid-type]
 
 @router.get("/v1/tickets", response_model=list[TicketOut])
 def tickets_list(
+    *,
     state: TicketState | None = Query(None, description="e.g. waiting_on_customer"),
     queue: str | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
     after_id: int | None = Query(
         None, ge=0, description="The last id of the previous page (pages in id order)."
     ),
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    _: AgentKey,
 ) -> list[TicketOut]:
     """Tickets by state and queue, in id order, a page at a time."""
     if queue is not None and queue not in svc.routing.queues:
@@ -261,9 +261,9 @@ def tickets_list(
 @router.post("/v1/queues/{queue}/claim", response_model=ClaimOut)
 def claim(
     queue: str,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> ClaimOut:
     """Lease the highest-priority unclaimed ticket (or one whose lease expired) to the
     caller for ``CARELENS_LEASE_SECONDS``. Two agents never get the same ticket."""
@@ -287,9 +287,9 @@ def claim(
 @router.get("/v1/tickets/{ticket_id}", response_model=TicketOut)
 def show_ticket(
     ticket_id: RowId,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    _: AgentKey,
 ) -> TicketOut:
     with svc.sessions() as s:
         try:
@@ -302,9 +302,9 @@ def show_ticket(
 @router.post("/v1/tickets/{ticket_id}/claim", response_model=TicketOut, responses=HELD)
 def claim_one(
     ticket_id: RowId,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> TicketOut:
     """Lease this ticket to the caller (open, waiting on the customer, or its lease ran
     out; the caller's own claim is renewed), with claim-next's lease. A ticket another
@@ -326,8 +326,8 @@ def claim_one(
 def download_attachment(
     ticket_id: RowId,
     attachment_id: RowId,
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> Response:
     """A file that came with the ticket's messages, as it came (served as a download,
     never rendered inline)."""
@@ -365,9 +365,9 @@ def _quote(name: str) -> str:
 @router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut, responses=HELD)
 def release_ticket(
     ticket_id: RowId,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> TicketOut:
     """Give a claimed ticket back to its queue."""
     return _ticket_action(
@@ -382,9 +382,9 @@ def release_ticket(
 def reply_ticket(
     ticket_id: RowId,
     body: ReplyIn,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> ReplyOut:
     """Record a reply (the first one stops the first-response clock) and, for an e-mail
     with an SMTP relay configured, put it in the outbox in the same transaction: it is
@@ -428,11 +428,12 @@ class DraftIn(RequestBody):
 
 @router.post("/v1/tickets/{ticket_id}/draft/send", response_model=ReplyOut, responses=HELD)
 def send_draft(
+    *,
     ticket_id: RowId,
     body: DraftIn | None = None,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> ReplyOut:
     """Send the ticket's automatic draft as the caller's reply (one click). 409 when
     there is no draft, or it lacks a field: fill it in and send it as a reply."""
@@ -466,11 +467,12 @@ def _close(
 
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut, responses=HELD)
 def resolve_ticket(
+    *,
     ticket_id: RowId,
     body: CloseIn | None = None,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> TicketOut:
     """Close a ticket as resolved (records the resolution time)."""
     return _close(svc, ticket_id, body, who, "resolved", lang)
@@ -478,11 +480,12 @@ def resolve_ticket(
 
 @router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut, responses=HELD)
 def no_response_needed(
+    *,
     ticket_id: RowId,
     body: CloseIn | None = None,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> TicketOut:
     """Close without a reply; stops the SLA clock."""
     return _close(svc, ticket_id, body, who, "no_response_needed", lang)
@@ -492,9 +495,9 @@ def no_response_needed(
 def post_labels(
     ticket_id: RowId,
     body: LabelsIn,
-    lang: str = Depends(display_lang),
-    svc: Services = Depends(services),
-    who: Principal = Depends(agent_role),
+    lang: DisplayLang,
+    svc: Svc,
+    who: AgentKey,
 ) -> TicketOut:
     """An agent's corrected labels (validated against the served model's taxonomy),
     kept with who and when; they become training data (``GET /v1/labels/export``)."""
@@ -525,14 +528,15 @@ def post_labels(
     },
 )
 def labels_export(
+    *,
     format: Literal["jsonl", "csv"] = Query("jsonl"),
     redact: bool = Query(
         False,
         description="Mask personal data in the texts (e-mail addresses, phone numbers, "
         "order ids, street addresses) and replace customer ids by pseudonyms.",
     ),
-    svc: Services = Depends(services),
-    _: Principal = Depends(agent_role),
+    svc: Svc,
+    _: AgentKey,
 ) -> Response:
     """Agents' labels in the labelled-data format that ``carelens train`` reads."""
     taxonomy = svc.require_predictor().taxonomy

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from serving.campaigns import consent_states, customer_of_unsubscribe, record_consent
 from serving.db import transaction
-from serving.deps import Services, language_of, services
+from serving.deps import Svc, language_of
 from serving.routes.pages import page
 
 router = APIRouter(tags=["unsubscribe"], include_in_schema=False)
@@ -59,10 +59,11 @@ def _opted_out(session, customer_id: str) -> bool:
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_form(
+    *,
     token: str,
     request: Request,
     lang: Lang | None = Query(None),
-    svc: Services = Depends(services),
+    svc: Svc,
 ) -> HTMLResponse:
     shown = _lang(request, lang)
     customer = customer_of_unsubscribe(svc.link_secret, token)
@@ -74,10 +75,11 @@ def unsubscribe_form(
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe(
+    *,
     token: str,
     request: Request,
     lang: Lang | None = Query(None),
-    svc: Services = Depends(services),
+    svc: Svc,
 ) -> HTMLResponse:
     shown = _lang(request, lang)
     customer = customer_of_unsubscribe(svc.link_secret, token)
