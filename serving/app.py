@@ -35,16 +35,7 @@ from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
 from serving.model_versions import JobRunner, ModelManager
 from serving.outbox import SmtpConfig, deliver_due
 from serving.redact import install_log_redaction
-from serving.routes import admin, customers, messages, reviews, stats, tickets
-from serving.routes import campaigns as campaign_routes
-from serving.routes import console as console_routes
-from serving.routes import labeling as labeling_routes
-from serving.routes import models as model_routes
-from serving.routes import products as product_routes
-from serving.routes import returns as return_routes
-from serving.routes import surveys as survey_routes
-from serving.routes import templates as template_routes
-from serving.routes import unsubscribe as unsubscribe_routes
+from serving.routes import ROUTERS, messages
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.snapshots import Snapshots
@@ -286,16 +277,7 @@ def create_app(
         """Prometheus metrics (no key needed; keep the port private)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    for module in (messages, tickets, reviews, customers, stats, admin):
-        app.include_router(module.router)
-    for module in (model_routes, labeling_routes):
-        app.include_router(module.router)
-    for module in (template_routes, campaign_routes):
-        app.include_router(module.router)
-    app.include_router(product_routes.router)
-    app.include_router(survey_routes.router)
-    app.include_router(unsubscribe_routes.router)
-    app.include_router(console_routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
-    app.include_router(return_routes.router)
     return app

@@ -95,6 +95,11 @@ def authenticate(session: Session, key: str) -> Principal | None:
     return Principal(key_id=row.id, name=row.name, role=row.role)
 
 
+def all_keys(session: Session) -> list[ApiKey]:
+    """Every key ever issued (revoked ones too), oldest first."""
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
 def revoke(session: Session, key_id: int) -> bool:
     row = session.get(ApiKey, key_id)
     if row is None or row.revoked_at is not None:

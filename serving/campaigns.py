@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ from serving.store import (
 )
 from serving.templates import TemplateError, fill, placeholders
 
+log = logging.getLogger(__name__)
 KINDS = ("marketing", "review_request")
 CHANNELS = ("marketplace_messaging", "own_email")
 
@@ -730,6 +732,47 @@ def contact_view(c: CampaignContact) -> dict[str, Any]:
         "detail": c.detail,
         "message": c.message,
     }
+
+
+def consent_events(session: Session, customer_id: str) -> list[ConsentEvent]:
+    """A customer's consent and opt-out events in time order."""
+    return list(
+        session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.customer_id == customer_id)
+            .order_by(ConsentEvent.at, ConsentEvent.id)
+        )
+    )
+
+
+def all_campaigns(session: Session) -> list[Campaign]:
+    return list(session.scalars(select(Campaign).order_by(Campaign.id)))
+
+
+def runs(session: Session, campaign_id: int) -> list[CampaignRun]:
+    return list(
+        session.scalars(
+            select(CampaignRun)
+            .where(CampaignRun.campaign_id == campaign_id)
+            .order_by(CampaignRun.id)
+        )
+    )
+
+
+def post_to_webhook(url: str, payload: str) -> str:
+    """POST a run's messages (JSON) to the seller's mail tool; the outcome as the run
+    records it (``HTTP 200``, or ``failed: ...``). A failure is logged, never raised:
+    the run stands and its messages can still be exported."""
+    import httpx
+
+    try:
+        r = httpx.post(
+            url, content=payload, headers={"Content-Type": "application/json"}, timeout=10.0
+        )
+    except httpx.HTTPError as exc:
+        log.warning("campaign webhook %s failed: %s", url, exc)
+        return f"failed: {type(exc).__name__}: {exc}"
+    return f"HTTP {r.status_code}"
 
 
 def run_contacts(session: Session, run_id: int) -> list[CampaignContact]:

@@ -10,12 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from serving.campaigns import consent_states
+from serving.campaigns import consent_events, consent_states
 from serving.store import (
     CLOSED_STATES,
     Campaign,
     CampaignContact,
-    ConsentEvent,
     LabelCorrection,
     Message,
     Ticket,
@@ -49,13 +48,7 @@ def history(s: Session, customer_id: str, now: datetime) -> dict[str, Any] | Non
             .order_by(CampaignContact.id)
         )
     )
-    consents = list(
-        s.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.customer_id == customer_id)
-            .order_by(ConsentEvent.at, ConsentEvent.id)
-        )
-    )
+    consents = consent_events(s, customer_id)
     consent = consent_states(s, [customer_id]).get(customer_id)
     if not msgs and not contacts and not consents:
         return None

@@ -172,6 +172,16 @@ def list_returns(
     return list(session.scalars(q))
 
 
+def returns_of_ticket(session: Session, ticket_id: int) -> list[ReturnRequest]:
+    return list(
+        session.scalars(
+            select(ReturnRequest)
+            .where(ReturnRequest.ticket_id == ticket_id)
+            .order_by(ReturnRequest.id)
+        )
+    )
+
+
 def return_kpis(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
     """Returns closed in [since, until]: how many, median and p90 hours from request to
     refund, share rejected; and the returns requested in the period per product and

@@ -366,6 +366,11 @@ def deliver(
             row.webhook_status, row.email_status = webhook, email
 
 
+def recent_alerts(session: Session, n: int) -> list[SignalAlert]:
+    """The ``n`` newest alerts, newest first."""
+    return list(session.scalars(select(SignalAlert).order_by(SignalAlert.id.desc()).limit(n)))
+
+
 def alert_view(a: SignalAlert) -> dict[str, Any]:
     return {
         "id": a.id,

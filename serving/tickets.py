@@ -34,6 +34,7 @@ from serving.autoreply import latest_draft
 from serving.routing import RoutingConfig, priority_at
 from serving.store import (
     CLOSED_STATES,
+    Attachment,
     Message,
     Ticket,
     TicketEvent,
@@ -622,6 +623,16 @@ def get_ticket(session: Session, ticket_id: int, lock: bool = False) -> Ticket:
     if ticket is None:
         raise NotFound(f"ticket {ticket_id} not found")
     return ticket
+
+
+def attachment_of(session: Session, ticket: Ticket, attachment_id: int) -> Attachment | None:
+    """A file that came with the ticket's first message or one of its answers."""
+    message_ids = [ticket.message_id, *(m.id for m in ticket.answers)]
+    return session.scalar(
+        select(Attachment).where(
+            Attachment.id == attachment_id, Attachment.message_id.in_(message_ids)
+        )
+    )
 
 
 def holds(ticket: Ticket, actor: str, actor_key_id: int | None) -> bool:

@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from serving.auth import DuplicateKeyName, create_key, revoke
+from serving.auth import DuplicateKeyName, all_keys, create_key, revoke
 from serving.db import transaction
 from serving.deps import AdminKey, Svc
 from serving.errors import ApiRoute
@@ -22,7 +21,8 @@ KeyName = Annotated[
     identifier(ApiKey.name, min_length=1), Field(json_schema_extra={"pattern": r"\S"})
 ]
 
-router = APIRouter(tags=["admin"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/keys", tags=["admin"], route_class=ApiRoute)
+config_router = APIRouter(prefix="/v1/config", tags=["admin"], route_class=ApiRoute)
 
 
 class KeyIn(RequestBody):
@@ -55,7 +55,7 @@ def _out(row: ApiKey) -> dict[str, Any]:
 
 
 @router.post(
-    "/v1/keys",
+    "",
     response_model=NewKeyOut,
     status_code=201,
     responses={409: {"description": "An active key of the role has the name."}},
@@ -76,13 +76,13 @@ def new_key(body: KeyIn, svc: Svc, _: AdminKey) -> NewKeyOut:
         raise HTTPException(422, detail=f"name: {exc}") from exc
 
 
-@router.get("/v1/keys", response_model=list[KeyOut])
+@router.get("", response_model=list[KeyOut])
 def list_keys(svc: Svc, _: AdminKey) -> list[KeyOut]:
     with svc.sessions() as s:
-        return [KeyOut(**_out(r)) for r in s.scalars(select(ApiKey).order_by(ApiKey.id))]
+        return [KeyOut(**_out(r)) for r in all_keys(s)]
 
 
-@router.delete("/v1/keys/{key_id}", response_model=KeyOut)
+@router.delete("/{key_id}", response_model=KeyOut)
 def revoke_key(key_id: RowId, svc: Svc, _: AdminKey) -> KeyOut:
     with transaction(svc.sessions) as s:
         if not revoke(s, key_id):
@@ -90,7 +90,7 @@ def revoke_key(key_id: RowId, svc: Svc, _: AdminKey) -> KeyOut:
         return KeyOut(**_out(s.get(ApiKey, key_id)))
 
 
-@router.get("/v1/config")
+@config_router.get("")
 def show_config(svc: Svc, _: AdminKey) -> dict[str, Any]:
     """The routing configuration and limits in force (no secrets)."""
     r = svc.routing

@@ -8,15 +8,12 @@ campaign contacts show in ``GET /v1/customers/{id}``.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any, Literal
 
-import httpx
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from serving import campaigns as camp
@@ -53,8 +50,9 @@ OrderCustomerName = bounded_text(Order.customer_name)
 FallbackText = free_text(min_length=1, max_length=200)
 ProductName = bounded_text(Order.product_name)
 
-log = logging.getLogger(__name__)
-router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], route_class=ApiRoute)
+orders_router = APIRouter(prefix="/v1/orders", tags=["campaigns"], route_class=ApiRoute)
+customer_router = APIRouter(prefix="/v1/customers", tags=["campaigns"], route_class=ApiRoute)
 
 
 # -- orders and consent ------------------------------------------------------------------
@@ -104,11 +102,7 @@ class ConsentOut(BaseModel):
 
 def _consent_out(session, customer_id: str) -> ConsentOut:
     state = camp.consent_states(session, [customer_id]).get(customer_id)
-    events = session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.customer_id == customer_id)
-        .order_by(ConsentEvent.at, ConsentEvent.id)
-    )
+    events = camp.consent_events(session, customer_id)
     return ConsentOut(
         customer_id=customer_id,
         consented=bool(state and state.consented),
@@ -129,7 +123,7 @@ def _consent_out(session, customer_id: str) -> ConsentOut:
     )
 
 
-@router.post("/v1/orders")
+@orders_router.post("")
 def post_orders(body: OrdersIn, svc: Svc, _: ServiceKey) -> dict[str, int]:
     """Record orders and their delivery dates (upsert by order_id); review requests
     are built from them."""
@@ -144,7 +138,7 @@ def post_orders(body: OrdersIn, svc: Svc, _: ServiceKey) -> dict[str, int]:
         return camp.upsert_orders(s, rows, svc.clock())
 
 
-@router.post("/v1/customers/{customer_id}/consent", response_model=ConsentOut, status_code=201)
+@customer_router.post("/{customer_id}/consent", response_model=ConsentOut, status_code=201)
 def post_consent(
     customer_id: CustomerId,
     body: ConsentIn,
@@ -167,7 +161,7 @@ def post_consent(
         return _consent_out(s, customer_id)
 
 
-@router.post("/v1/customers/{customer_id}/opt-out", response_model=ConsentOut, status_code=201)
+@customer_router.post("/{customer_id}/opt-out", response_model=ConsentOut, status_code=201)
 def post_opt_out(
     *,
     customer_id: CustomerId,
@@ -258,7 +252,7 @@ def _run(s, campaign_id: int, run_id: int) -> CampaignRun:
     return row
 
 
-@router.post("/v1/campaigns", response_model=CampaignOut, status_code=201)
+@router.post("", response_model=CampaignOut, status_code=201)
 def create_campaign(body: CampaignIn, svc: Svc, who: AdminKey) -> CampaignOut:
     """Create a campaign. Refused (422, citing the rule): marketing on
     marketplace_messaging; a review_request whose audience uses sentiment, ratings,
@@ -288,21 +282,20 @@ def create_campaign(body: CampaignIn, svc: Svc, who: AdminKey) -> CampaignOut:
         return CampaignOut(**camp.campaign_view(row))
 
 
-@router.get("/v1/campaigns", response_model=list[CampaignOut])
+@router.get("", response_model=list[CampaignOut])
 def list_campaigns(svc: Svc, _: AdminKey) -> list[CampaignOut]:
     with svc.sessions() as s:
-        rows = s.scalars(select(Campaign).order_by(Campaign.id))
-        return [CampaignOut(**camp.campaign_view(c)) for c in rows]
+        return [CampaignOut(**camp.campaign_view(c)) for c in camp.all_campaigns(s)]
 
 
-@router.get("/v1/campaigns/{campaign_id}", response_model=CampaignOut)
+@router.get("/{campaign_id}", response_model=CampaignOut)
 def show_campaign(campaign_id: RowId, svc: Svc, _: AdminKey) -> CampaignOut:
     with svc.sessions() as s:
         return CampaignOut(**camp.campaign_view(_campaign(s, campaign_id)))
 
 
 @router.post(
-    "/v1/campaigns/{campaign_id}/runs",
+    "/{campaign_id}/runs",
     response_model=RunDetail,
     status_code=201,
     responses={409: {"description": "Another run of a review request is in progress."}},
@@ -336,23 +329,12 @@ def run_campaign(campaign_id: RowId, svc: Svc, who: AdminKey) -> RunDetail:
         ) from exc
     url = svc.settings.campaign_webhook_url
     if url:
-        status = _post_webhook(url, payload)
+        status = camp.post_to_webhook(url, payload)
         with transaction(svc.sessions) as s:
             row = s.get(CampaignRun, run_row.id)
             row.webhook_status = status
             run_row = row
     return _detail(run_row, contacts)
-
-
-def _post_webhook(url: str, payload: str) -> str:
-    try:
-        r = httpx.post(
-            url, content=payload, headers={"Content-Type": "application/json"}, timeout=10.0
-        )
-    except httpx.HTTPError as exc:
-        log.warning("campaign webhook %s failed: %s", url, exc)
-        return f"failed: {type(exc).__name__}: {exc}"
-    return f"HTTP {r.status_code}"
 
 
 def _detail(run_row: CampaignRun, contacts) -> RunDetail:
@@ -367,19 +349,14 @@ def _detail(run_row: CampaignRun, contacts) -> RunDetail:
     )
 
 
-@router.get("/v1/campaigns/{campaign_id}/runs", response_model=list[RunOut])
+@router.get("/{campaign_id}/runs", response_model=list[RunOut])
 def list_runs(campaign_id: RowId, svc: Svc, _: AdminKey) -> list[RunOut]:
     with svc.sessions() as s:
         _campaign(s, campaign_id)
-        rows = s.scalars(
-            select(CampaignRun)
-            .where(CampaignRun.campaign_id == campaign_id)
-            .order_by(CampaignRun.id)
-        )
-        return [RunOut(**camp.run_view(r)) for r in rows]
+        return [RunOut(**camp.run_view(r)) for r in camp.runs(s, campaign_id)]
 
 
-@router.get("/v1/campaigns/{campaign_id}/runs/{run_id}", response_model=RunDetail)
+@router.get("/{campaign_id}/runs/{run_id}", response_model=RunDetail)
 def show_run(
     campaign_id: RowId,
     run_id: RowId,
@@ -393,7 +370,7 @@ def show_run(
 
 
 @router.get(
-    "/v1/campaigns/{campaign_id}/runs/{run_id}/export",
+    "/{campaign_id}/runs/{run_id}/export",
     response_class=Response,
     responses={
         200: {

@@ -40,7 +40,8 @@ from serving.routes.pages import page
 from serving.snapshots import Snapshot
 from serving.templates import PLACEHOLDERS
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(prefix="/console", include_in_schema=False)
+root_router = APIRouter(include_in_schema=False)
 TemplateNameCheck = TypeAdapter(TemplateName)
 REVIEWS_PAGE = QUEUE_PAGE = 100  # rows a list page shows
 
@@ -437,19 +438,19 @@ def _safe_next(value: str) -> str:
 # -- sign in and out, language -----------------------------------------------------------
 
 
-@router.get("/")
+@root_router.get("/")
 def root() -> RedirectResponse:
     return RedirectResponse("/console", status_code=307)
 
 
-@router.get("/console/login", response_class=HTMLResponse)
+@router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, svc: Svc) -> HTMLResponse:
     return _render(
         request, svc, None, "login.html", next=_safe_next(request.query_params.get("next", ""))
     )
 
 
-@router.post("/console/login", response_class=HTMLResponse)
+@router.post("/login", response_class=HTMLResponse)
 async def login(request: Request, svc: Svc) -> Response:
     form = await form_of(request)
     target = _safe_next(first(form, "next"))
@@ -472,7 +473,7 @@ async def login(request: Request, svc: Svc) -> Response:
     return response
 
 
-@router.post("/console/logout")
+@router.post("/logout")
 async def logout(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     form = await form_of(request)
@@ -483,7 +484,7 @@ async def logout(request: Request, svc: Svc) -> Response:
     return response
 
 
-@router.get("/console/lang/{lang}")
+@router.get("/lang/{lang}")
 def set_lang(lang: str, request: Request) -> Response:
     target = _safe_next(request.query_params.get("next", "/console"))
     response = RedirectResponse(target, status_code=303)
@@ -495,7 +496,7 @@ def set_lang(lang: str, request: Request) -> Response:
 # -- queues and tickets ------------------------------------------------------------------
 
 
-@router.get("/console", response_class=HTMLResponse)
+@router.get("", response_class=HTMLResponse)
 def queues_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -504,7 +505,7 @@ def queues_page(request: Request, svc: Svc) -> Response:
     return _render(request, svc, console, "queues.html", queues=queues)
 
 
-@router.get("/console/queues/{queue}", response_class=HTMLResponse)
+@router.get("/queues/{queue}", response_class=HTMLResponse)
 def queue_page(queue: str, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -531,7 +532,7 @@ def queue_page(queue: str, request: Request, svc: Svc) -> Response:
     )
 
 
-@router.post("/console/queues/{queue}/claim")
+@router.post("/queues/{queue}/claim")
 async def claim_next(queue: str, request: Request, svc: Svc) -> Response:
     back = f"/console/queues/{quote(queue)}"
     got = await _posted(request, svc, back)
@@ -582,7 +583,7 @@ def _highlighted(
     return out
 
 
-@router.get("/console/tickets/{ticket_id}", response_class=HTMLResponse)
+@router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
 def ticket_page(ticket_id: RowId, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -627,21 +628,13 @@ def ticket_page(ticket_id: RowId, request: Request, svc: Svc) -> Response:
 
 def _returns_of(svc: Services, ticket_id: int) -> list[dict[str, Any]]:
     """The ticket's returns as ``GET /v1/returns/{id}`` shows them."""
-    from sqlalchemy import select
-
-    from serving.returns import return_view
-    from serving.store import ReturnRequest
+    from serving.returns import return_view, returns_of_ticket
 
     with svc.sessions() as s:
-        rows = s.scalars(
-            select(ReturnRequest)
-            .where(ReturnRequest.ticket_id == ticket_id)
-            .order_by(ReturnRequest.id)
-        )
-        return [return_view(r, svc.clock()) for r in rows]
+        return [return_view(r, svc.clock()) for r in returns_of_ticket(s, ticket_id)]
 
 
-@router.get("/console/tickets/{ticket_id}/attachments/{attachment_id}")
+@router.get("/tickets/{ticket_id}/attachments/{attachment_id}")
 def attachment(ticket_id: RowId, attachment_id: RowId, request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -667,7 +660,7 @@ ACTIONS = (
 )
 
 
-@router.post("/console/tickets/{ticket_id}/{action}")
+@router.post("/tickets/{ticket_id}/{action}")
 async def ticket_action(ticket_id: RowId, action: str, request: Request, svc: Svc) -> Response:
     back = f"/console/tickets/{ticket_id}"
     got = await _posted(request, svc, back)
@@ -750,7 +743,7 @@ def _queue_of(svc: Services, ticket_id: int) -> str | None:
 # -- reviews -----------------------------------------------------------------------------
 
 
-@router.get("/console/reviews", response_class=HTMLResponse)
+@router.get("/reviews", response_class=HTMLResponse)
 def reviews_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -791,7 +784,7 @@ def reviews_page(request: Request, svc: Svc) -> Response:
     )
 
 
-@router.post("/console/reviews/{review_id}/handled")
+@router.post("/reviews/{review_id}/handled")
 async def review_handled(review_id: RowId, request: Request, svc: Svc) -> Response:
     def back_of(form: dict) -> str:
         return _safe_next(first(form, "next", "/console/reviews"))
@@ -817,7 +810,7 @@ async def review_handled(review_id: RowId, request: Request, svc: Svc) -> Respon
 # -- returns -----------------------------------------------------------------------------
 
 
-@router.get("/console/returns", response_class=HTMLResponse)
+@router.get("/returns", response_class=HTMLResponse)
 def returns_page(request: Request, svc: Svc) -> Response:
     from serving.routes import returns as return_routes
 
@@ -872,7 +865,7 @@ def _products(svc: Services, who, series: bool = False) -> Snapshot:
     )
 
 
-@router.get("/console/products", response_class=HTMLResponse)
+@router.get("/products", response_class=HTMLResponse)
 def products_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -891,7 +884,7 @@ def products_page(request: Request, svc: Svc) -> Response:
     )
 
 
-@router.get("/console/products/{kind}.png")
+@router.get("/products/{kind}.png")
 def products_chart(kind: str, request: Request, svc: Svc) -> Response:
     from model.charts import chart_fonts, chart_lang
     from serving.reports import issue_mix_figure, product_texts, trends_figure
@@ -923,7 +916,7 @@ def _team(svc: Services) -> Snapshot:
     )
 
 
-@router.get("/console/team", response_class=HTMLResponse)
+@router.get("/team", response_class=HTMLResponse)
 def team_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -934,7 +927,7 @@ def team_page(request: Request, svc: Svc) -> Response:
     )
 
 
-@router.get("/console/team/{kind}.png")
+@router.get("/team/{kind}.png")
 def team_chart(kind: str, request: Request, svc: Svc) -> Response:
     from serving.reports import kpi_figure
 
@@ -1012,7 +1005,7 @@ def _save_template(svc: Services, form: dict[str, list[str]], who: Principal) ->
     template_routes.put_template(template_name=name, body=body, svc=svc, who=who)
 
 
-@router.get("/console/admin", response_class=HTMLResponse)
+@router.get("/admin", response_class=HTMLResponse)
 def admin_page(request: Request, svc: Svc) -> Response:
     console = _signed_in(request, svc)
     if console is None:
@@ -1023,7 +1016,7 @@ def admin_page(request: Request, svc: Svc) -> Response:
     return _admin_page(request, svc, console)
 
 
-@router.post("/console/admin/{action}", response_class=HTMLResponse)
+@router.post("/admin/{action}", response_class=HTMLResponse)
 async def admin_action(action: str, request: Request, svc: Svc) -> Response:
     from serving.routes import admin as admin_routes
     from serving.routes import models as model_routes

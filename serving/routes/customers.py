@@ -13,7 +13,7 @@ from serving.deps import AgentKey, Svc
 from serving.errors import ApiRoute
 from serving.fields import CustomerId
 
-router = APIRouter(tags=["customers"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/customers", tags=["customers"], route_class=ApiRoute)
 
 
 class CustomerEvent(BaseModel):
@@ -45,7 +45,7 @@ class CustomerHistory(BaseModel):
     timeline: list[CustomerEvent]
 
 
-@router.get("/v1/customers/{customer_id}", response_model=CustomerHistory)
+@router.get("/{customer_id}", response_model=CustomerHistory)
 def customer_history(customer_id: CustomerId, svc: Svc, _: AgentKey) -> CustomerHistory:
     """Every message, review, ticket event and label of one buyer in time order, with
     the sentiment trend and the open tickets."""

@@ -10,10 +10,10 @@ from serving.active_learning import next_to_label
 from serving.deps import AgentKey, Svc
 from serving.errors import ApiRoute
 
-router = APIRouter(tags=["labeling"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/labeling", tags=["labeling"], route_class=ApiRoute)
 
 
-@router.get("/v1/labeling/next")
+@router.get("/next")
 def labeling_next(
     *,
     n: int = Query(20, ge=1, le=200, description="How many messages."),

@@ -54,7 +54,8 @@ from serving.routing import priority_at
 from serving.store import CHANNELS, Message
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["messages"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=ApiRoute)
+classify_router = APIRouter(prefix="/v1/classify", tags=["messages"], route_class=ApiRoute)
 
 Channel = Literal["email", "review", "chat", "social"]
 assert set(Channel.__args__) == set(CHANNELS)
@@ -307,7 +308,7 @@ def to_new(m: MessageIn, i: int, field: str, now: datetime) -> NewMessage:
 
 
 @router.post(
-    "/v1/messages",
+    "",
     response_model=StoredMessages,
     status_code=201,
     responses={
@@ -419,7 +420,7 @@ def _email_message(
 
 
 @router.post(
-    "/v1/messages/email",
+    "/email",
     response_model=StoredMessages,
     status_code=201,
     responses={200: {"model": StoredMessages, "description": "Already stored (a retry)."}},
@@ -491,7 +492,7 @@ def mailbox_handler(svc: Services):
     return handle
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"])
+@classify_router.post("", response_model=ClassifyResponse, tags=["classify"])
 async def classify(
     body: ClassifyRequest,
     lang: DisplayLang,

@@ -14,7 +14,7 @@ from serving.deps import AdminKey, Svc
 from serving.errors import ApiRoute
 from serving.model_versions import JobConflict, JobRunner, LoadFailed, ModelManager
 
-router = APIRouter(tags=["models"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=ApiRoute)
 NO_REGISTRY: dict = {409: {"description": "The service does not follow a registry."}}
 REFUSED: dict = {
     409: {
@@ -79,7 +79,7 @@ class RetrainIn(BaseModel):
     seed: int | None = None
 
 
-@router.get("/v1/models")
+@router.get("")
 def list_models(request: Request, svc: Svc, _: AdminKey) -> dict[str, Any]:
     """The versions (newest last), the active one, what is served and any reload error."""
     models = _models(request)
@@ -99,13 +99,13 @@ def list_models(request: Request, svc: Svc, _: AdminKey) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/models/jobs")
+@router.get("/jobs")
 def list_jobs(request: Request, _: AdminKey) -> list[dict[str, Any]]:
     """Retraining jobs, newest first."""
     return _jobs(request).list()
 
 
-@router.get("/v1/models/jobs/{job_id}")
+@router.get("/jobs/{job_id}")
 def get_job(job_id: str, request: Request, _: AdminKey) -> dict[str, Any]:
     """A retraining job: status, progress (stage, fraction), the log's tail and, once
     finished, its result (version, gate decision and reason, both sets of metrics)."""
@@ -117,7 +117,7 @@ def get_job(job_id: str, request: Request, _: AdminKey) -> dict[str, Any]:
         ) from None
 
 
-@router.post("/v1/models/retrain", status_code=202, responses=REFUSED)
+@router.post("/retrain", status_code=202, responses=REFUSED)
 def retrain(
     body: RetrainIn,
     request: Request,
@@ -145,7 +145,7 @@ def retrain(
         raise HTTPException(409, detail=str(exc)) from exc
 
 
-@router.post("/v1/models/rollback", responses=REFUSED)
+@router.post("/rollback", responses=REFUSED)
 async def rollback(request: Request, who: AdminKey) -> dict[str, Any]:
     """Serve the previously active version again (loaded before the switch)."""
     models = _models(request)
@@ -159,7 +159,7 @@ async def rollback(request: Request, who: AdminKey) -> dict[str, Any]:
     return {"active": ptr["version"], "serving": models.serving}
 
 
-@router.get("/v1/models/{version}", responses=NO_REGISTRY)
+@router.get("/{version}", responses=NO_REGISTRY)
 def show_model(version: str, request: Request, _: AdminKey) -> dict[str, Any]:
     """One version's record: metrics, training-data summary, parent, gate decision."""
     reg = _registry(_models(request))
@@ -170,7 +170,7 @@ def show_model(version: str, request: Request, _: AdminKey) -> dict[str, Any]:
     return {**v.info, "active": v.name == reg.active()}
 
 
-@router.post("/v1/models/{version}/promote", responses=REFUSED)
+@router.post("/{version}/promote", responses=REFUSED)
 async def promote(version: str, request: Request, who: AdminKey) -> dict[str, Any]:
     """Make ``version`` active and serve it. It is loaded first: a version that fails
     to load is refused (409) and the current one keeps serving."""

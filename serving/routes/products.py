@@ -14,7 +14,7 @@ from serving.fields import ProductId, Timestamp
 from serving.insights import SpikeConfig, all_products, product_insights
 from serving.store import as_utc
 
-router = APIRouter(tags=["products"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/products", tags=["products"], route_class=ApiRoute)
 
 
 class SpikeParams:
@@ -69,7 +69,7 @@ UNTIL = Query(None, description="End (exclusive); default: now. The spike window
 BUCKET = Query("week", description="Series per day or per ISO week (Monday).")
 
 
-@router.get("/v1/products/insights")
+@router.get("/insights")
 def products_insights(
     *,
     since: Timestamp | None = SINCE,
@@ -115,7 +115,7 @@ def products_insights(
     return out
 
 
-@router.get("/v1/products/{product_id}/insights")
+@router.get("/{product_id}/insights")
 def one_product_insights(
     *,
     product_id: ProductId,

@@ -18,7 +18,9 @@ from serving.store import RETURN_STATES, as_utc
 from serving.tickets import Conflict, NotFound, get_ticket
 
 Note = free_text(max_length=10_000)
-router = APIRouter(tags=["returns"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/returns", tags=["returns"], route_class=ApiRoute)
+ticket_router = APIRouter(prefix="/v1/tickets", tags=["returns"], route_class=ApiRoute)
+stats_router = APIRouter(prefix="/v1/stats", tags=["returns"], route_class=ApiRoute)
 HELD: dict = {409: {"description": "Not a next state, or the ticket has an open return."}}
 ReturnState = Literal[RETURN_STATES]  # type: ignore[valid-type]
 
@@ -64,8 +66,8 @@ def _act(svc: Services, fn) -> ReturnOut:
         raise HTTPException(409, detail=str(exc)) from exc
 
 
-@router.post(
-    "/v1/tickets/{ticket_id}/return", response_model=ReturnOut, status_code=201, responses=HELD
+@ticket_router.post(
+    "/{ticket_id}/return", response_model=ReturnOut, status_code=201, responses=HELD
 )
 def create_return(
     *,
@@ -85,7 +87,7 @@ def create_return(
     return _act(svc, fn)
 
 
-@router.post("/v1/returns/{return_id}/state", response_model=ReturnOut, responses=HELD)
+@router.post("/{return_id}/state", response_model=ReturnOut, responses=HELD)
 def move_return(
     return_id: RowId,
     body: MoveIn,
@@ -103,7 +105,7 @@ def move_return(
     return _act(svc, fn)
 
 
-@router.get("/v1/returns/{return_id}", response_model=ReturnOut)
+@router.get("/{return_id}", response_model=ReturnOut)
 def show_return(return_id: RowId, svc: Svc, _: AgentKey) -> ReturnOut:
     with svc.sessions() as s:
         try:
@@ -112,7 +114,7 @@ def show_return(return_id: RowId, svc: Svc, _: AgentKey) -> ReturnOut:
             raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.get("/v1/returns", response_model=list[ReturnOut])
+@router.get("", response_model=list[ReturnOut])
 def returns_list(
     *,
     state: ReturnState | None = Query(None),
@@ -131,7 +133,7 @@ def returns_list(
         return [ReturnOut(**return_view(r, now, history=False)) for r in rows]
 
 
-@router.get("/v1/stats/returns")
+@stats_router.get("/returns")
 def returns_stats(
     *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),

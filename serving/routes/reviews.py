@@ -15,7 +15,7 @@ from serving.errors import ApiRoute
 from serving.fields import CustomerId, ProductId, RequestBody, RowId, Timestamp, free_text
 
 Note = free_text(max_length=10_000)
-router = APIRouter(tags=["reviews"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/reviews", tags=["reviews"], route_class=ApiRoute)
 
 
 class ReviewOut(BaseModel):
@@ -45,7 +45,7 @@ class HandledIn(RequestBody):
     note: Note | None = None
 
 
-@router.get("/v1/reviews", response_model=list[ReviewOut])
+@router.get("", response_model=list[ReviewOut])
 def list_reviews(
     *,
     product_id: ProductId | None = Query(None, description="ASIN or SKU."),
@@ -111,7 +111,7 @@ def list_reviews(
         ]
 
 
-@router.post("/v1/reviews/{review_id}/handled")
+@router.post("/{review_id}/handled")
 def mark_handled(
     *,
     review_id: RowId,

@@ -5,17 +5,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import select
 
 from serving.deps import AgentKey, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import Timestamp
-from serving.signals import SignalConfig, alert_view, current, training_distribution
+from serving.signals import (
+    SignalConfig,
+    alert_view,
+    current,
+    recent_alerts,
+    training_distribution,
+)
 from serving.stats import Period, agent_stats, queue_kpis
-from serving.store import SignalAlert, as_utc
+from serving.store import as_utc
 from serving.tickets import buyer_message_late_rates
 
-router = APIRouter(tags=["statistics"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/stats", tags=["statistics"], route_class=ApiRoute)
 
 
 def _period(svc: Services, since: datetime | None, until: datetime | None):
@@ -27,7 +32,7 @@ def _period(svc: Services, since: datetime | None, until: datetime | None):
     return since, until, now
 
 
-@router.get("/v1/stats/agents")
+@router.get("/agents")
 def stats_agents(
     *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
@@ -42,7 +47,7 @@ def stats_agents(
     return figures(svc, since, until, agents=True, queues=False)
 
 
-@router.get("/v1/stats/kpis")
+@router.get("/kpis")
 def stats_kpis(
     *,
     since: Timestamp | None = Query(None, description="Default: 30 days before `until`."),
@@ -75,7 +80,7 @@ def figures(
     return out
 
 
-@router.get("/v1/stats/signals")
+@router.get("/signals")
 def stats_signals(
     *,
     alerts: int = Query(50, ge=0, le=500, description="How many recent alerts to list."),
@@ -94,6 +99,5 @@ def stats_signals(
             SignalConfig.from_settings(svc.settings),
             training_distribution(svc.predictor),
         )
-        rows = s.scalars(select(SignalAlert).order_by(SignalAlert.id.desc()).limit(alerts))
-        out["alerts"] = [alert_view(a) for a in rows]
+        out["alerts"] = [alert_view(a) for a in recent_alerts(s, alerts)]
     return out

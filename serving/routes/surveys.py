@@ -16,7 +16,7 @@ from serving.deps import Svc, language_of
 from serving.routes.pages import page
 from serving.surveys import record_answer, survey_state
 
-router = APIRouter(tags=["satisfaction survey"], include_in_schema=False)
+router = APIRouter(prefix="/survey", tags=["satisfaction survey"], include_in_schema=False)
 
 TEXTS = {
     "en": {
@@ -54,7 +54,7 @@ def _page(state: str, lang: str, error: str | None = None, **form) -> HTMLRespon
     return page("survey.html", status, state=state, lang=lang, t=TEXTS[lang], error=error, **form)
 
 
-@router.get("/survey/{token}", response_class=HTMLResponse)
+@router.get("/{token}", response_class=HTMLResponse)
 def survey_form(token: str, request: Request, svc: Svc) -> HTMLResponse:
     with svc.sessions() as s:
         st = survey_state(s, svc.link_secret, token, svc.clock(), svc.settings.survey_days)
@@ -66,7 +66,7 @@ def survey_form(token: str, request: Request, svc: Svc) -> HTMLResponse:
         return _page(st.state, lang, chosen=None, comment=None)
 
 
-@router.post("/survey/{token}", response_class=HTMLResponse)
+@router.post("/{token}", response_class=HTMLResponse)
 async def survey_answer(token: str, request: Request, svc: Svc) -> HTMLResponse:
     raw = await request.body()
     form = parse_qs(raw[:MAX_FORM_BYTES].decode("utf-8", errors="replace"))

@@ -29,7 +29,8 @@ from serving.tickets import NotFound, get_ticket
 
 TemplateTitle = bounded_text(ReplyTemplate.title, min_length=1)
 TemplateBody = free_text(min_length=1, max_length=20_000)
-router = APIRouter(tags=["reply templates"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/templates", tags=["reply templates"], route_class=ApiRoute)
+ticket_router = APIRouter(prefix="/v1/tickets", tags=["reply templates"], route_class=ApiRoute)
 
 
 class TemplateIn(RequestBody):
@@ -107,7 +108,7 @@ def _checked(svc: Services, name: str, body: TemplateIn) -> Template:
     )
 
 
-@router.get("/v1/templates", response_model=list[TemplateOut])
+@router.get("", response_model=list[TemplateOut])
 def list_templates(svc: Svc, _: AdminKey) -> list[TemplateOut]:
     """Templates in force: the file defaults, overridden or hidden by admins' edits."""
     with svc.sessions() as s:
@@ -116,7 +117,7 @@ def list_templates(svc: Svc, _: AdminKey) -> list[TemplateOut]:
 
 
 @router.post(
-    "/v1/templates",
+    "",
     response_model=TemplateOut,
     status_code=201,
     responses={409: {"description": "A template has the name (PUT replaces it)."}},
@@ -134,7 +135,7 @@ def add_template(body: NewTemplateIn, svc: Svc, who: AdminKey) -> TemplateOut:
     return _out(saved, svc)
 
 
-@router.put("/v1/templates/{template_name}", response_model=TemplateOut)
+@router.put("/{template_name}", response_model=TemplateOut)
 def put_template(
     template_name: TemplateName,
     body: TemplateIn,
@@ -148,7 +149,7 @@ def put_template(
     return _out(saved, svc)
 
 
-@router.delete("/v1/templates/{template_name}", status_code=204)
+@router.delete("/{template_name}", status_code=204)
 def remove_template(
     template_name: TemplateName,
     svc: Svc,
@@ -162,7 +163,7 @@ def remove_template(
             raise HTTPException(404, detail=f"no template {template_name!r}")
 
 
-@router.get("/v1/tickets/{ticket_id}/suggested-replies", response_model=list[SuggestedReply])
+@ticket_router.get("/{ticket_id}/suggested-replies", response_model=list[SuggestedReply])
 def suggested_replies(
     *,
     ticket_id: RowId,

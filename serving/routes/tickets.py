@@ -9,7 +9,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from serving import cursors
 from serving.auth import Principal
@@ -20,10 +19,11 @@ from serving.deps import AgentKey, DisplayLang, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, free_text
 from serving.outbox import queue_reply
-from serving.store import TICKET_STATES, Attachment
+from serving.store import TICKET_STATES
 from serving.tickets import (
     Conflict,
     NotFound,
+    attachment_of,
     claim_next,
     claim_ticket,
     close,
@@ -38,7 +38,9 @@ from serving.tickets import (
 
 ReplyText = free_text(min_length=1, max_length=100_000)
 Note = free_text(max_length=10_000)
-router = APIRouter(tags=["queues and tickets"], route_class=ApiRoute)
+router = APIRouter(prefix="/v1/tickets", tags=["queues and tickets"], route_class=ApiRoute)
+queue_router = APIRouter(prefix="/v1/queues", tags=["queues and tickets"], route_class=ApiRoute)
+labels_router = APIRouter(prefix="/v1/labels", tags=["queues and tickets"], route_class=ApiRoute)
 HELD: dict = {409: {"description": "The ticket is closed, or claimed by another key."}}
 
 
@@ -186,7 +188,7 @@ def _ticket_action(svc: Services, ticket_id: int, fn, lang: str) -> TicketOut:
         raise HTTPException(409, detail=str(exc)) from exc
 
 
-@router.get("/v1/queues", response_model=list[QueueInfo])
+@queue_router.get("", response_model=list[QueueInfo])
 def list_queues(svc: Svc, _: AgentKey) -> list[QueueInfo]:
     """Every queue: depth, unclaimed, oldest unclaimed, breached, due soon, late-response
     rates."""
@@ -195,7 +197,7 @@ def list_queues(svc: Svc, _: AgentKey) -> list[QueueInfo]:
         return [QueueInfo(**q) for q in queue_overview(s, svc.routing, svc.clock(), lead)]
 
 
-@router.get("/v1/queues/{queue}/tickets", response_model=list[TicketOut])
+@queue_router.get("/{queue}/tickets", response_model=list[TicketOut])
 def list_queue_tickets(
     *,
     queue: str,
@@ -234,7 +236,7 @@ def list_queue_tickets(
 TicketState = Literal[TICKET_STATES]  # type: ignore[valid-type]
 
 
-@router.get("/v1/tickets", response_model=list[TicketOut])
+@router.get("", response_model=list[TicketOut])
 def tickets_list(
     *,
     state: TicketState | None = Query(None, description="e.g. waiting_on_customer"),
@@ -258,7 +260,7 @@ def tickets_list(
         return [_view(svc, t, now, lang, detail=False) for t in rows]
 
 
-@router.post("/v1/queues/{queue}/claim", response_model=ClaimOut)
+@queue_router.post("/{queue}/claim", response_model=ClaimOut)
 def claim(
     queue: str,
     lang: DisplayLang,
@@ -284,7 +286,7 @@ def claim(
         return ClaimOut(ticket=_view(svc, ticket, now, lang))
 
 
-@router.get("/v1/tickets/{ticket_id}", response_model=TicketOut)
+@router.get("/{ticket_id}", response_model=TicketOut)
 def show_ticket(
     ticket_id: RowId,
     lang: DisplayLang,
@@ -299,7 +301,7 @@ def show_ticket(
             raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.post("/v1/tickets/{ticket_id}/claim", response_model=TicketOut, responses=HELD)
+@router.post("/{ticket_id}/claim", response_model=TicketOut, responses=HELD)
 def claim_one(
     ticket_id: RowId,
     lang: DisplayLang,
@@ -319,7 +321,7 @@ def claim_one(
 
 
 @router.get(
-    "/v1/tickets/{ticket_id}/attachments/{attachment_id}",
+    "/{ticket_id}/attachments/{attachment_id}",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
 )
@@ -336,12 +338,7 @@ def download_attachment(
             ticket = get_ticket(s, ticket_id)
         except NotFound as exc:
             raise HTTPException(404, detail=str(exc)) from exc
-        message_ids = [ticket.message_id, *(m.id for m in ticket.answers)]
-        att = s.scalar(
-            select(Attachment).where(
-                Attachment.id == attachment_id, Attachment.message_id.in_(message_ids)
-            )
-        )
+        att = attachment_of(s, ticket, attachment_id)
         if att is None:
             raise HTTPException(404, detail=f"ticket {ticket_id} has no attachment {attachment_id}")
         name = att.filename.replace('"', "_")
@@ -362,7 +359,7 @@ def _quote(name: str) -> str:
     return quote(name, safe="")
 
 
-@router.post("/v1/tickets/{ticket_id}/release", response_model=TicketOut, responses=HELD)
+@router.post("/{ticket_id}/release", response_model=TicketOut, responses=HELD)
 def release_ticket(
     ticket_id: RowId,
     lang: DisplayLang,
@@ -378,7 +375,7 @@ def release_ticket(
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/reply", response_model=ReplyOut, responses=HELD)
+@router.post("/{ticket_id}/reply", response_model=ReplyOut, responses=HELD)
 def reply_ticket(
     ticket_id: RowId,
     body: ReplyIn,
@@ -426,7 +423,7 @@ class DraftIn(RequestBody):
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/draft/send", response_model=ReplyOut, responses=HELD)
+@router.post("/{ticket_id}/draft/send", response_model=ReplyOut, responses=HELD)
 def send_draft(
     *,
     ticket_id: RowId,
@@ -465,7 +462,7 @@ def _close(
     )
 
 
-@router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketOut, responses=HELD)
+@router.post("/{ticket_id}/resolve", response_model=TicketOut, responses=HELD)
 def resolve_ticket(
     *,
     ticket_id: RowId,
@@ -478,7 +475,7 @@ def resolve_ticket(
     return _close(svc, ticket_id, body, who, "resolved", lang)
 
 
-@router.post("/v1/tickets/{ticket_id}/no-response-needed", response_model=TicketOut, responses=HELD)
+@router.post("/{ticket_id}/no-response-needed", response_model=TicketOut, responses=HELD)
 def no_response_needed(
     *,
     ticket_id: RowId,
@@ -491,7 +488,7 @@ def no_response_needed(
     return _close(svc, ticket_id, body, who, "no_response_needed", lang)
 
 
-@router.post("/v1/tickets/{ticket_id}/labels", response_model=TicketOut, responses=HELD)
+@router.post("/{ticket_id}/labels", response_model=TicketOut, responses=HELD)
 def post_labels(
     ticket_id: RowId,
     body: LabelsIn,
@@ -514,8 +511,8 @@ def post_labels(
     )
 
 
-@router.get(
-    "/v1/labels/export",
+@labels_router.get(
+    "/export",
     response_class=Response,
     responses={
         200: {

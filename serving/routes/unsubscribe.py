@@ -20,7 +20,7 @@ from serving.db import transaction
 from serving.deps import Svc, language_of
 from serving.routes.pages import page
 
-router = APIRouter(tags=["unsubscribe"], include_in_schema=False)
+router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"], include_in_schema=False)
 
 TEXTS = {
     "en": {
@@ -57,7 +57,7 @@ def _opted_out(session, customer_id: str) -> bool:
     return state is not None and state.opted_out
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+@router.get("/{token}", response_class=HTMLResponse)
 def unsubscribe_form(
     *,
     token: str,
@@ -73,7 +73,7 @@ def unsubscribe_form(
         return _page("already" if _opted_out(s, customer) else "confirm", shown)
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+@router.post("/{token}", response_class=HTMLResponse)
 def unsubscribe(
     *,
     token: str,
