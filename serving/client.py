@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import httpx
 
-Channel = Literal["email", "review", "chat", "social"]
+from serving.store import Channel
+
 JSON = dict[str, Any]
 
 

@@ -178,13 +178,16 @@ def build_sets(
 def calibrate_model(
     model: CarelensModel, val_rows: list[Example], target_precision: float
 ) -> dict[str, Any]:
-    """Fit temperature and review thresholds per task on validation rows; returns
-    their uncalibrated logits (divide by the temperatures for the calibrated ones)."""
+    """Fit temperature and review thresholds per task on validation rows (a task none
+    of them labels keeps what it had); returns their uncalibrated logits (divide by the
+    temperatures for the calibrated ones). Training and retraining both calibrate here."""
     if not val_rows:
         return {}
     logits, _ = model.batched_logits([e.text for e in val_rows], 64, calibrated=False)
     y = targets(val_rows, model.taxonomy)
     for task in model.taxonomy:
+        if not (y[task.name] >= 0).any():
+            continue
         cal, th = calibrate(task, logits[task.name], y[task.name], target_precision)
         model.calibration[task.name] = cal
         model.thresholds[task.name] = th

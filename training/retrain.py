@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from model.calibration import calibrate
 from model.classifier import ModelConfig
 from model.modeling import CarelensModel
 from model.ngrams import NgramConfig
@@ -64,7 +63,7 @@ from training.data import (
     targets,
     three_way_split,
 )
-from training.pipeline import load_spec
+from training.pipeline import calibrate_model, load_spec
 from training.sources import SourceError
 from training.trainer import DictConfig, TrainConfig, predict_probs, quick_scores, train
 
@@ -568,13 +567,7 @@ def retrain(
     t = lap("train", t)
     if calib:
         stage("calibrate", 0.82, f"calibrating on {len(calib)} public dev rows")
-        logits, _ = model.batched_logits([e.text for e in calib], 64, calibrated=False)
-        y = targets(calib, taxonomy)
-        for task in taxonomy:
-            if (y[task.name] >= 0).any():
-                cal, th = calibrate(task, logits[task.name], y[task.name], cfg.target_precision)
-                model.calibration[task.name] = cal
-                model.thresholds[task.name] = th
+        calibrate_model(model, calib, cfg.target_precision)
     t = lap("calibrate", t)
 
     # 6b. the candidate's figures

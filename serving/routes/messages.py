@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -51,14 +51,12 @@ from serving.inbound import (
 from serving.ingestion import NewMessage, earlier_contacts, find_existing, store_message
 from serving.mailbox import Deferred, Rejected
 from serving.routing import priority_at
-from serving.store import CHANNELS, Message
+from serving.store import Channel, Message
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=ApiRoute)
 classify_router = APIRouter(prefix="/v1/classify", tags=["messages"], route_class=ApiRoute)
 
-Channel = Literal["email", "review", "chat", "social"]
-assert set(Channel.__args__) == set(CHANNELS)
 Stars = Annotated[int, Field(ge=1, le=5)]
 
 

@@ -11,14 +11,14 @@ weeks, in English and Chinese, from hand-written templates (no external data).
   ticket corrects its issue type through ``POST /v1/tickets/{id}/labels``;
 - planted follow-ups for the reopen rule (``REOPEN_CASES``).
 
-Labels come from ``ShopPredictor``, a stand-in for the model that returns each
-template's planned labels, so every count is known in advance.
+Labels come from ``shop_predictor()``, a ``PlannedPredictor`` (a stand-in for the model)
+that returns each template's planned labels, so every count is known in advance.
 
 Use::
 
-    app = shop_app(db_url, clock)                 # create_app with the ShopPredictor
+    app = shop_app(db_url, clock)                 # create_app with the shop's stand-in model
     with TestClient(app) as tc:
-        desk = Desk(tc)                           # tests/serving/conftest.py
+        desk = Desk(tc)                           # tests/serving/factories.py
         shop = fill_shop(desk, clock)             # posts everything, works the queues
 
 ``clock`` ends at ``SHOP_NOW`` (the conftest clock's start, a Friday 18:00 UTC).
@@ -31,12 +31,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from model.predictor import Prediction, TaskPrediction, apply_rules
-from model.rules import RuleSet
-from model.taxonomy import Taxonomy
+from tests.serving.factories import PlannedPredictor
 
 SHOP_NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 DAYS = 35
@@ -493,69 +490,29 @@ ALL_TEMPLATES: list[Template] = (
 MISPREDICTED = {t.key for t in ALL_TEMPLATES if t.predicted_issues is not None}
 
 
-class ShopPredictor:
-    """A stand-in for ``model.predictor.Predictor``: the planned (predicted) labels of
-    every shop text, confident, no evidence. Unknown texts: no issue, neutral, low."""
-
-    model_version = "shop-fixture-1"
-
-    def __init__(self, extra: dict[str, dict[str, list[str]]] | None = None) -> None:
-        self._taxonomy = Taxonomy.default()
-        self.rules = RuleSet.load()
-        self.model = SimpleNamespace(train_config=None)
-        self.by_text: dict[str, dict[str, list[str]]] = {}
-        for t in ALL_TEMPLATES:
-            issues = t.issues if t.predicted_issues is None else t.predicted_issues
-            labels = {
-                "issue_type": list(issues),
-                "sentiment": [t.sentiment],
-                "urgency": [t.urgency],
-            }
-            for pid in [*PRODUCTS, None]:
-                self.by_text[_fill(t, pid)] = labels
-        self.by_text.update(extra or {})
-
-    @property
-    def taxonomy(self) -> Taxonomy:
-        return self._taxonomy
-
-    def labels_for(self, text: str) -> dict[str, list[str]]:
-        found = self.by_text.get(text) or self.by_text.get(text.split("\n", 1)[-1])
-        return found or {"issue_type": [], "sentiment": ["neutral"], "urgency": ["low"]}
-
-    def predict(
-        self, texts: list[str], evidence: bool | None = None, ratings=None
-    ) -> list[Prediction]:
-        out = []
-        for text in texts:
-            labels = self.labels_for(text)
-            tasks = {}
-            for task in self._taxonomy:
-                chosen = labels.get(task.name, [])
-                tasks[task.name] = TaskPrediction(
-                    task=task.name,
-                    kind=task.kind,
-                    labels=list(chosen),
-                    probabilities={n: 0.95 if n in chosen else 0.02 for n in task.label_names},
-                    confidence=0.95,
-                    needs_review=False,
-                )
-            out.append(Prediction(tasks=tasks, model_version=self.model_version))
-            apply_rules(self.rules, text, text, out[-1], False)
-        return out
+def shop_predictor() -> PlannedPredictor:
+    """The stand-in model of the shop: the planned (predicted) labels of every shop text,
+    confident, no evidence."""
+    planned = PlannedPredictor("shop-fixture-1")
+    for t in ALL_TEMPLATES:
+        issues = t.issues if t.predicted_issues is None else t.predicted_issues
+        labels = {"issue_type": list(issues), "sentiment": [t.sentiment], "urgency": [t.urgency]}
+        for pid in [*PRODUCTS, None]:
+            planned.plan_labels(_fill(t, pid), labels)
+    return planned
 
 
 def shop_app(db_url: str, clock, model_dir: str | Path | None = None, **settings):
-    """``create_app`` on ``db_url`` with the ShopPredictor and the test admin key."""
+    """``create_app`` on ``db_url`` with the shop's stand-in model and the test admin key."""
     from serving.app import create_app
     from serving.settings import Settings
-    from tests.serving.conftest import ADMIN_KEY
+    from tests.serving.factories import ADMIN_KEY
 
     settings.setdefault("bootstrap_admin_key", ADMIN_KEY)
     if model_dir is not None:
         settings["model_dir"] = model_dir
     return create_app(
-        Settings(database_url=db_url, **settings), predictor=ShopPredictor(), clock=clock
+        Settings(database_url=db_url, **settings), predictor=shop_predictor(), clock=clock
     )
 
 

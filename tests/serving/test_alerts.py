@@ -15,7 +15,7 @@ from serving import alerts
 from serving.outbox import SmtpConfig
 from serving.routing import RoutingConfig, RoutingError
 from serving.store import SlaAlert
-from tests.serving.conftest import Desk
+from tests.serving.factories import Desk
 from tests.serving.mail_servers import start_smtp
 
 

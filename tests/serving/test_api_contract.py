@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from serving.errors import Error
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.factories import ADMIN_KEY
 
 H = {"X-API-Key": ADMIN_KEY}
 

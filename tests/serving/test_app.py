@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from serving.client import CarelensError
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.factories import ADMIN_KEY
 
 
 def test_classify_and_readiness(desk):
@@ -80,3 +80,14 @@ def test_classify_reads_ratings_and_applies_the_rules(make_app, tmp_path):
         r = tc.post("/v1/classify", json={"texts": texts, "ratings": [9, None]}, headers=h)
         assert r.status_code == 422
         assert [e["loc"] for e in r.json()["detail"]] == [["body", "ratings", 0]]
+
+
+def test_metrics_in_prometheus_format(desk, clock):
+    desk.service.post_message(channel="chat", text="smoke everywhere")
+    clock.advance(hours=30)
+    text = desk.http.get("/metrics").text
+    assert 'carelens_request_seconds_count{method="POST",route="/v1/messages",status="201"}' in text
+    assert "carelens_predictions_total{" in text
+    assert 'carelens_queue_depth{queue="escalations",state="open"} 1.0' in text
+    assert 'carelens_sla_breached_tickets{queue="escalations"} 1.0' in text
+    assert "carelens_model_info{version=" in text

@@ -16,7 +16,7 @@ from serving.client import CarelensError
 from serving.outbox import SmtpConfig, deliver_due
 from serving.templates import load_file_templates
 from tests.conftest import tiny_model
-from tests.serving.conftest import Desk
+from tests.serving.factories import Desk
 from tests.serving.mail_servers import start_smtp
 
 SELLER = "support@shop.example"
@@ -67,7 +67,7 @@ def smtp():
 def auto_app(triage_model_dir, tmp_path, clock, db_url, smtp):
     from serving.app import create_app
     from serving.settings import Settings
-    from tests.serving.conftest import ADMIN_KEY
+    from tests.serving.factories import ADMIN_KEY
 
     def make(**settings):
         settings.setdefault("smtp_host", "127.0.0.1")

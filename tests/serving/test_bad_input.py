@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from serving.fields import MAX_ROW_ID
 from serving.store import ConsentEvent, Message, Order, Ticket
-from tests.serving.conftest import ADMIN_KEY, Desk
+from tests.serving.factories import ADMIN_KEY, Desk
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 

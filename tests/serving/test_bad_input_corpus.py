@@ -44,7 +44,7 @@ from sqlalchemy import text
 
 from model.predictor import clean_text
 from tests.postgres import PG_URL
-from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
+from tests.serving.factories import ADMIN_KEY, uvicorn_thread
 
 pytestmark = pytest.mark.slow  # about 30 s a database, most of it in the string corpus
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.batcher import MicroBatcher, Overloaded, Unavailable
-from tests.serving.conftest import Desk
+from tests.serving.factories import Desk
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.factories import ADMIN_KEY
 
 FAKE_BUILD = textwrap.dedent(
     """

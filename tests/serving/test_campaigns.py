@@ -18,7 +18,6 @@ import pytest
 from serving import campaigns as camp
 from serving.client import CarelensError
 from serving.store import Campaign, CampaignContact, ReviewRequest
-from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
 
 
 def _err(fn, *args, **kwargs) -> CarelensError:
@@ -392,7 +391,7 @@ def test_campaigns_on_the_shop(db_url, clock):
     and review requests go to every delivered order, negative reviewers included."""
     from fastapi.testclient import TestClient
 
-    from tests.serving.conftest import Desk
+    from tests.serving.factories import Desk
     from tests.serving.shop import SHOP_NOW, fill_shop, shop_app
 
     with TestClient(shop_app(db_url, clock)) as tc:

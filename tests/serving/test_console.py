@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
+from tests.serving.factories import ADMIN_KEY, uvicorn_thread
 
 FIRE = "The charger caught fire after two days! I want a refund."
 

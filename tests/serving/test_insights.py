@@ -17,7 +17,7 @@ from model.taxonomy import Taxonomy
 from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
 from tests.postgres import PG_URL
-from tests.serving.conftest import Clock, Desk
+from tests.serving.factories import Clock, Desk
 from tests.serving.shop import (
     PRODUCTS,
     REOPEN_CASES,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from model.registry import Registry
 from serving.client import CarelensError
 from serving.store import Prediction
-from tests.serving.conftest import ADMIN_KEY, Desk
+from tests.serving.factories import ADMIN_KEY, Desk
 from tests.training.tickets import ticket_texts
 
 # large steps: a tiny random model must learn the pattern in a few epochs

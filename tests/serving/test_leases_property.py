@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 
 from serving import db
 from serving.store import Message, Ticket
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.factories import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -24,8 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.redact import RedactingFilter, install_log_redaction, pseudonym, redact
-from tests.serving.conftest import ADMIN_KEY, uvicorn_thread
-from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
+from tests.serving.factories import ADMIN_KEY, uvicorn_thread
 
 KEY = {"X-API-Key": ADMIN_KEY}
 PERSONAL = [

@@ -17,7 +17,7 @@ from serving.inbound import parse_email
 from serving.mailbox import REJECTED, ImapConfig, MailboxError, poll_once
 from serving.outbox import SENDING_LEASE, SmtpConfig, deliver_due, take_due
 from serving.store import Message, OutboundMail, Ticket
-from tests.serving.conftest import Desk
+from tests.serving.factories import Desk
 from tests.serving.mail_servers import IMAP_PASSWORD, IMAP_USER, start_dovecot, start_smtp
 
 SELLER = "support@shop.example"

@@ -3,10 +3,13 @@ parameters they do not take."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
+from tests.serving.factories import error_of
 
 
 def _review(desk, text="Broke after a week", customer="A1", stars=1):
@@ -228,7 +231,6 @@ def test_tickets_show_their_labels_display_names_in_the_agents_language(desk):
 
 
 def test_migration_marks_the_stored_unhandled_negative_reviews(db_url):
-    from datetime import datetime
 
     from sqlalchemy import text
 
@@ -282,3 +284,40 @@ def test_migration_marks_the_stored_unhandled_negative_reviews(db_url):
         assert [bool(got[i]) for i in range(1, len(cases) + 1)] == [c[-1] for c in cases]
     finally:
         engine.dispose()
+
+
+def test_reviews_unhandled_negatives_first_and_handled(desk, clock):
+    made = []
+    for i, (stars, sentiment) in enumerate(
+        [(5, "positive"), (1, "negative"), (2, "negative"), (4, "neutral"), (2, "positive")]
+    ):
+        out = desk.service.post_message(
+            channel="review",
+            text=f"review number {i}",
+            rating=stars,
+            product_id="B0REV" if i < 3 else "B0OTHER",
+            customer_id=f"R{i}",
+        )
+        desk.agent.set_labels(out["ticket_id"], {"sentiment": sentiment})
+        made.append(out["message_id"])
+        clock.advance(minutes=10)
+    desk.service.post_message(channel="chat", text="about my review", customer_id="R1")
+    reviews = desk.agent.reviews()
+    # negatives first, newest first: two stars count as negative whatever the label says
+    assert [r["id"] for r in reviews[:3]] == [made[4], made[2], made[1]]
+    desk.agent.mark_review_handled(made[4])
+    reviews = desk.agent.reviews()
+    assert [r["id"] for r in reviews[:2]] == [made[2], made[1]]
+    assert reviews[0]["ticket_id"] and not reviews[0]["handled"]
+    assert next(r for r in reviews if r["id"] == made[1])["other_messages_of_customer"] == 1
+    desk.agent.mark_review_handled(made[2], note="replied publicly")
+    reviews = desk.agent.reviews()
+    assert reviews[0]["id"] == made[1]
+    handled = next(r for r in reviews if r["id"] == made[2])
+    assert handled["handled"] and handled["handled_by"] == "alice"
+    assert handled["handled_note"] == "replied publicly"
+    assert {r["id"] for r in desk.agent.reviews(product_id="B0REV")} == set(made[:3])
+    assert [r["id"] for r in desk.agent.reviews(stars=[1, 2], handled=False)] == [made[1]]
+    assert [r["id"] for r in desk.agent.reviews(sentiment="neutral")] == [made[3]]
+    assert [r["id"] for r in desk.agent.reviews(sentiment="positive")] == [made[4], made[0]]
+    assert error_of(desk.agent.mark_review_handled, 999).status_code == 404

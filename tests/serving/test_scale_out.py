@@ -20,7 +20,7 @@ from sqlalchemy import inspect
 
 from serving import db
 from serving.client import CarelensClient, CarelensError
-from tests.serving.conftest import ADMIN_KEY
+from tests.serving.factories import ADMIN_KEY
 
 
 def test_several_workers_need_postgresql(tmp_path):

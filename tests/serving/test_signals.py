@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from serving import signals
 from serving.outbox import SmtpConfig
 from serving.store import SignalAlert
-from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
 from tests.serving.test_alerts import smtp, webhook  # noqa: F401  (fixtures)
 
 TODAY = datetime.fromisoformat("2026-11-20T00:00:00+00:00")  # the clock's day (a Friday)

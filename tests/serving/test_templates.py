@@ -15,7 +15,6 @@ from serving.templates import (
     load_file_templates,
     placeholders,
 )
-from tests.serving.seller import planned, seller  # noqa: F401  (fixtures)
 
 
 def _err(fn, *args, **kwargs) -> CarelensError:
