@@ -58,7 +58,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, max_body_bytes: int, keyed_prefix: str = "/v1/") -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # every route under it needs a key (tests/serving/test_service.py checks that
+        # every route under it needs a key (tests/serving/test_auth.py checks that
         # each one declares its role); the public ones (/healthz, /readyz, /metrics,
         # the docs) are outside it
         self.keyed_prefix = keyed_prefix
