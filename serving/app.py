@@ -39,8 +39,9 @@ from serving.routes import ROUTERS, messages
 from serving.routing import RoutingConfig, RoutingError
 from serving.settings import Settings
 from serving.snapshots import Snapshots
-from serving.store import CHANNELS, utcnow
+from serving.store import utcnow
 from serving.templates import load_file_templates
+from serving.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"  # the console's CSS and JavaScript

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
-from serving.store import Channel
+from serving.vocabulary import Channel
 
 JSON = dict[str, Any]
 

@@ -37,7 +37,7 @@ from model.registry import Registry, RegistryError, write_json_atomic
 from serving.db import lock_key
 from serving.deps import Services
 from serving.routing import RoutingError
-from serving.store import CHANNELS
+from serving.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
 

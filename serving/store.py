@@ -8,7 +8,7 @@ and PostgreSQL behave alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -34,9 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TICKET_STATES = ("open", "claimed", "waiting_on_customer", "resolved", "no_response_needed")
 CLOSED_STATES = ("resolved", "no_response_needed")
-# where a message came from: declared once, read by the API schema and the client
-Channel = Literal["email", "review", "chat", "social"]
-CHANNELS: tuple[str, ...] = get_args(Channel)
+
 ROLES = ("service", "agent", "admin")
 
 

@@ -51,7 +51,8 @@ from serving.inbound import (
 from serving.ingestion import NewMessage, earlier_contacts, find_existing, store_message
 from serving.mailbox import Deferred, Rejected
 from serving.routing import priority_at
-from serving.store import Channel, Message
+from serving.store import Message
+from serving.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=ApiRoute)

@@ -10,7 +10,8 @@ from model.taxonomy import Taxonomy
 from serving import db
 from serving.inbound import detect_language, find_order_id, strip_quotes_and_signature
 from serving.routing import RoutingConfig, RoutingError, deadline
-from serving.store import CHANNELS, Base
+from serving.store import Base
+from serving.vocabulary import CHANNELS
 
 
 def test_migrations_build_exactly_the_models(db_url):
