@@ -30,6 +30,13 @@ FIRES = [
     ("There are unauthorized charges on my card", "fraud"),
     ("My account was hacked and someone changed my address", "fraud"),
     ("信用卡被盗刷了", "fraud"),
+    ("There is a payment on my card that I didn't make", "fraud"),
+    ("饭里吃出了一只苍蝇", "safety"),
+    ("垃圾食品吃完中毒啦", "safety"),
+    ("洗了过敏，申请退货", "safety"),
+    ("搞得我一身过敏，全身都是疙瘩", "safety"),
+    ("闻了以后呼吸困难，眼睛红肿", "safety"),
+    ("The brakes make a noise and a smoke smell comes out", "safety"),
 ]
 
 HARMLESS = [
@@ -47,6 +54,10 @@ HARMLESS = [
     "很新鲜，吃了也没拉肚子",
     "我是过敏体质，用了这个没过敏",
     "这个事情是个烫手山芋",
+    "What do I do if my card was stolen?",
+    "吃了不中毒，就是难吃",
+    "汤馊了，明天铁定拉肚子",
+    "本来想去315投诉，后来太忙就算了",
 ]
 
 
