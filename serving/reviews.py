@@ -90,16 +90,16 @@ def page(
     first_group, key = (0, None) if after is None else cursors.parse(after)
     order = (Message.received_at.desc(), Message.id.desc())
 
-    found_ids: list[tuple[int, int, datetime]] = []  # (group, id, received_at)
+    picked: list[tuple[int, int, datetime]] = []  # (group, id, received_at)
     for g in (0, 1)[first_group:]:
         part = q.where(Message.needs_attention.is_(g == 0))
         if key is not None and g == first_group:
             part = part.where(tuple_(Message.received_at, Message.id) < tuple_(*key))
-        for mid, received in s.execute(part.order_by(*order).limit(limit - len(found_ids))):
-            found_ids.append((g, mid, received))
-        if len(found_ids) >= limit:
+        for mid, received in s.execute(part.order_by(*order).limit(limit - len(picked))):
+            picked.append((g, mid, received))
+        if len(picked) >= limit:
             break
-    ids = [mid for _, mid, _ in found_ids]
+    ids = [mid for _, mid, _ in picked]
     found = {
         m.id: m
         for m in s.scalars(
@@ -109,7 +109,7 @@ def page(
         )
     }
     rows = [found[i] for i in ids]
-    cursor_of = {mid: cursors.make(g, received, mid) for g, mid, received in found_ids}
+    cursor_of = {mid: cursors.make(g, received, mid) for g, mid, received in picked}
     customers = {m.customer_id for m in rows if m.customer_id}
     counts: dict[str, int] = {}
     if customers:
