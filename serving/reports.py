@@ -64,9 +64,10 @@ def issue_mix_chart(
 def issue_mix_figure(
     products: list[dict[str, Any]], title: str, t: dict[str, str] | None = None
 ) -> Figure:
-    """Stacked bars: per product, the share of its messages with each issue type
-    (multi-label: a bar can pass 100%), plus those with no issue. ``t``: the texts
-    (``PRODUCT_TEXTS``) and issue types' display names."""
+    """Stacked bars: per product, how its labels divide between the issue types and
+    "no issue" (a message with two issue types counts in both, so each bar is the share
+    of the product's labels and sums to 100%). ``t``: the texts (``PRODUCT_TEXTS``) and
+    issue types' display names."""
     t = t or PRODUCT_TEXTS["en"]
     names = [p["product_id"] for p in products]
     used = (
@@ -85,19 +86,21 @@ def issue_mix_figure(
     fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 3), 5.0), layout="constrained")
     ax = fig.subplots()
     bottom = [0.0] * len(names)
+    labels = [p["no_issue"] + sum(x["count"] for x in p["issues"]) for p in products]
     for issue in used + ["(no issue)"]:
         shares = []
-        for p in products:
+        for p, total in zip(products, labels, strict=True):
             if issue == "(no issue)":
                 count = p["no_issue"]
             else:
                 count = next(x for x in p["issues"] if x["issue_type"] == issue)["count"]
-            shares.append(100 * count / p["messages"] if p["messages"] else 0.0)
+            shares.append(100 * count / total if total else 0.0)
         label = t["no_issue"] if issue == "(no issue)" else t.get(issue, issue)
         ax.bar(names, shares, bottom=bottom, label=label, color=colors.get(issue, "0.8"))
         bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
     for x, p in enumerate(products):
         ax.text(x, bottom[x] + 1, f"n={p['messages']}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 110)
     ax.set_ylabel(t["mix_axis"])
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=30)
@@ -198,7 +201,7 @@ PRODUCT_TEXTS: dict[str, dict[str, str]] = {
         "glossary": "Issue types",
         "no_font": "",
         "no_issue": "(no issue)",
-        "mix_axis": "% of the product's messages with the issue",
+        "mix_axis": "% of the product's labels",
         "week_axis": "% of the week's messages",
         "spike": " (spike)",
         "weeks_end": " (weeks ending on the dates shown)",
@@ -223,7 +226,7 @@ PRODUCT_TEXTS: dict[str, dict[str, str]] = {
         "glossary": "问题类型",
         "no_font": "图表使用英文标签：未安装中文字体（例如 fonts-wqy-microhei）。",
         "no_issue": "（无问题）",
-        "mix_axis": "含该问题的消息占比 %",
+        "mix_axis": "占该商品标签 %",
         "week_axis": "占当周消息 %",
         "spike": "（异常）",
         "weeks_end": "（以所示日期为周末）",

@@ -37,6 +37,7 @@ from serving.routes import reviews as review_routes
 from serving.routes import templates as template_routes
 from serving.routes import tickets as ticket_routes
 from serving.routes.pages import page
+from serving.signals import alert_view, recent_alerts
 from serving.snapshots import Snapshot
 from serving.templates import PLACEHOLDERS
 
@@ -107,6 +108,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "mean_stars": "Mean ★",
         "top_issues": "Top issues",
         "no_products": "No messages with a product id yet.",
+        "alerts": "Alerts sent",
+        "alerts_intro": "Spikes and shifts the service alerted on (webhook and the queues' owners), newest first.",
+        "no_alerts": "No alert yet.",
+        "alert_kind": "Alert",
+        "alert_subject": "About",
+        "alert_window": "Window",
+        "alert_figures": "Figures",
+        "kind_issue_spike": "Issue spike",
+        "kind_sentiment_shift": "More negative messages",
+        "kind_urgency_shift": "More urgent messages",
+        "kind_label_drift": "Model labels drifted",
         "agents": "Agents",
         "handled_tickets": "Handled",
         "first_response": "First response h (median / p90)",
@@ -249,6 +261,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "mean_stars": "平均星级",
         "top_issues": "主要问题",
         "no_products": "还没有带商品编号的消息。",
+        "alerts": "已发出的预警",
+        "alerts_intro": "服务已预警的异常上升和变化（Webhook 及队列负责人），最新在前。",
+        "no_alerts": "还没有预警。",
+        "alert_kind": "预警",
+        "alert_subject": "对象",
+        "alert_window": "时间窗口",
+        "alert_figures": "数据",
+        "kind_issue_spike": "问题异常上升",
+        "kind_sentiment_shift": "负面消息增多",
+        "kind_urgency_shift": "紧急消息增多",
+        "kind_label_drift": "模型标签漂移",
         "agents": "客服",
         "handled_tickets": "处理数",
         "first_response": "首次响应小时（中位数 / p90）",
@@ -873,6 +896,8 @@ def products_page(request: Request, svc: Svc) -> Response:
     snapshot = _products(svc, console.principal)
     data = snapshot.value
     rows = sorted(data["products"], key=lambda p: not p["spikes"])  # spiking first
+    with svc.sessions() as s:
+        alerts = [alert_view(a) for a in recent_alerts(s, 20)]
     return _render(
         request,
         svc,
@@ -880,6 +905,7 @@ def products_page(request: Request, svc: Svc) -> Response:
         "products.html",
         data=data,
         products=rows,
+        alerts=alerts,
         counted_at=snapshot.counted_at,
     )
 

@@ -168,6 +168,14 @@ def test_signal_alerts_are_sent_once_without_customer_words(
     listed = desk.http.get("/v1/stats/signals", headers={"X-API-Key": desk.agent.api_key}).json()
     assert len(listed["alerts"]) == 4
 
+    # the console's products page lists them, in the agent's language
+    desk.http.post("/console/login", data={"key": desk.agent.api_key, "next": "/console"})
+    page = desk.http.get("/console/products").text
+    assert "Alerts sent" in page and "Issue spike" in page and "Model labels drifted" in page
+    assert "PSI" in page and "caught fire" not in page
+    zh = desk.http.get("/console/products", headers={"Accept-Language": "zh-CN"}).text
+    assert "已发出的预警" in zh and "负面消息增多" in zh
+
 
 def test_drift_needs_the_models_training_distribution(seller, planned):  # noqa: F811
     desk = seller()
