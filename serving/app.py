@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from carelens_client.vocabulary import CHANNELS
 from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -41,7 +42,6 @@ from serving.settings import Settings
 from serving.snapshots import Snapshots
 from serving.store import utcnow
 from serving.templates import load_file_templates
-from serving.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"  # the console's CSS and JavaScript

@@ -349,7 +349,8 @@ def mail_poll(
     its ticket is stored."""
     import time
 
-    from serving.client import CarelensClient
+    from carelens_client import CarelensClient
+
     from serving.mailbox import ImapConfig, MailboxError, MailboxStop, http_handler, poll_once
 
     console = Console(stderr=True)

@@ -230,8 +230,7 @@ def http_handler(client) -> Callable[[bytes], bool]:
     service key). 401/403 stop the poller (the key is wrong); another 4xx rejects the
     message; a 5xx or no answer defers it to the next poll."""
     import httpx
-
-    from serving.client import CarelensError
+    from carelens_client import CarelensError
 
     def handle(raw: bytes) -> bool:
         try:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from carelens_client.vocabulary import CHANNELS
 from sqlalchemy import Connection, Engine, text
 
 from model.modeling import REQUIRED_FILES, ModelLoadError
@@ -37,7 +38,6 @@ from model.registry import Registry, RegistryError, write_json_atomic
 from serving.db import lock_key
 from serving.deps import Services
 from serving.routing import RoutingError
-from serving.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+from carelens_client.vocabulary import Channel
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
@@ -52,7 +53,6 @@ from serving.ingestion import NewMessage, earlier_contacts, find_existing, store
 from serving.mailbox import Deferred, Rejected
 from serving.routing import priority_at
 from serving.store import Message
-from serving.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=ApiRoute)

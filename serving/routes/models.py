@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -79,8 +79,82 @@ class RetrainIn(BaseModel):
     seed: int | None = None
 
 
+class VersionSummary(BaseModel):
+    version: str
+    active: bool
+    status: str = Field(description="candidate, promoted, rejected, imported, ...")
+    created_at: str | None
+    parent: str | None = Field(description="The version it was fine-tuned from.")
+    decision: str | None = Field(description="The gate's decision (promote or reject).")
+    reason: str | None
+    frozen_mean: float | None = Field(
+        description="Mean figure over the (source, task) cells of the frozen set."
+    )
+    new_tickets_mean: float | None = Field(
+        description="Mean figure on the newest labelled tickets held out of its training."
+    )
+
+
+class ModelsOut(BaseModel):
+    serving: str | None = Field(description="The model version answering now.")
+    loaded_at: str | None
+    error: str | None = Field(description="The last reload or registry error, if any.")
+    failed_version: str | None
+    switches: list[dict[str, Any]] = Field(
+        description="The last model switches: at, from, to, reason."
+    )
+    registry: str | None = Field(description="The registry folder (None: no registry).")
+    active: str | None
+    rollback_to: str | None = None
+    versions: list[VersionSummary] = Field(description="Oldest first.")
+
+
+class ModelVersionOut(BaseModel):
+    """A version's record (``version.json``): metrics, training-data summary, parent,
+    gate decision; further fields as the training run wrote them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    created_at: str | None = None
+    status: str | None = None
+    parent: str | None = None
+    gate: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    active: bool
+
+
+class Switched(BaseModel):
+    active: str = Field(description="The active version now.")
+    serving: str | None = Field(description="The version answering now.")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["running", "succeeded", "failed", "lost"] = Field(
+        description="lost: the service restarted while it ran."
+    )
+    pid: int
+    started_at: str
+    finished_at: str | None
+    returncode: int | None
+    by: str = Field(description="Who started it.")
+    options: dict[str, Any] = Field(description="The settings given for this run.")
+    labelled_tickets: int
+    progress: dict[str, Any] | None = Field(
+        None, description="stage, fraction (0-1) and message, while it runs."
+    )
+    result: dict[str, Any] | None = Field(
+        None,
+        description="Once finished: version, decision, reason, active (and, for one job, "
+        "both sets of metrics).",
+    )
+    log_tail: list[str] | None = Field(None, description="The log's last lines (one job).")
+
+
 @router.get("")
-def list_models(request: Request, svc: Svc, _: AdminKey) -> dict[str, Any]:
+def list_models(request: Request, svc: Svc, _: AdminKey) -> ModelsOut:
     """The versions (newest last), the active one, what is served and any reload error."""
     models = _models(request)
     out: dict[str, Any] = {**models.status(), "registry": None, "active": None, "versions": []}
@@ -96,17 +170,17 @@ def list_models(request: Request, svc: Svc, _: AdminKey) -> dict[str, Any]:
             )
         except RegistryError as exc:
             out["error"] = str(exc)
-    return out
+    return ModelsOut(**out)
 
 
 @router.get("/jobs")
-def list_jobs(request: Request, _: AdminKey) -> list[dict[str, Any]]:
+def list_jobs(request: Request, _: AdminKey) -> list[JobOut]:
     """Retraining jobs, newest first."""
     return _jobs(request).list()
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, request: Request, _: AdminKey) -> dict[str, Any]:
+def get_job(job_id: str, request: Request, _: AdminKey) -> JobOut:
     """A retraining job: status, progress (stage, fraction), the log's tail and, once
     finished, its result (version, gate decision and reason, both sets of metrics)."""
     try:
@@ -123,7 +197,7 @@ def retrain(
     request: Request,
     svc: Svc,
     who: AdminKey,
-) -> dict[str, Any]:
+) -> JobOut:
     """Start retraining as a background job on the agents' labelled tickets (exported
     now); poll ``GET /v1/models/jobs/{id}``. A promoted candidate is served as soon as
     the job ends."""
@@ -146,7 +220,7 @@ def retrain(
 
 
 @router.post("/rollback", responses=REFUSED)
-async def rollback(request: Request, who: AdminKey) -> dict[str, Any]:
+async def rollback(request: Request, who: AdminKey) -> Switched:
     """Serve the previously active version again (loaded before the switch)."""
     models = _models(request)
     _registry(models)
@@ -160,7 +234,7 @@ async def rollback(request: Request, who: AdminKey) -> dict[str, Any]:
 
 
 @router.get("/{version}", responses=NO_REGISTRY)
-def show_model(version: str, request: Request, _: AdminKey) -> dict[str, Any]:
+def show_model(version: str, request: Request, _: AdminKey) -> ModelVersionOut:
     """One version's record: metrics, training-data summary, parent, gate decision."""
     reg = _registry(_models(request))
     try:
@@ -171,7 +245,7 @@ def show_model(version: str, request: Request, _: AdminKey) -> dict[str, Any]:
 
 
 @router.post("/{version}/promote", responses=REFUSED)
-async def promote(version: str, request: Request, who: AdminKey) -> dict[str, Any]:
+async def promote(version: str, request: Request, who: AdminKey) -> Switched:
     """Make ``version`` active and serve it. It is loaded first: a version that fails
     to load is refused (409) and the current one keeps serving."""
     models = _models(request)

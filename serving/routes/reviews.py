@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
@@ -39,6 +38,18 @@ class ReviewOut(BaseModel):
         description="The buyer's other messages (any channel), linked by customer id."
     )
     cursor: str = Field(description="Pass as `after` for the page that follows this review.")
+
+
+class HandledOut(BaseModel):
+    id: int = Field(description="The review's message id.")
+    handled: bool
+    handled_at: datetime | None = Field(description="The first handling.")
+    handled_by: str | None
+    handled_by_key_id: int | None
+    handled_note: str | None
+    first: bool = Field(description="False: handled before; this one joined the history.")
+    ticket_id: int | None
+    ticket_state: str | None
 
 
 class HandledIn(RequestBody):
@@ -118,7 +129,7 @@ def mark_handled(
     body: HandledIn | None = None,
     svc: Svc,
     who: AgentKey,
-) -> dict[str, Any]:
+) -> HandledOut:
     """Mark a review handled (who, when, note) and resolve its ticket. The first
     handling is kept; a later one adds to the ticket's history (``review_handled``
     events), never overwriting the first handler or note."""

@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 
 from model.predictor import Prediction, TaskPrediction, apply_rules
 from model.rules import RuleSet
 from model.taxonomy import Taxonomy
-from serving.client import CarelensError
 
 ADMIN_KEY = "clk_test-admin-key-not-secret"
 
@@ -45,7 +45,7 @@ class Desk:
     """The app under test with one client per role."""
 
     def __init__(self, test_client: TestClient):
-        from serving.client import CarelensClient
+        from carelens_client import CarelensClient
 
         self.http = test_client
         self.app = test_client.app

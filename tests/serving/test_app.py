@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 
-from serving.client import CarelensError
 from tests.serving.factories import ADMIN_KEY
 
 

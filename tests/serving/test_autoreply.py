@@ -9,10 +9,10 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 
 from serving.autoreply import AutoReplyError, AutoReplyPolicy, decide, held_back
-from serving.client import CarelensError
 from serving.outbox import SmtpConfig, deliver_due
 from serving.templates import load_file_templates
 from tests.conftest import tiny_model

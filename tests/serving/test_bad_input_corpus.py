@@ -274,7 +274,18 @@ class RecordingJobs:
     def start_retrain(self, labels_jsonl: str, options: dict[str, Any], actor: str, base=None):
         yaml.safe_dump(options)
         self.started.append(options)
-        return {"id": f"job-{len(self.started)}", "status": "running"}
+        return {
+            "id": f"job-{len(self.started)}",
+            "kind": "retrain",
+            "status": "running",
+            "pid": 1,
+            "started_at": "2026-11-20T00:00:00+00:00",
+            "finished_at": None,
+            "returncode": None,
+            "by": actor,
+            "options": options,
+            "labelled_tickets": labels_jsonl.count("\n"),
+        }
 
     def list(self) -> list[dict[str, Any]]:
         return []

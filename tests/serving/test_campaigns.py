@@ -14,9 +14,9 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from carelens_client import CarelensError
 
 from serving import campaigns as camp
-from serving.client import CarelensError
 from serving.store import Campaign, CampaignContact, ReviewRequest
 
 

@@ -167,8 +167,9 @@ def _chromium() -> str | None:
 @pytest.fixture
 def served(tiny_model_dir, tmp_path):
     """The service on a loopback port (uvicorn in a thread), with a few messages."""
+    from carelens_client import CarelensClient
+
     from serving.app import create_app
-    from serving.client import CarelensClient
     from serving.settings import Settings
 
     settings = Settings(

@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from carelens_client import CarelensError
 from sqlalchemy import text
 from typer.testing import CliRunner
 
 from serving import db
-from serving.client import CarelensError
 from serving.store import Ticket
 from serving.tickets import Conflict, claim_next, close, release, reply
 

@@ -9,12 +9,12 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 from scipy.stats import binomtest
 from sqlalchemy import select
 
 from model.taxonomy import Taxonomy
-from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
 from tests.postgres import PG_URL
 from tests.serving.factories import Clock, Desk

@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from model.registry import Registry
-from serving.client import CarelensError
 from serving.store import Prediction
 from tests.serving.factories import ADMIN_KEY, Desk
 from tests.training.tickets import ticket_texts

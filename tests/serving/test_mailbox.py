@@ -9,10 +9,10 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
+from carelens_client import CarelensError
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from serving.client import CarelensError
 from serving.inbound import parse_email
 from serving.mailbox import REJECTED, ImapConfig, MailboxError, poll_once
 from serving.outbox import SENDING_LEASE, SmtpConfig, deliver_due, take_due

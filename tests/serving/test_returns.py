@@ -4,8 +4,7 @@ and when, listed with their age, and the figures."""
 from __future__ import annotations
 
 import pytest
-
-from serving.client import CarelensError
+from carelens_client import CarelensError
 
 
 def _ticket(desk, customer="c1", product="B0KETTLE", order="111-1"):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from carelens_client import CarelensError
 
-from serving.client import CarelensError
 from serving.store import Ticket, TicketEvent
 from tests.serving.factories import error_of
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from carelens_client import CarelensClient, CarelensError
 from sqlalchemy import inspect
 
 from serving import db
-from serving.client import CarelensClient, CarelensError
 from tests.serving.factories import ADMIN_KEY
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from carelens_client.vocabulary import CHANNELS
 
 from model.taxonomy import Taxonomy
 from serving import db
 from serving.inbound import detect_language, find_order_id, strip_quotes_and_signature
 from serving.routing import RoutingConfig, RoutingError, deadline
 from serving.store import Base
-from serving.vocabulary import CHANNELS
 
 
 def test_migrations_build_exactly_the_models(db_url):

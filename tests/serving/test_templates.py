@@ -4,9 +4,9 @@ suggested replies for an English and a Chinese ticket, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import pytest
+from carelens_client import CarelensError
 
 from model.taxonomy import Taxonomy
-from serving.client import CarelensError
 from serving.templates import (
     TemplateError,
     check,

@@ -1,6 +1,7 @@
-"""A typed Python client for the carelens HTTP API (httpx).
+"""The typed Python client for the carelens HTTP API (httpx). Answers are the JSON
+the service sends, typed by ``carelens_client.types``.
 
-    from serving.client import CarelensClient
+    from carelens_client import CarelensClient
     with CarelensClient("http://127.0.0.1:8000", api_key="clk_...") as cl:
         stored = cl.post_message(channel="review", text="Arrived broken", product_id="B0X")
         ticket = cl.claim("reviews")
@@ -11,13 +12,16 @@ Any non-2xx answer raises ``CarelensError`` with the status and the server's det
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 import httpx
 
-from serving.vocabulary import Channel
+from carelens_client import types as t
+from carelens_client.vocabulary import Channel
 
+# an answer whose shape the schema leaves open (figures, insights, settings)
 JSON = dict[str, Any]
 
 
@@ -28,7 +32,7 @@ class CarelensError(Exception):
         self.detail = detail
 
 
-def _clean(params: dict[str, Any]) -> dict[str, Any]:
+def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in params.items():
         if v is None:
@@ -93,7 +97,7 @@ class CarelensClient:
         return self._request("GET", "/metrics").text
 
     # -- messages (service role) ----------------------------------------------------
-    def classify(self, texts: list[str], evidence: bool | None = None) -> JSON:
+    def classify(self, texts: list[str], evidence: bool | None = None) -> t.ClassifyResponse:
         return self._json(
             "POST", "/v1/classify", json=_clean({"texts": texts, "evidence": evidence})
         )
@@ -110,7 +114,7 @@ class CarelensClient:
         marketplace: str | None = None,
         rating: int | None = None,
         received_at: datetime | None = None,
-    ) -> JSON:
+    ) -> t.StoredMessage:
         """Store one message; returns its stored view (ticket, queue, labels...)."""
         body = _clean(
             {
@@ -128,11 +132,11 @@ class CarelensClient:
         )
         return self._json("POST", "/v1/messages", json=body)["messages"][0]
 
-    def post_messages(self, messages: list[JSON]) -> list[JSON]:
+    def post_messages(self, messages: list[t.MessageIn]) -> list[t.StoredMessage]:
         body = {"messages": [_clean(m) for m in messages]}
         return self._json("POST", "/v1/messages", json=body)["messages"]
 
-    def post_email(self, raw: bytes, **params: Any) -> JSON:
+    def post_email(self, raw: bytes, **params: Any) -> t.StoredMessage:
         return self._json(
             "POST",
             "/v1/messages/email",
@@ -142,21 +146,21 @@ class CarelensClient:
         )["messages"][0]
 
     # -- queues and tickets (agent role) ----------------------------------------------
-    def queues(self) -> list[JSON]:
+    def queues(self) -> list[t.QueueInfo]:
         return self._json("GET", "/v1/queues")
 
     def queue_tickets(
         self, queue: str, include_claimed: bool = True, limit: int = 50, after: str | None = None
-    ) -> list[JSON]:
+    ) -> list[t.TicketOut]:
         """A page of the queue in claim order; ``after``: the last ticket's ``cursor``."""
         params = _clean({"include_claimed": include_claimed, "limit": limit, "after": after})
         return self._json("GET", f"/v1/queues/{queue}/tickets", params=params)
 
-    def claim(self, queue: str) -> JSON | None:
+    def claim(self, queue: str) -> t.TicketOut | None:
         """The highest-priority ticket of ``queue``, leased to this key; None if empty."""
         return self._json("POST", f"/v1/queues/{queue}/claim")["ticket"]
 
-    def ticket(self, ticket_id: int) -> JSON:
+    def ticket(self, ticket_id: int) -> t.TicketOut:
         return self._json("GET", f"/v1/tickets/{ticket_id}")
 
     def tickets(
@@ -165,21 +169,24 @@ class CarelensClient:
         queue: str | None = None,
         limit: int = 50,
         after_id: int | None = None,
-    ) -> list[JSON]:
+    ) -> list[t.TicketOut]:
         """Tickets by state and queue, in id order (``after_id``: the previous page's last)."""
         params = _clean({"state": state, "queue": queue, "limit": limit, "after_id": after_id})
         return self._json("GET", "/v1/tickets", params=params)
 
-    def open_return(self, ticket_id: int, note: str | None = None) -> JSON:
+    def open_return(self, ticket_id: int, note: str | None = None) -> t.ReturnOut:
         """A return for the ticket's order (state ``requested``)."""
         return self._json("POST", f"/v1/tickets/{ticket_id}/return", json={"note": note})
 
-    def move_return(self, return_id: int, state: str, note: str | None = None) -> JSON:
+    def move_return(self, return_id: int, state: str, note: str | None = None) -> t.ReturnOut:
         return self._json(
             "POST", f"/v1/returns/{return_id}/state", json={"state": state, "note": note}
         )
 
-    def returns(self, **params: Any) -> list[JSON]:
+    def get_return(self, return_id: int) -> t.ReturnOut:
+        return self._json("GET", f"/v1/returns/{return_id}")
+
+    def returns(self, **params: Any) -> list[t.ReturnOut]:
         """Returns by state, open, product_id, customer_id (a page: limit, after_id)."""
         return self._json("GET", "/v1/returns", params=_clean(params))
 
@@ -188,17 +195,17 @@ class CarelensClient:
             "GET", "/v1/stats/returns", params=_clean({"since": since, "until": until})
         )
 
-    def claim_ticket(self, ticket_id: int) -> JSON:
+    def claim_ticket(self, ticket_id: int) -> t.TicketOut:
         """Lease this ticket to this key (409 when another key holds it)."""
         return self._json("POST", f"/v1/tickets/{ticket_id}/claim")
 
     def attachment(self, ticket_id: int, attachment_id: int) -> bytes:
         return self._request("GET", f"/v1/tickets/{ticket_id}/attachments/{attachment_id}").content
 
-    def release(self, ticket_id: int) -> JSON:
+    def release(self, ticket_id: int) -> t.TicketOut:
         return self._json("POST", f"/v1/tickets/{ticket_id}/release")
 
-    def reply(self, ticket_id: int, text: str, wait_for_customer: bool = False) -> JSON:
+    def reply(self, ticket_id: int, text: str, wait_for_customer: bool = False) -> t.ReplyOut:
         """The ticket after the reply, with ``delivery``: queued for SMTP, or not sent
         and why."""
         return self._json(
@@ -207,15 +214,19 @@ class CarelensClient:
             json={"text": text, "wait_for_customer": wait_for_customer},
         )
 
-    def resolve(self, ticket_id: int, note: str | None = None) -> JSON:
+    def send_draft(self, ticket_id: int) -> t.ReplyOut:
+        """Send the automatic answer drafted for the ticket (409 naming missing fields)."""
+        return self._json("POST", f"/v1/tickets/{ticket_id}/draft/send")
+
+    def resolve(self, ticket_id: int, note: str | None = None) -> t.TicketOut:
         return self._json("POST", f"/v1/tickets/{ticket_id}/resolve", json={"note": note})
 
-    def no_response_needed(self, ticket_id: int, note: str | None = None) -> JSON:
+    def no_response_needed(self, ticket_id: int, note: str | None = None) -> t.TicketOut:
         return self._json(
             "POST", f"/v1/tickets/{ticket_id}/no-response-needed", json={"note": note}
         )
 
-    def set_labels(self, ticket_id: int, labels: dict[str, str | list[str]]) -> JSON:
+    def set_labels(self, ticket_id: int, labels: dict[str, str | list[str]]) -> t.TicketOut:
         return self._json("POST", f"/v1/tickets/{ticket_id}/labels", json={"labels": labels})
 
     def export_labels(self, format: Literal["jsonl", "csv"] = "jsonl", redact: bool = False) -> str:
@@ -235,7 +246,7 @@ class CarelensClient:
         until: datetime | None = None,
         limit: int = 50,
         after: str | None = None,
-    ) -> list[JSON]:
+    ) -> list[t.ReviewOut]:
         """A page of reviews; ``after``: the last review's ``cursor`` (the next page)."""
         params = _clean(
             {
@@ -253,10 +264,10 @@ class CarelensClient:
         )
         return self._json("GET", "/v1/reviews", params=params)
 
-    def mark_review_handled(self, review_id: int, note: str | None = None) -> JSON:
+    def mark_review_handled(self, review_id: int, note: str | None = None) -> t.HandledOut:
         return self._json("POST", f"/v1/reviews/{review_id}/handled", json={"note": note})
 
-    def customer(self, customer_id: str) -> JSON:
+    def customer(self, customer_id: str) -> t.CustomerHistory:
         """One buyer's history: timeline, sentiment trend, open tickets."""
         return self._json("GET", f"/v1/customers/{customer_id}")
 
@@ -267,6 +278,11 @@ class CarelensClient:
 
     def kpis(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
         return self._json("GET", "/v1/stats/kpis", params=_clean({"since": since, "until": until}))
+
+    def signals(self, alerts: int = 50) -> JSON:
+        """Issue spikes per product, sentiment and urgency shifts per language, the
+        model's label drift, and the ``alerts`` newest alerts sent."""
+        return self._json("GET", "/v1/stats/signals", params={"alerts": alerts})
 
     # -- product insights (agent role) ----------------------------------------------------
     def product_insights(
@@ -314,14 +330,14 @@ class CarelensClient:
         return self._json("GET", "/v1/products/insights", params=params)
 
     # -- admin --------------------------------------------------------------------------
-    def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> JSON:
+    def create_key(self, name: str, role: Literal["service", "agent", "admin"]) -> t.NewKeyOut:
         """Returns the new key (``["key"]``) — shown this once."""
         return self._json("POST", "/v1/keys", json={"name": name, "role": role})
 
-    def list_keys(self) -> list[JSON]:
+    def list_keys(self) -> list[t.KeyOut]:
         return self._json("GET", "/v1/keys")
 
-    def revoke_key(self, key_id: int) -> JSON:
+    def revoke_key(self, key_id: int) -> t.KeyOut:
         return self._json("DELETE", f"/v1/keys/{key_id}")
 
     def config(self) -> JSON:
@@ -334,12 +350,12 @@ class CarelensClient:
         customer_name: str | None = None,
         product: str | None = None,
         limit: int = 10,
-    ) -> list[JSON]:
+    ) -> list[t.SuggestedReply]:
         """Templates fitting the ticket's issue types and language, filled in, best first."""
         params = _clean({"customer_name": customer_name, "product": product, "limit": limit})
         return self._json("GET", f"/v1/tickets/{ticket_id}/suggested-replies", params=params)
 
-    def templates(self) -> list[JSON]:
+    def templates(self) -> list[t.TemplateOut]:
         return self._json("GET", "/v1/templates")
 
     def add_template(
@@ -350,7 +366,7 @@ class CarelensClient:
         title: str,
         body: str,
         fallbacks: dict[str, str] | None = None,
-    ) -> JSON:
+    ) -> t.TemplateOut:
         payload = {"name": name, "issue_type": issue_type, "lang": lang, "title": title}
         payload.update(body=body, fallbacks=fallbacks or {})
         return self._json("POST", "/v1/templates", json=payload)
@@ -363,7 +379,7 @@ class CarelensClient:
         title: str,
         body: str,
         fallbacks: dict[str, str] | None = None,
-    ) -> JSON:
+    ) -> t.TemplateOut:
         payload = {"issue_type": issue_type, "lang": lang, "title": title, "body": body}
         payload["fallbacks"] = fallbacks or {}
         return self._json("PUT", f"/v1/templates/{name}", json=payload)
@@ -372,7 +388,7 @@ class CarelensClient:
         self._request("DELETE", f"/v1/templates/{name}")
 
     # -- orders, consent, campaigns ---------------------------------------------------
-    def post_orders(self, orders: list[JSON]) -> JSON:
+    def post_orders(self, orders: list[t.OrderIn]) -> dict[str, int]:
         """Upsert orders (order_id, customer_id, product_id, marketplace, delivered_at,
         customer_name, product_name)."""
         return self._json("POST", "/v1/orders", json={"orders": [_clean(o) for o in orders]})
@@ -383,11 +399,11 @@ class CarelensClient:
         source: str,
         email: str | None = None,
         at: datetime | None = None,
-    ) -> JSON:
+    ) -> t.ConsentOut:
         body = _clean({"source": source, "email": email, "at": at})
         return self._json("POST", f"/v1/customers/{customer_id}/consent", json=body)
 
-    def opt_out(self, customer_id: str, source: str | None = None) -> JSON:
+    def opt_out(self, customer_id: str, source: str | None = None) -> t.ConsentOut:
         return self._json(
             "POST", f"/v1/customers/{customer_id}/opt-out", json=_clean({"source": source})
         )
@@ -401,7 +417,7 @@ class CarelensClient:
         subject: str | None = None,
         audience: JSON | None = None,
         fallbacks: dict[str, str] | None = None,
-    ) -> JSON:
+    ) -> t.CampaignOut:
         """``fallbacks``: what a placeholder says for a customer without a value."""
         payload = _clean(
             {
@@ -416,20 +432,20 @@ class CarelensClient:
         )
         return self._json("POST", "/v1/campaigns", json=payload)
 
-    def campaigns(self) -> list[JSON]:
+    def campaigns(self) -> list[t.CampaignOut]:
         return self._json("GET", "/v1/campaigns")
 
-    def campaign(self, campaign_id: int) -> JSON:
+    def campaign(self, campaign_id: int) -> t.CampaignOut:
         return self._json("GET", f"/v1/campaigns/{campaign_id}")
 
-    def run_campaign(self, campaign_id: int) -> JSON:
+    def run_campaign(self, campaign_id: int) -> t.RunDetail:
         """Build the audience now; returns the run with its audit rows."""
         return self._json("POST", f"/v1/campaigns/{campaign_id}/runs")
 
-    def campaign_runs(self, campaign_id: int) -> list[JSON]:
+    def campaign_runs(self, campaign_id: int) -> list[t.RunOut]:
         return self._json("GET", f"/v1/campaigns/{campaign_id}/runs")
 
-    def campaign_run(self, campaign_id: int, run_id: int) -> JSON:
+    def campaign_run(self, campaign_id: int, run_id: int) -> t.RunDetail:
         return self._json("GET", f"/v1/campaigns/{campaign_id}/runs/{run_id}")
 
     def export_campaign_run(
@@ -446,29 +462,29 @@ class CarelensClient:
         ).text
 
     # -- the learning loop: registry, retraining (admin), active learning (agent) ----
-    def models(self) -> JSON:
+    def models(self) -> t.ModelsOut:
         """Versions, the active one, what is served, any reload error."""
         return self._json("GET", "/v1/models")
 
-    def model(self, version: str) -> JSON:
+    def model(self, version: str) -> t.ModelVersionOut:
         return self._json("GET", f"/v1/models/{version}")
 
-    def promote_model(self, version: str) -> JSON:
+    def promote_model(self, version: str) -> t.Switched:
         """Load ``version``, make it active and serve it (409 if it fails to load)."""
         return self._json("POST", f"/v1/models/{version}/promote")
 
-    def rollback_model(self) -> JSON:
+    def rollback_model(self) -> t.Switched:
         return self._json("POST", "/v1/models/rollback")
 
-    def retrain(self, **options: Any) -> JSON:
+    def retrain(self, **options: Any) -> t.JobOut:
         """Start a retraining job (options: epochs, promote, exclude_flagged, tolerance,
         min_gain, ...); poll it with ``job``."""
         return self._json("POST", "/v1/models/retrain", json=_clean(options))
 
-    def jobs(self) -> list[JSON]:
+    def jobs(self) -> list[t.JobOut]:
         return self._json("GET", "/v1/models/jobs")
 
-    def job(self, job_id: str) -> JSON:
+    def job(self, job_id: str) -> t.JobOut:
         """Status, progress, log tail and (when finished) the result."""
         return self._json("GET", f"/v1/models/jobs/{job_id}")
 
