@@ -50,6 +50,7 @@ from model.modeling import CarelensModel
 from model.ngrams import NgramConfig
 from model.paths import default_model_dir
 from model.registry import Registry, write_json_atomic
+from model.settings import RetrainConfig
 from model.tokenization import is_cjk
 from training.audit import audit_labels, exclude_flagged
 from training.data import (
@@ -65,7 +66,7 @@ from training.data import (
 )
 from training.pipeline import calibrate_model, load_spec
 from training.sources import SourceError
-from training.trainer import DictConfig, TrainConfig, predict_probs, quick_scores, train
+from training.trainer import TrainConfig, predict_probs, quick_scores, train
 
 log = logging.getLogger(__name__)
 
@@ -74,53 +75,6 @@ Progress = Callable[[str, float, str], None]
 
 class RetrainError(ValueError):
     """Retraining cannot run; the message says what to fix."""
-
-
-@dataclass
-class RetrainConfig(DictConfig):
-    """Retraining settings (a YAML file for ``carelens retrain --config``; unknown keys
-    are refused). Defaults fit 500 new tickets in under 5 minutes on 2 CPU cores."""
-
-    kind = "retrain config"
-
-    # the labelled tickets
-    holdout_fraction: float = 0.2  # newest share held out to judge the candidate
-    min_holdout: int = 10
-    max_holdout: int = 200
-    min_labelled: int = 20
-    ticket_weight: float = 2.0  # each training ticket this many times per epoch
-    # label audit
-    audit: bool = True
-    exclude_flagged: bool = False
-    audit_folds: int = 5
-    # public data: None = the active model's own training entries (train_config.json)
-    public_data: list[dict[str, Any]] | None = None
-    public_rows_per_source: int = 50  # replayed training rows per source
-    calibration_rows_per_source: int = 50  # validation rows (outside the frozen set)
-    frozen_rows_per_source: int = 100  # frozen evaluation set, chosen at first retrain
-    data_dir: str | None = None
-    # training
-    from_backbone: bool = False  # False: fine-tune the active model
-    backbone: str | None = None
-    epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 3e-5
-    head_learning_rate: float = 1e-3
-    ngram_learning_rate: float = 1e-2
-    max_length: int | None = None  # None: the active model's
-    seed: int = 0
-    threads: int | None = None
-    target_precision: float = 0.9
-    # the gate
-    tolerance: float = 0.01  # allowed drop on the frozen set (mean over source/task cells)
-    max_cell_drop: float | None = 0.05  # allowed drop of any one cell with >= 50 rows
-    # required gain on the held-out tickets: the lower bound of its paired bootstrap
-    # interval (per-ticket score, ``ticket_scores``) must be strictly above it
-    min_gain: float = 0.0
-    confidence: float = 0.95  # one-sided confidence of that lower bound
-    bootstrap_resamples: int = 2000
-    min_judged: int = 30  # fewer held-out tickets cannot show a gain: never promoted
-    promote: bool = True  # promote when the gate passes (False: only record the decision)
 
 
 @dataclass

@@ -3,7 +3,6 @@ validation each epoch, best checkpoint kept."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
@@ -11,50 +10,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from model.classifier import class_weights, task_probs
 from model.modeling import CarelensModel
 from model.ngrams import batch_ngram_ids
+from model.settings import DictConfig
 from model.taxonomy import Task
 from training.data import Example, targets
 from training.evaluate import headline, task_metrics
 
 log = logging.getLogger(__name__)
-
-
-class DictConfig:
-    """A dataclass config that round-trips through a dict and refuses unknown keys."""
-
-    kind = "config"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.kind} keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: Path | None, overrides: dict[str, Any] | None = None) -> Self:
-        """The YAML file's keys (none without a file), then the non-None ``overrides``
-        (command-line flags) on top."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            if not Path(path).is_file():
-                raise ValueError(f"config file not found: {path}")
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(raw)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import httpx
 
@@ -476,7 +476,7 @@ class CarelensClient:
     def rollback_model(self) -> t.Switched:
         return self._json("POST", "/v1/models/rollback")
 
-    def retrain(self, **options: Any) -> t.JobOut:
+    def retrain(self, **options: Unpack[t.RetrainIn]) -> t.JobOut:
         """Start a retraining job (options: epochs, promote, exclude_flagged, tolerance,
         min_gain, ...); poll it with ``job``."""
         return self._json("POST", "/v1/models/retrain", json=_clean(options))

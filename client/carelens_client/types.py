@@ -477,49 +477,82 @@ class ReplyOut(TypedDict):
 
 
 class RetrainIn(TypedDict):
-    epochs: NotRequired[int | None]
-    promote: NotRequired[bool | None]
+    holdout_fraction: NotRequired[float | None]
     """
-    Promote when the gate passes (default true).
+    Newest share of the labelled tickets held out to judge the candidate. Default 0.2.
+    """
+    min_holdout: NotRequired[int | None]
+    """
+    Fewest tickets held out. Default 10.
+    """
+    min_labelled: NotRequired[int | None]
+    """
+    Fewest labelled tickets to retrain on. Default 20.
+    """
+    ticket_weight: NotRequired[float | None]
+    """
+    Each training ticket this many times per epoch. Default 2.0.
     """
     exclude_flagged: NotRequired[bool | None]
     """
-    Mask the labels the cleanlab audit flags (default false).
+    Mask the labels the cleanlab audit flags. Default false.
+    """
+    public_rows_per_source: NotRequired[int | None]
+    """
+    Replayed training rows per public source. Default 50.
     """
     from_backbone: NotRequired[bool | None]
     """
-    Start from the backbone, not the active model.
+    Start from the backbone, not the active model. Default false.
+    """
+    epochs: NotRequired[int | None]
+    """
+    Passes over the training rows. Default 1.
+    """
+    learning_rate: NotRequired[float | None]
+    """
+    Encoder step size. Default 3e-05.
+    """
+    head_learning_rate: NotRequired[float | None]
+    """
+    Heads' step size. Default 0.001.
+    """
+    ngram_learning_rate: NotRequired[float | None]
+    """
+    N-gram table's step size. Default 0.01.
+    """
+    seed: NotRequired[int | None]
+    """
+    Random seed. Default 0.
+    """
+    threads: NotRequired[int | None]
+    """
+    CPU threads; None: all. Default null.
     """
     tolerance: NotRequired[float | None]
     """
-    Allowed drop on the frozen set.
-    """
-    min_gain: NotRequired[float | None]
-    """
-    Required gain (its lower bound) on the new tickets.
-    """
-    min_judged: NotRequired[int | None]
-    """
-    Fewest held-out tickets the gate judges a candidate on.
-    """
-    confidence: NotRequired[float | None]
-    """
-    One-sided confidence of the required gain.
+    Allowed drop on the frozen set (mean over source/task cells). Default 0.01.
     """
     max_cell_drop: NotRequired[float | None]
     """
-    Allowed drop of any one frozen (source, task) cell.
+    Allowed drop of any one frozen (source, task) cell with 50 rows or more. Default 0.05.
     """
-    holdout_fraction: NotRequired[float | None]
-    min_labelled: NotRequired[int | None]
-    min_holdout: NotRequired[int | None]
-    ticket_weight: NotRequired[float | None]
-    learning_rate: NotRequired[float | None]
-    head_learning_rate: NotRequired[float | None]
-    ngram_learning_rate: NotRequired[float | None]
-    public_rows_per_source: NotRequired[int | None]
-    threads: NotRequired[int | None]
-    seed: NotRequired[int | None]
+    min_gain: NotRequired[float | None]
+    """
+    Required gain on the held-out tickets: the lower bound of its paired bootstrap interval must be above it. Default 0.0.
+    """
+    confidence: NotRequired[float | None]
+    """
+    One-sided confidence of that lower bound. Default 0.95.
+    """
+    min_judged: NotRequired[int | None]
+    """
+    Fewest held-out tickets the gate judges a candidate on (fewer: never promoted). Default 30.
+    """
+    promote: NotRequired[bool | None]
+    """
+    Promote when the gate passes (false: only record the decision). Default true.
+    """
 
 
 class ReturnIn(TypedDict):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, get_type_hints
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from model.registry import RegistryError
+from model.settings import BOUNDS, RetrainConfig
 from serving.corrections import export_labels
 from serving.deps import AdminKey, Svc
 from serving.errors import ApiRoute
@@ -40,43 +42,32 @@ def _registry(models: ModelManager):
     return models.registry
 
 
-class RetrainIn(BaseModel):
-    """Settings for this run (the rest: the defaults of ``carelens retrain``). An
-    unknown key is refused (422), never silently ignored."""
+def _retrain_in() -> type[BaseModel]:
+    """The request body of ``POST /v1/models/retrain``: the settings of
+    ``model.settings.RetrainConfig`` an admin may set for one run, each optional, with
+    the declaration's bounds and help."""
+    hints = get_type_hints(RetrainConfig)
+    fields: dict[str, Any] = {
+        f.name: (
+            hints[f.name] | None,
+            Field(
+                None,
+                description=f"{f.metadata['help']} Default {json.dumps(f.default)}.",
+                **{k: f.metadata[k] for k in BOUNDS if k in f.metadata},
+            ),
+        )
+        for f in RetrainConfig.per_run()
+    }
+    return create_model(
+        "RetrainIn",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Settings for this run (the rest: the defaults of ``carelens retrain``). "
+        "An unknown key is refused (422), never silently ignored.",
+        **fields,
+    )
 
-    model_config = ConfigDict(extra="forbid")
 
-    epochs: int | None = Field(None, ge=1, le=20)
-    promote: bool | None = Field(None, description="Promote when the gate passes (default true).")
-    exclude_flagged: bool | None = Field(
-        None, description="Mask the labels the cleanlab audit flags (default false)."
-    )
-    from_backbone: bool | None = Field(
-        None, description="Start from the backbone, not the active model."
-    )
-    tolerance: float | None = Field(None, ge=0, le=1, description="Allowed drop on the frozen set.")
-    min_gain: float | None = Field(
-        None, ge=-1, le=1, description="Required gain (its lower bound) on the new tickets."
-    )
-    min_judged: int | None = Field(
-        None, ge=1, description="Fewest held-out tickets the gate judges a candidate on."
-    )
-    confidence: float | None = Field(
-        None, gt=0.5, lt=1, description="One-sided confidence of the required gain."
-    )
-    max_cell_drop: float | None = Field(
-        None, ge=0, le=1, description="Allowed drop of any one frozen (source, task) cell."
-    )
-    holdout_fraction: float | None = Field(None, gt=0, lt=1)
-    min_labelled: int | None = Field(None, ge=2)
-    min_holdout: int | None = Field(None, ge=1)
-    ticket_weight: float | None = Field(None, gt=0, le=20)
-    learning_rate: float | None = Field(None, gt=0, lt=1)
-    head_learning_rate: float | None = Field(None, gt=0, lt=1)
-    ngram_learning_rate: float | None = Field(None, gt=0, lt=1)
-    public_rows_per_source: int | None = Field(None, ge=0)
-    threads: int | None = Field(None, ge=1)
-    seed: int | None = None
+RetrainIn = _retrain_in()
 
 
 class VersionSummary(BaseModel):

@@ -89,6 +89,9 @@ def test_learning_loop_end_to_end(make_app, tmp_path, clock):
         # an unknown setting is refused, naming it, not silently ignored
         r = tc.post("/v1/models/retrain", json={"epocs": 2}, headers={"X-API-Key": ADMIN_KEY})
         assert r.status_code == 422 and "epocs" in r.text
+        # the bounds are RetrainConfig's, as `carelens retrain --config` reads them
+        r = tc.post("/v1/models/retrain", json={"epochs": 0}, headers={"X-API-Key": ADMIN_KEY})
+        assert r.status_code == 422 and "epochs" in r.text
 
         # ingest 60 messages, agents label them (one minute apart)
         texts = ticket_texts(60, seed=1)

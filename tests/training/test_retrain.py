@@ -127,6 +127,22 @@ def test_retrain_cli(tiny_model_dir, tmp_path):
     bad.write_text("epoch: 2\n")
     r = CliRunner().invoke(app, ["retrain", "--labels", str(labels), "--config", str(bad)])
     assert r.exit_code == 2 and "unknown retrain config keys ['epoch']" in r.output
+    bad.write_text("epochs: 0\n")  # the bounds the API's request also has
+    r = CliRunner().invoke(app, ["retrain", "--labels", str(labels), "--config", str(bad)])
+    assert r.exit_code == 2 and "epochs must be >= 1 (got 0)" in r.output
+
+
+def test_the_api_takes_the_retrain_settings_an_admin_may_set_per_run():
+    """One declaration: the API's request model is built from RetrainConfig."""
+    from model.settings import RetrainConfig
+    from serving.routes.models import RetrainIn
+
+    per_run = {f.name for f in RetrainConfig.per_run()}
+    assert set(RetrainIn.model_fields) == per_run
+    assert {"epochs", "promote", "min_gain", "exclude_flagged"} <= per_run
+    assert "public_data" not in per_run  # a file setting, not one for the API
+    epochs = RetrainIn.model_json_schema()["properties"]["epochs"]
+    assert epochs["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 20}
 
 
 def test_retrain_without_labels_uses_the_exporter_it_was_given(tiny_model_dir, tmp_path):
