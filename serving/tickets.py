@@ -84,10 +84,11 @@ def waiting_since(ticket: Ticket) -> datetime | None:
 def ticket_view(
     ticket: Ticket, now: datetime, detail: bool = True, survey_url: str | None = None
 ) -> dict[str, Any]:
-    """The ticket as the API shows it; ``detail`` adds the customer's answers, the
-    attachments, the outgoing mail and the satisfaction survey (its link, ``survey_url``,
-    for a ticket that can have one; the customer's answer) - one ticket's page, not a
-    list."""
+    """The ticket's fields as the API shows them (``TicketOut``, whose nested models
+    read the message, answers, attachments, outbound mail and survey rows given here,
+    inside the session); ``detail`` adds the customer's answers, the attachments, the
+    outgoing mail and the satisfaction survey (its link, ``survey_url``, for a ticket
+    that can have one; the customer's answer) - one ticket's page, not a list."""
     msg = ticket.message
     state = effective_state(ticket, now)
     held = state == "claimed"
@@ -95,14 +96,12 @@ def ticket_view(
     extra: dict[str, Any] = {}
     if detail:
         extra = {
-            "answers": [message_view(m) for m in ticket.answers],
-            "attachments": [
-                attachment_view(a) for m in (msg, *ticket.answers) if m for a in m.attachments
-            ],
-            "outbound": [outbound_view(o) for o in ticket.outbound],
+            "answers": list(ticket.answers),
+            "attachments": [a for m in (msg, *ticket.answers) if m for a in m.attachments],
+            "outbound": list(ticket.outbound),
             "draft": latest_draft(ticket),
             "survey_url": survey_url if msg is not None and msg.channel != "review" else None,
-            "survey": survey_view(ticket.survey) if ticket.survey is not None else None,
+            "survey": ticket.survey,
         }
     return {
         "id": ticket.id,
@@ -125,60 +124,8 @@ def ticket_view(
         "reply_due_at": ticket.reply_due_at,
         "waiting_since": since,
         "waiting_hours": round((now - since).total_seconds() / 3600, 2) if since else None,
-        "message": message_view(msg) if msg is not None else None,
+        "message": msg,
         **extra,
-    }
-
-
-def survey_view(a) -> dict[str, Any]:
-    return {"stars": a.stars, "comment": a.comment, "lang": a.lang, "answered_at": a.answered_at}
-
-
-def attachment_view(a) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "message_id": a.message_id,
-        "filename": a.filename,
-        "content_type": a.content_type,
-        "size": a.size,
-    }
-
-
-def outbound_view(o) -> dict[str, Any]:
-    """An outgoing reply's delivery: queued, sending, sent or failed (with the last
-    error), attempts, and its Message-ID."""
-    return {
-        "id": o.id,
-        "message_id": o.message_id,
-        "to": o.to_addr,
-        "subject": o.subject,
-        "automatic": o.automatic,
-        "state": o.state,
-        "attempts": o.attempts,
-        "next_attempt_at": o.next_attempt_at if o.state == "queued" else None,
-        "last_error": o.last_error,
-        "created_at": o.created_at,
-        "sent_at": o.sent_at,
-    }
-
-
-def message_view(msg: Message) -> dict[str, Any]:
-    return {
-        "id": msg.id,
-        "external_id": msg.external_id,
-        "channel": msg.channel,
-        "subject": msg.subject,
-        "text": msg.text,
-        "lang": msg.lang,
-        "customer_id": msg.customer_id,
-        "customer_name": msg.customer_name,
-        "order_id": msg.order_id,
-        "product_id": msg.product_id,
-        "marketplace": msg.marketplace,
-        "rating": msg.rating,
-        "received_at": msg.received_at,
-        "reply_to": msg.reply_to,
-        "references": msg.references,
     }
 
 

@@ -7,6 +7,17 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 
+class AttachmentOut(TypedDict):
+    id: int
+    message_id: int
+    filename: str
+    content_type: str
+    size: int
+    """
+    Bytes.
+    """
+
+
 class CampaignIn(TypedDict):
     name: str
     kind: Literal['marketing', 'review_request']
@@ -56,11 +67,6 @@ class ClassifyRequest(TypedDict):
     """
     Attach supporting spans (default: the service setting).
     """
-
-
-class ClassifyResponse(TypedDict):
-    model_version: str | None
-    predictions: list[dict[str, Any]]
 
 
 class CloseIn(TypedDict):
@@ -135,6 +141,14 @@ class DraftIn(TypedDict):
     """
     Set the ticket to waiting_on_customer (and release the claim).
     """
+
+
+class EvidenceOut(TypedDict):
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float
 
 
 class FieldError(TypedDict):
@@ -279,6 +293,30 @@ class MessageIn(TypedDict):
     """
 
 
+class MessageOut(TypedDict):
+    id: int
+    external_id: str | None
+    channel: Literal['email', 'review', 'chat', 'social']
+    subject: str | None
+    text: str
+    lang: str
+    customer_id: str | None
+    customer_name: str | None
+    order_id: str | None
+    product_id: str | None
+    marketplace: str | None
+    rating: int | None
+    received_at: str
+    reply_to: str | None
+    """
+    E-mail: where an answer goes.
+    """
+    references: str | None
+    """
+    E-mail: the Message-IDs it answers.
+    """
+
+
 class ModelVersionOut(TypedDict):
     version: str
     created_at: NotRequired[str | None]
@@ -369,6 +407,29 @@ class OrdersIn(TypedDict):
     orders: list[OrderIn]
 
 
+class OutboundOut(TypedDict):
+    id: int
+    message_id: str
+    """
+    The reply's Message-ID.
+    """
+    to: str
+    subject: str
+    automatic: bool
+    """
+    An automatic answer, not an agent's.
+    """
+    state: Literal['queued', 'sending', 'sent', 'failed']
+    attempts: int
+    next_attempt_at: str | None
+    """
+    While queued: the next try.
+    """
+    last_error: str | None
+    created_at: str
+    sent_at: str | None
+
+
 class QueueInfo(TypedDict):
     queue: str
     description: str
@@ -405,75 +466,6 @@ class ReplyIn(TypedDict):
     """
     Set the ticket to waiting_on_customer (and release the claim).
     """
-
-
-class ReplyOut(TypedDict):
-    id: int
-    message_id: int
-    queue: str
-    state: str
-    priority: float
-    base_priority: float
-    labels: dict[str, list[str]]
-    label_display: NotRequired[dict[str, dict[str, str]]]
-    """
-    Each task's labels with their display names, in English or Chinese (lang, else Accept-Language).
-    """
-    rule_hits: list[dict[str, Any]]
-    sla_hours: float
-    sla_due_at: str
-    sla_breached: bool
-    first_response_at: str | None
-    resolved_at: str | None
-    claimed_by: str | None
-    """
-    The name of the key holding the claim.
-    """
-    claimed_by_key_id: int | None
-    """
-    The id of the key holding the claim: only that key (or an admin) may reply, release or close the ticket while the lease runs.
-    """
-    lease_expires_at: str | None
-    created_at: str
-    reply_due_at: NotRequired[str | None]
-    """
-    The customer answered after our last reply: answer them by then.
-    """
-    waiting_since: NotRequired[str | None]
-    """
-    Waiting on the customer since (the last reply).
-    """
-    waiting_hours: NotRequired[float | None]
-    cursor: NotRequired[str | None]
-    """
-    In a queue's list: pass as `after` for the page after this ticket.
-    """
-    message: dict[str, Any] | None
-    answers: NotRequired[list[dict[str, Any]]]
-    """
-    The customer's later messages that joined this ticket, oldest first.
-    """
-    attachments: NotRequired[list[dict[str, Any]]]
-    """
-    Files that came with the messages (GET .../attachments/{id}).
-    """
-    outbound: NotRequired[list[dict[str, Any]]]
-    """
-    Replies sent by e-mail and their delivery (queued, sent, failed).
-    """
-    survey_url: NotRequired[str | None]
-    """
-    The satisfaction survey link to give the customer (put {survey_link} in a reply template); it opens once the ticket is resolved. Not for reviews.
-    """
-    survey: NotRequired[dict[str, Any] | None]
-    """
-    The customer's survey answer: stars (1-5), comment, when.
-    """
-    draft: NotRequired[dict[str, Any] | None]
-    """
-    An automatic answer waiting for an agent (template, text, missing fields): POST .../draft/send sends it.
-    """
-    delivery: Delivery
 
 
 class RetrainIn(TypedDict):
@@ -617,6 +609,19 @@ class ReviewOut(TypedDict):
     """
 
 
+class RuleHitOut(TypedDict):
+    rule: str
+    """
+    safety, legal, regulator, chargeback or fraud.
+    """
+    phrase: str
+    start: int
+    """
+    Offset into what the model read (subject line, newline, text).
+    """
+    end: int
+
+
 class RunDetail(TypedDict):
     id: int
     campaign_id: int
@@ -658,32 +663,6 @@ class RunOut(TypedDict):
     webhook_status: str | None
 
 
-class StoredMessage(TypedDict):
-    message_id: int
-    ticket_id: int
-    answered: NotRequired[bool]
-    """
-    True when the message is a customer's answer that joined the ticket it answers (ticket_id) instead of opening one.
-    """
-    created: bool
-    """
-    False when the external_id was already stored.
-    """
-    lang: str
-    queue: str
-    state: str
-    labels: dict[str, list[str]]
-    rule_hits: list[dict[str, Any]]
-    priority: float
-    sla_due_at: str
-    model_version: str
-    prediction: dict[str, Any]
-
-
-class StoredMessages(TypedDict):
-    messages: list[StoredMessage]
-
-
 class SuggestedReply(TypedDict):
     name: str
     title: str
@@ -713,6 +692,13 @@ class SuggestedReply(TypedDict):
     source: str
 
 
+class SurveyOut(TypedDict):
+    stars: int
+    comment: str | None
+    lang: str
+    answered_at: str
+
+
 class Switched(TypedDict):
     active: str
     """
@@ -721,6 +707,27 @@ class Switched(TypedDict):
     serving: str | None
     """
     The version answering now.
+    """
+
+
+class TaskPredictionOut(TypedDict):
+    task: str
+    kind: str
+    """
+    multiclass, multilabel or ordinal.
+    """
+    labels: list[str]
+    probabilities: dict[str, float]
+    confidence: float
+    needs_review: bool
+    evidence: NotRequired[list[EvidenceOut]]
+    display: NotRequired[str | None]
+    """
+    /v1/classify: the task's display name.
+    """
+    label_display: NotRequired[dict[str, str] | None]
+    """
+    /v1/classify: each label's display name.
     """
 
 
@@ -779,7 +786,7 @@ class TicketOut(TypedDict):
     """
     Each task's labels with their display names, in English or Chinese (lang, else Accept-Language).
     """
-    rule_hits: list[dict[str, Any]]
+    rule_hits: list[RuleHitOut]
     sla_hours: float
     sla_due_at: str
     sla_breached: bool
@@ -808,16 +815,16 @@ class TicketOut(TypedDict):
     """
     In a queue's list: pass as `after` for the page after this ticket.
     """
-    message: dict[str, Any] | None
-    answers: NotRequired[list[dict[str, Any]]]
+    message: MessageOut | None
+    answers: NotRequired[list[MessageOut]]
     """
     The customer's later messages that joined this ticket, oldest first.
     """
-    attachments: NotRequired[list[dict[str, Any]]]
+    attachments: NotRequired[list[AttachmentOut]]
     """
     Files that came with the messages (GET .../attachments/{id}).
     """
-    outbound: NotRequired[list[dict[str, Any]]]
+    outbound: NotRequired[list[OutboundOut]]
     """
     Replies sent by e-mail and their delivery (queued, sent, failed).
     """
@@ -825,10 +832,7 @@ class TicketOut(TypedDict):
     """
     The satisfaction survey link to give the customer (put {survey_link} in a reply template); it opens once the ticket is resolved. Not for reviews.
     """
-    survey: NotRequired[dict[str, Any] | None]
-    """
-    The customer's survey answer: stars (1-5), comment, when.
-    """
+    survey: NotRequired[SurveyOut | None]
     draft: NotRequired[dict[str, Any] | None]
     """
     An automatic answer waiting for an agent (template, text, missing fields): POST .../draft/send sends it.
@@ -905,3 +909,111 @@ class ModelsOut(TypedDict):
     """
     Oldest first.
     """
+
+
+class PredictionOut(TypedDict):
+    model_version: str | None
+    truncated: bool
+    """
+    The text was longer than the model reads.
+    """
+    needs_review: bool
+    tasks: dict[str, TaskPredictionOut]
+    rule_hits: list[RuleHitOut]
+
+
+class ReplyOut(TypedDict):
+    id: int
+    message_id: int
+    queue: str
+    state: str
+    priority: float
+    base_priority: float
+    labels: dict[str, list[str]]
+    label_display: NotRequired[dict[str, dict[str, str]]]
+    """
+    Each task's labels with their display names, in English or Chinese (lang, else Accept-Language).
+    """
+    rule_hits: list[RuleHitOut]
+    sla_hours: float
+    sla_due_at: str
+    sla_breached: bool
+    first_response_at: str | None
+    resolved_at: str | None
+    claimed_by: str | None
+    """
+    The name of the key holding the claim.
+    """
+    claimed_by_key_id: int | None
+    """
+    The id of the key holding the claim: only that key (or an admin) may reply, release or close the ticket while the lease runs.
+    """
+    lease_expires_at: str | None
+    created_at: str
+    reply_due_at: NotRequired[str | None]
+    """
+    The customer answered after our last reply: answer them by then.
+    """
+    waiting_since: NotRequired[str | None]
+    """
+    Waiting on the customer since (the last reply).
+    """
+    waiting_hours: NotRequired[float | None]
+    cursor: NotRequired[str | None]
+    """
+    In a queue's list: pass as `after` for the page after this ticket.
+    """
+    message: MessageOut | None
+    answers: NotRequired[list[MessageOut]]
+    """
+    The customer's later messages that joined this ticket, oldest first.
+    """
+    attachments: NotRequired[list[AttachmentOut]]
+    """
+    Files that came with the messages (GET .../attachments/{id}).
+    """
+    outbound: NotRequired[list[OutboundOut]]
+    """
+    Replies sent by e-mail and their delivery (queued, sent, failed).
+    """
+    survey_url: NotRequired[str | None]
+    """
+    The satisfaction survey link to give the customer (put {survey_link} in a reply template); it opens once the ticket is resolved. Not for reviews.
+    """
+    survey: NotRequired[SurveyOut | None]
+    draft: NotRequired[dict[str, Any] | None]
+    """
+    An automatic answer waiting for an agent (template, text, missing fields): POST .../draft/send sends it.
+    """
+    delivery: Delivery
+
+
+class StoredMessage(TypedDict):
+    message_id: int
+    ticket_id: int
+    answered: NotRequired[bool]
+    """
+    True when the message is a customer's answer that joined the ticket it answers (ticket_id) instead of opening one.
+    """
+    created: bool
+    """
+    False when the external_id was already stored.
+    """
+    lang: str
+    queue: str
+    state: str
+    labels: dict[str, list[str]]
+    rule_hits: list[RuleHitOut]
+    priority: float
+    sla_due_at: str
+    model_version: str
+    prediction: PredictionOut
+
+
+class StoredMessages(TypedDict):
+    messages: list[StoredMessage]
+
+
+class ClassifyResponse(TypedDict):
+    model_version: str | None
+    predictions: list[PredictionOut]

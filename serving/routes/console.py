@@ -33,6 +33,7 @@ from serving.db import retry_read
 from serving.deps import Services, Svc, language_of
 from serving.fields import MAX_ROW_ID, RowId, TemplateName
 from serving.routes import customers as customer_routes
+from serving.routes import messages as message_routes
 from serving.routes import reviews as review_routes
 from serving.routes import templates as template_routes
 from serving.routes import tickets as ticket_routes
@@ -580,14 +581,16 @@ def _prediction(svc: Services, message_id: int) -> dict[str, Any] | None:
 
 
 def _highlighted(
-    message: dict[str, Any], prediction: dict[str, Any] | None, rule_hits: list[dict[str, Any]]
+    message: ticket_routes.MessageOut | None,
+    prediction: dict[str, Any] | None,
+    rule_hits: list[message_routes.RuleHitOut],
 ) -> list[tuple[str, str | None]]:
     """The message's text cut into (piece, label or None): the rules' phrases and the
     evidence of the predicted labels marked (offsets are into what the model read: the
     subject line, a newline, the text)."""
-    text, subject = message.get("text") or "", message.get("subject")
+    text, subject = (message.text, message.subject) if message is not None else ("", None)
     shift = len(subject) + 1 if subject else 0
-    wanted = [(0, h["start"], h["end"], h["rule"]) for h in rule_hits]
+    wanted = [(0, h.start, h.end, h.rule) for h in rule_hits]
     for task in (prediction or {}).get("tasks", {}).values():
         wanted += [(1, e["start"], e["end"], e["label"]) for e in task.get("evidence") or []]
     spans: list[tuple[int, int, str]] = []
@@ -616,13 +619,13 @@ def ticket_page(ticket_id: RowId, request: Request, svc: Svc) -> Response:
         ticket = ticket_routes.show_ticket(ticket_id=ticket_id, lang=lang, svc=svc, _=who)
     except HTTPException as exc:
         return _render(request, svc, console, "error.html", exc.status_code, message=_detail(exc))
-    message = ticket.message or {}
+    message = ticket.message
     prediction = _prediction(svc, ticket.message_id)
     history = None
-    if message.get("customer_id"):
+    if message is not None and message.customer_id:
         try:
             history = customer_routes.customer_history(
-                customer_id=message["customer_id"], svc=svc, _=who
+                customer_id=message.customer_id, svc=svc, _=who
             )
         except HTTPException:
             history = None

@@ -105,6 +105,49 @@ MessagesIn = Annotated[
 ]
 
 
+class RuleHitOut(BaseModel):
+    """A critical rule's phrase found in the text."""
+
+    rule: str = Field(description="safety, legal, regulator, chargeback or fraud.")
+    phrase: str
+    start: int = Field(description="Offset into what the model read (subject line, newline, text).")
+    end: int
+
+
+class EvidenceOut(BaseModel):
+    """A span of the text that supports a label."""
+
+    label: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class TaskPredictionOut(BaseModel):
+    task: str
+    kind: str = Field(description="multiclass, multilabel or ordinal.")
+    labels: list[str]
+    probabilities: dict[str, float]
+    confidence: float
+    needs_review: bool
+    evidence: list[EvidenceOut] = []
+    display: str | None = Field(None, description="/v1/classify: the task's display name.")
+    label_display: dict[str, str] | None = Field(
+        None, description="/v1/classify: each label's display name."
+    )
+
+
+class PredictionOut(BaseModel):
+    """The model's labels for one text, with the critical rules applied."""
+
+    model_version: str | None
+    truncated: bool = Field(description="The text was longer than the model reads.")
+    needs_review: bool
+    tasks: dict[str, TaskPredictionOut]
+    rule_hits: list[RuleHitOut]
+
+
 class StoredMessage(BaseModel):
     message_id: int
     ticket_id: int
@@ -118,11 +161,11 @@ class StoredMessage(BaseModel):
     queue: str
     state: str
     labels: dict[str, list[str]]
-    rule_hits: list[dict[str, Any]]
+    rule_hits: list[RuleHitOut]
     priority: float
     sla_due_at: datetime
     model_version: str
-    prediction: dict[str, Any]
+    prediction: PredictionOut
 
 
 class StoredMessages(BaseModel):
@@ -148,7 +191,7 @@ class ClassifyRequest(RequestBody):
 
 class ClassifyResponse(BaseModel):
     model_version: str | None
-    predictions: list[dict[str, Any]]
+    predictions: list[PredictionOut]
 
 
 def check_limits(svc: Services, texts: list[str], field: str) -> None:

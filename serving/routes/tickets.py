@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from carelens_client.vocabulary import Channel
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from serving import cursors
 from serving.auth import Principal
@@ -19,6 +20,7 @@ from serving.deps import AgentKey, DisplayLang, Services, Svc
 from serving.errors import ApiRoute
 from serving.fields import RequestBody, RowId, free_text
 from serving.outbox import queue_reply
+from serving.routes.messages import RuleHitOut
 from serving.store import TICKET_STATES
 from serving.tickets import (
     Conflict,
@@ -61,6 +63,75 @@ class QueueInfo(BaseModel):
     )
 
 
+class MessageOut(BaseModel):
+    """A customer's message as stored."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    external_id: str | None
+    channel: Channel
+    subject: str | None
+    text: str
+    lang: str
+    customer_id: str | None
+    customer_name: str | None
+    order_id: str | None
+    product_id: str | None
+    marketplace: str | None
+    rating: int | None
+    received_at: datetime
+    reply_to: str | None = Field(description="E-mail: where an answer goes.")
+    references: str | None = Field(description="E-mail: the Message-IDs it answers.")
+
+
+class AttachmentOut(BaseModel):
+    """A file that came with a message (GET .../attachments/{id} downloads it)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    message_id: int
+    filename: str
+    content_type: str
+    size: int = Field(description="Bytes.")
+
+
+class OutboundOut(BaseModel):
+    """A reply sent by e-mail and its delivery."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    message_id: str = Field(description="The reply's Message-ID.")
+    to: str = Field(validation_alias=AliasChoices("to_addr", "to"))
+    subject: str
+    automatic: bool = Field(description="An automatic answer, not an agent's.")
+    state: Literal["queued", "sending", "sent", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="While queued: the next try.")
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    @model_validator(mode="after")
+    def _next_attempt_while_queued(self) -> OutboundOut:
+        if self.state != "queued":
+            self.next_attempt_at = None
+        return self
+
+
+class SurveyOut(BaseModel):
+    """The customer's answer to the satisfaction survey."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    stars: int = Field(ge=1, le=5)
+    comment: str | None
+    lang: str
+    answered_at: datetime
+
+
 class TicketOut(BaseModel):
     id: int
     message_id: int
@@ -74,7 +145,7 @@ class TicketOut(BaseModel):
         description="Each task's labels with their display names, in English or Chinese "
         "(lang, else Accept-Language).",
     )
-    rule_hits: list[dict[str, Any]]
+    rule_hits: list[RuleHitOut]
     sla_hours: float
     sla_due_at: datetime
     sla_breached: bool
@@ -97,14 +168,14 @@ class TicketOut(BaseModel):
     cursor: str | None = Field(
         None, description="In a queue's list: pass as `after` for the page after this ticket."
     )
-    message: dict[str, Any] | None
-    answers: list[dict[str, Any]] = Field(
+    message: MessageOut | None
+    answers: list[MessageOut] = Field(
         [], description="The customer's later messages that joined this ticket, oldest first."
     )
-    attachments: list[dict[str, Any]] = Field(
+    attachments: list[AttachmentOut] = Field(
         [], description="Files that came with the messages (GET .../attachments/{id})."
     )
-    outbound: list[dict[str, Any]] = Field(
+    outbound: list[OutboundOut] = Field(
         [], description="Replies sent by e-mail and their delivery (queued, sent, failed)."
     )
     survey_url: str | None = Field(
@@ -112,9 +183,7 @@ class TicketOut(BaseModel):
         description="The satisfaction survey link to give the customer (put {survey_link} "
         "in a reply template); it opens once the ticket is resolved. Not for reviews.",
     )
-    survey: dict[str, Any] | None = Field(
-        None, description="The customer's survey answer: stars (1-5), comment, when."
-    )
+    survey: SurveyOut | None = None
     draft: dict[str, Any] | None = Field(
         None,
         description="An automatic answer waiting for an agent (template, text, missing "
