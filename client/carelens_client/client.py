@@ -19,7 +19,6 @@ from typing import Any, Literal, Unpack
 import httpx
 
 from carelens_client import types as t
-from carelens_client.vocabulary import Channel
 
 # an answer whose shape the schema leaves open (figures, insights, settings)
 JSON = dict[str, Any]
@@ -97,40 +96,22 @@ class CarelensClient:
         return self._request("GET", "/metrics").text
 
     # -- messages (service role) ----------------------------------------------------
-    def classify(self, texts: list[str], evidence: bool | None = None) -> t.ClassifyResponse:
-        return self._json(
-            "POST", "/v1/classify", json=_clean({"texts": texts, "evidence": evidence})
-        )
-
-    def post_message(
+    def classify(
         self,
-        channel: Channel,
-        text: str,
-        subject: str | None = None,
-        external_id: str | None = None,
-        customer_id: str | None = None,
-        order_id: str | None = None,
-        product_id: str | None = None,
-        marketplace: str | None = None,
-        rating: int | None = None,
-        received_at: datetime | None = None,
-    ) -> t.StoredMessage:
-        """Store one message; returns its stored view (ticket, queue, labels...)."""
-        body = _clean(
-            {
-                "channel": channel,
-                "text": text,
-                "subject": subject,
-                "external_id": external_id,
-                "customer_id": customer_id,
-                "order_id": order_id,
-                "product_id": product_id,
-                "marketplace": marketplace,
-                "rating": rating,
-                "received_at": received_at,
-            }
-        )
-        return self._json("POST", "/v1/messages", json=body)["messages"][0]
+        texts: list[str],
+        ratings: list[int | None] | None = None,
+        evidence: bool | None = None,
+    ) -> t.ClassifyResponse:
+        """Labels for texts, not stored; ``ratings``: a star rating (or None) per text."""
+        body = _clean({"texts": texts, "ratings": ratings, "evidence": evidence})
+        return self._json("POST", "/v1/classify", json=body)
+
+    def post_message(self, **message: Unpack[t.MessageIn]) -> t.StoredMessage:
+        """Store one message (the fields of ``types.MessageIn``: channel, text, subject,
+        external_id, customer_id, customer_name, order_id, product_id, marketplace,
+        rating, received_at as ISO 8601 or a datetime); returns its stored view
+        (ticket, queue, labels...)."""
+        return self._json("POST", "/v1/messages", json=_clean(message))["messages"][0]
 
     def post_messages(self, messages: list[t.MessageIn]) -> list[t.StoredMessage]:
         body = {"messages": [_clean(m) for m in messages]}

@@ -39,6 +39,21 @@ def test_post_message_stores_everything_in_one_go(desk):
     assert zh["lang"] == "zh"
 
 
+def test_the_client_sends_every_field_of_a_message_and_of_a_classify_request(desk):
+    """The client's request fields are the API's (carelens_client.types.MessageIn)."""
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    stored = desk.service.post_message(
+        channel="email", text="Where is my parcel?", customer_id="c9", customer_name="Ann",
+        order_id="111-2", marketplace="amazon.de", received_at=at,
+    )  # fmt: skip
+    message = desk.agent.ticket(stored["ticket_id"])["message"]
+    assert message["customer_name"] == "Ann" and message["marketplace"] == "amazon.de"
+    assert datetime.fromisoformat(message["received_at"]).replace(tzinfo=UTC) == at
+    out = desk.service.classify(["Broke after a day", "Broke after a day"], ratings=[1, None])
+    assert len(out["predictions"]) == 2
+    assert error_of(desk.service.classify, ["x"], ratings=[9]).status_code == 422
+
+
 def test_retried_post_never_creates_a_second_message(desk):
     body = {"channel": "chat", "text": "Refund please", "external_id": "chat-42"}
     r1 = desk.http.post("/v1/messages", json=body, headers={"X-API-Key": desk.service.api_key})
