@@ -252,12 +252,14 @@ class CarelensClient:
         """One buyer's history: timeline, sentiment trend, open tickets."""
         return self._json("GET", f"/v1/customers/{customer_id}")
 
-    def agent_stats(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
+    def agent_stats(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> t.AgentStats:
         return self._json(
             "GET", "/v1/stats/agents", params=_clean({"since": since, "until": until})
         )
 
-    def kpis(self, since: datetime | None = None, until: datetime | None = None) -> JSON:
+    def kpis(self, since: datetime | None = None, until: datetime | None = None) -> t.Kpis:
         return self._json("GET", "/v1/stats/kpis", params=_clean({"since": since, "until": until}))
 
     def signals(self, alerts: int = 50) -> JSON:
@@ -469,6 +471,6 @@ class CarelensClient:
         """Status, progress, log tail and (when finished) the result."""
         return self._json("GET", f"/v1/models/jobs/{job_id}")
 
-    def labeling_next(self, n: int = 20) -> list[JSON]:
+    def labeling_next(self, n: int = 20) -> list[t.ToLabel]:
         """Unlabelled messages whose labels would help the model most."""
         return self._json("GET", "/v1/labeling/next", params={"n": n})

@@ -18,6 +18,11 @@ class AttachmentOut(TypedDict):
     """
 
 
+class BuyerLateRates(TypedDict):
+    shop: dict[str, float | None]
+    marketplaces: dict[str, dict[str, float | None]]
+
+
 class CampaignIn(TypedDict):
     name: str
     kind: Literal['marketing', 'review_request']
@@ -95,6 +100,26 @@ class ConsentOut(TypedDict):
     email: str | None
     since: str | None
     events: list[dict[str, Any]]
+
+
+class Csat(TypedDict):
+    surveys_sent: int
+    answered: int
+    response_rate: float | None
+    mean_stars: float | None
+    satisfied_share: float | None
+    """
+    Share of answers with 4 or 5 stars.
+    """
+
+
+class CsatFigures(TypedDict):
+    overall: Csat
+    issue_types: dict[str, Csat]
+    weeks: dict[str, Csat]
+    """
+    Per ISO week of the resolution (2026-W47).
+    """
 
 
 class CustomerEvent(TypedDict):
@@ -428,6 +453,18 @@ class OutboundOut(TypedDict):
     last_error: str | None
     created_at: str
     sent_at: str | None
+
+
+class QueueFigures(TypedDict):
+    tickets_handled: int
+    first_response_hours_median: float | None
+    first_response_hours_p90: float | None
+    resolution_hours_median: float | None
+    sla_met_pct: float | None
+    reopened: int
+    csat: Csat
+    queue: str
+    late_response_rate: dict[str, float | None]
 
 
 class QueueInfo(TypedDict):
@@ -839,6 +876,37 @@ class TicketOut(TypedDict):
     """
 
 
+class ToLabel(TypedDict):
+    message_id: int
+    ticket_id: int
+    score: float
+    """
+    uncertainty + disagreement: higher first.
+    """
+    uncertainty: float
+    """
+    How unsure the model is (0-1).
+    """
+    disagreement: float
+    """
+    How much the prediction contradicts itself, the stars or the rules.
+    """
+    reasons: list[str]
+    lang: str
+    channel: Literal['email', 'review', 'chat', 'social']
+    product_id: str | None
+    rating: int | None
+    subject: str | None
+    text: str
+    predicted: dict[str, list[str]]
+    """
+    The model's labels per task.
+    """
+    confidence: dict[str, float | None]
+    model_version: str | None
+    received_at: str
+
+
 class VersionSummary(TypedDict):
     version: str
     active: bool
@@ -866,6 +934,25 @@ class VersionSummary(TypedDict):
     """
 
 
+class AgentFigures(TypedDict):
+    tickets_handled: int
+    first_response_hours_median: float | None
+    first_response_hours_p90: float | None
+    resolution_hours_median: float | None
+    sla_met_pct: float | None
+    reopened: int
+    csat: Csat
+    agent: str
+    key_id: int | None
+    labels_corrected: int
+
+
+class AgentStats(TypedDict):
+    since: str
+    until: str
+    agents: list[AgentFigures]
+
+
 class ClaimOut(TypedDict):
     ticket: TicketOut | None
     """
@@ -878,6 +965,17 @@ class Error(TypedDict):
     """
     What to fix: a sentence, or one entry per problem when the request does not fit the schema (a 422 has either form).
     """
+
+
+class Kpis(TypedDict):
+    since: str
+    until: str
+    queues: list[QueueFigures]
+    buyer_messages_late_response: BuyerLateRates
+    """
+    The late-response rate as Amazon counts it: buyer e-mails only.
+    """
+    csat: CsatFigures
 
 
 class MessageBatch(TypedDict):

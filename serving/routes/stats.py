@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from serving.deps import AgentKey, Services, Svc
 from serving.errors import ApiRoute
@@ -23,6 +24,65 @@ from serving.tickets import buyer_message_late_rates
 router = APIRouter(prefix="/v1/stats", tags=["statistics"], route_class=ApiRoute)
 
 
+LateRates = dict[str, float | None]  # "7d", "30d", "90d" -> share answered late or never
+
+
+class Csat(BaseModel):
+    surveys_sent: int
+    answered: int
+    response_rate: float | None
+    mean_stars: float | None
+    satisfied_share: float | None = Field(description="Share of answers with 4 or 5 stars.")
+
+
+class Figures(BaseModel):
+    tickets_handled: int
+    first_response_hours_median: float | None
+    first_response_hours_p90: float | None
+    resolution_hours_median: float | None
+    sla_met_pct: float | None
+    reopened: int
+    csat: Csat
+
+
+class AgentFigures(Figures):
+    agent: str
+    key_id: int | None
+    labels_corrected: int
+
+
+class QueueFigures(Figures):
+    queue: str
+    late_response_rate: LateRates
+
+
+class BuyerLateRates(BaseModel):
+    shop: LateRates
+    marketplaces: dict[str, LateRates]
+
+
+class CsatFigures(BaseModel):
+    overall: Csat
+    issue_types: dict[str, Csat]
+    weeks: dict[str, Csat] = Field(description="Per ISO week of the resolution (2026-W47).")
+
+
+class AgentStats(BaseModel):
+    since: datetime
+    until: datetime
+    agents: list[AgentFigures]
+
+
+class Kpis(BaseModel):
+    since: datetime
+    until: datetime
+    queues: list[QueueFigures]
+    buyer_messages_late_response: BuyerLateRates = Field(
+        description="The late-response rate as Amazon counts it: buyer e-mails only."
+    )
+    csat: CsatFigures
+
+
 def _period(svc: Services, since: datetime | None, until: datetime | None):
     now = svc.clock()
     until = as_utc(until) if until else now
@@ -39,7 +99,7 @@ def stats_agents(
     until: Timestamp | None = Query(None, description="Default: now."),
     svc: Svc,
     _: AgentKey,
-) -> dict:
+) -> AgentStats:
     """Per agent over the period: tickets handled, median and p90 first-response hours
     (tickets they answered first), median resolution hours, SLA met %, labels corrected,
     reopened (their resolutions that a customer's follow-up reopened in the period), and
@@ -54,7 +114,7 @@ def stats_kpis(
     until: Timestamp | None = Query(None, description="Default: now."),
     svc: Svc,
     _: AgentKey,
-) -> dict:
+) -> Kpis:
     """Per queue over the period: the same figures (reopened: tickets of the queue reopened
     in the period), plus late-response rates 7/30/90 d and CSAT; the late-response rate
     as Amazon counts it (buyer e-mails only, shop-wide and per marketplace); CSAT
