@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -98,23 +99,36 @@ def _export_fp32(model: CarelensModel, path: Path) -> None:
         )
 
 
-def _fp32_matmuls(src: Path) -> list[str]:
-    """Every weight MatMul but the attention's query, key and value projections. The
-    feed-forward layers' inputs (the layer-normed states and the GELU activations) have
-    outliers that a per-batch int8 scale crushes: quantized, they flip the issue-type
-    decisions that sit near a threshold (docs/benchmarks.md, int8)."""
+QUANTIZED = ("query", "key", "value")  # the attention projections int8 quantizes
+
+
+def _fp32_matmuls(
+    src: Path, projections: tuple[str, ...] = QUANTIZED, layers: int | None = None
+) -> list[str]:
+    """Every weight MatMul of the encoder's layers but the attention ``projections`` of
+    its lowest ``layers`` (None: all). The feed-forward layers' inputs (the layer-normed
+    states and the GELU activations) have outliers that a per-batch int8 scale crushes:
+    quantized, they flip the issue-type decisions that sit near a threshold
+    (docs/benchmarks.md, int8)."""
     import onnx
 
     graph = onnx.load(str(src), load_external_data=False).graph
-    qkv = ("/query/", "/key/", "/value/")
-    return [
-        n.name
-        for n in graph.node
-        if n.op_type == "MatMul" and "/layer." in n.name and not any(k in n.name for k in qkv)
-    ]
+    keep = []
+    for n in graph.node:
+        layer = re.search(r"/layer\.(\d+)/", n.name)
+        if n.op_type != "MatMul" or layer is None:
+            continue
+        quantized = any(f"/{p}/" in n.name for p in projections) and (
+            layers is None or int(layer.group(1)) < layers
+        )
+        if not quantized:
+            keep.append(n.name)
+    return keep
 
 
-def _quantize(src: Path, dst: Path) -> None:
+def _quantize(src: Path, dst: Path, fp32: list[str] | None = None) -> None:
+    """``src`` with its weight MatMuls quantized to int8, but those named in ``fp32``
+    (default ``_fp32_matmuls(src)``)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -129,7 +143,7 @@ def _quantize(src: Path, dst: Path) -> None:
             # fp32 (0.873 per tensor) at the same speed
             per_channel=True,
             op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=_fp32_matmuls(src),
+            nodes_to_exclude=_fp32_matmuls(src) if fp32 is None else fp32,
             extra_options={"MatMulConstBOnly": True},
         )
     finally:
