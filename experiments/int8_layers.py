@@ -25,11 +25,12 @@ from model.onnx_backend import ONNX_DIR, ONNX_FILES
 from model.predictor import Predictor
 from training.export import QUANTIZED, _fp32_matmuls, _quantize, export_onnx
 
+QKV = ("query", "key", "value")
 VARIANTS = {
-    "qkv, 12 layers (shipped)": (QUANTIZED, None),
-    "qkv, lowest 8": (QUANTIZED, 8),
-    "qkv, lowest 6": (QUANTIZED, 6),
-    "qk, 12 layers": (("query", "key"), None),
+    "qkv, 12 layers": (QKV, None),
+    "qkv, lowest 8": (QKV, 8),
+    "qkv, lowest 6": (QKV, 6),
+    "qk, 12 layers (shipped)": (QUANTIZED, None),
     "q, 12 layers": (("query",), None),
 }
 
