@@ -128,8 +128,8 @@ def starter(
         typer.Option(
             "--quick",
             help="The sparse n-gram path alone, no fine-tuning: a few minutes instead of "
-            "about half an hour, and weaker labels (what the service answers with while the starter "
-            "builds).",
+            "about twenty on 2 idle cores, and weaker labels (what the service answers with "
+            "while the starter builds).",
         ),
     ] = False,
     progress_file: ProgressFile = None,

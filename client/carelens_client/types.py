@@ -912,7 +912,7 @@ class VersionSummary(TypedDict):
     active: bool
     status: str
     """
-    candidate, promoted, rejected, imported, ...
+    imported, candidate, promoted or rejected.
     """
     created_at: str | None
     parent: str | None
@@ -921,7 +921,7 @@ class VersionSummary(TypedDict):
     """
     decision: str | None
     """
-    The gate's decision (promote or reject).
+    The gate's decision: promoted, passed (not promoted) or rejected.
     """
     reason: str | None
     frozen_mean: float | None

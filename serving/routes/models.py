@@ -73,10 +73,12 @@ RetrainIn = _retrain_in()
 class VersionSummary(BaseModel):
     version: str
     active: bool
-    status: str = Field(description="candidate, promoted, rejected, imported, ...")
+    status: str = Field(description="imported, candidate, promoted or rejected.")
     created_at: str | None
     parent: str | None = Field(description="The version it was fine-tuned from.")
-    decision: str | None = Field(description="The gate's decision (promote or reject).")
+    decision: str | None = Field(
+        description="The gate's decision: promoted, passed (not promoted) or rejected."
+    )
     reason: str | None
     frozen_mean: float | None = Field(
         description="Mean figure over the (source, task) cells of the frozen set."
