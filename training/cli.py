@@ -550,7 +550,9 @@ def draw_cmd(
             help="A targeted supplement round instead of the main draw: 1 (rows likely to "
             "raise a safety hazard, a wrong item, damage or a size problem), 2 (praise words "
             "in complaints, negated complaints, Chinese reviews that ask for action now or "
-            "are lukewarm); batches numbered after the earlier draws' and key_supplement*.json.",
+            "are lukewarm), 3 (complaint tweets, airline rebookings, refunds and bags, cons "
+            "in good reviews, Chinese delivery, service, refund and mixed reviews); batches "
+            "numbered after the earlier draws' and key_supplement*.json.",
         ),
     ] = 0,
 ) -> None:

@@ -172,12 +172,48 @@ SUPPLEMENT_2_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("twitter_airline", "xci_complaints", "amazon_reviews"), 1),
     (("chinese_online_shopping", "chinese_waimai"), 2),
 )
+# The third round: the issue types and urgency levels the earlier rounds left thin.
+# English messages outside reviews (complaint tweets to brands, airline tweets that ask
+# for a rebooking, a refund or a lost bag), four- and five-star reviews that state a
+# con, return something or ask how to use it, more sarcasm, and Chinese reviews about
+# delivery, service, refunds, invoices and set-up, mixed reviews (好是好, 但是) between
+# praise and complaint, food-delivery and hotel reviews about the booking or the bill.
+_AIRLINE_ACTION_EN = (
+    r"\b(refund\w*|cancel\w*|rebook\w*|lost|stuck|stranded|missed|on hold|hold time|voucher"
+    r"|compensat\w*|bags?|baggage|luggage|reservation|seat|upgrade|fee|charged)\b"
+)
+_CON_OR_ASK_EN = (
+    r"(only (complaint|problem|issue|downside|con)|\bhowever\b|\bwish\b|return(ed|ing)? (it|them)"
+    r"|\brefund|\bexchange\b|how (do|can|to)\b|instructions|\bmanual\b|set ?up|customer service"
+    r"|\bseller\b|\bshipping\b|\bwarranty\b|\bprice\b|overpriced|\bcharged\b)"
+)
+_ROUTINE_ZH = (
+    r"(快递|物流|发货|客服|售后|发票|价格|降价|差价|退款|退货|换货|怎么(用|装|安装|设置)|说明书|安装"
+    r"|激活|账号|订单|取消|赠品|包装)"
+)
+_MIXED_ZH = r"(但是|不过|就是|可惜|美中不足|缺点|唯一)"
+_HOTEL_BOOKING_ZH = r"(前台|预订|预定|订房|携程|发票|押金|退房|入住|加床|价格|房价|结账|收费)"
+SUPPLEMENT_3: tuple[Stratum, ...] = (
+    Stratum("xci_complaints", 260, {"label": ("1",)}),
+    Stratum("twitter_airline", 120, {"airline_sentiment": ("negative",)}, _AIRLINE_ACTION_EN),
+    Stratum("twitter_airline", 40, {"airline_sentiment": ("negative",)}, _PRAISE_WORDS_EN),
+    Stratum("amazon_reviews", 100, {"overall": ("4", "5")}, _CON_OR_ASK_EN),
+    Stratum("chinese_online_shopping", 130, match=_ROUTINE_ZH),
+    Stratum("chinese_online_shopping", 70, {"label": ("1",)}, _MIXED_ZH),
+    Stratum("chinese_waimai", 60),
+    Stratum("chinese_chnsenticorp_htl", 60, match=_HOTEL_BOOKING_ZH),
+)
+SUPPLEMENT_3_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("xci_complaints", "twitter_airline", "amazon_reviews"), 2),
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
 ] = (
     (SUPPLEMENT, SUPPLEMENT_BATCHES, "key_supplement.json"),
     (SUPPLEMENT_2, SUPPLEMENT_2_BATCHES, "key_supplement2.json"),
+    (SUPPLEMENT_3, SUPPLEMENT_3_BATCHES, "key_supplement3.json"),
 )
 
 
