@@ -153,7 +153,11 @@ def test_workers_share_the_queues_with_no_double_claims_even_when_one_is_killed(
 ):
 
     url, proc, registry = workers
-    pids = _children(proc.pid)
+    # one worker may answer /readyz while the supervisor is still starting the others
+    deadline = time.monotonic() + 60
+    while len(pids := _children(proc.pid)) < 3:
+        assert time.monotonic() < deadline, (pids, (registry.parent / "serve.log").read_text())
+        time.sleep(0.2)
     assert len(pids) == 3, pids
 
     def client(key: str) -> CarelensClient:
