@@ -551,7 +551,8 @@ def draw_cmd(
             "raise a safety hazard, a wrong item, damage or a size problem), 2 (praise words "
             "in complaints, negated complaints, Chinese reviews that ask for action now or "
             "are lukewarm), 3 (complaint tweets, airline rebookings, refunds and bags, cons "
-            "in good reviews, Chinese delivery, service, refund and mixed reviews); batches "
+            "in good reviews, Chinese delivery, service, refund and mixed reviews), 4 (airline, "
+            "X-CI and Chinese reviews at random, trigger words in good reviews); batches "
             "numbered after the earlier draws' and key_supplement*.json.",
         ),
     ] = 0,

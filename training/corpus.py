@@ -207,6 +207,28 @@ SUPPLEMENT_3_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("xci_complaints", "twitter_airline", "amazon_reviews"), 2),
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
 )
+# The fourth round: more of the plain messages the test rows score lowest on (airline
+# and X-CI tweets at random, Chinese reviews of every kind at random: their issue types,
+# their neutral readings and their urgency), and trigger words in harmless or negated use
+# ("this amp is fire", "no buzz at all", 没有坏, 不用退) in good reviews.
+_TRIGGER_WORDS_EN = (
+    r"\b(fire|smok\w*|burn\w*|broke|broken|break\w*|shock\w*|hot|crack\w*|damag\w*|return\w*"
+    r"|refund\w*|wrong|missing|loose|buzz\w*|hum|noise|noisy|problems?|issues?|defect\w*|dead)\b"
+)
+_TRIGGER_WORDS_ZH = r"(坏|破|退|换|投诉|问题|毛病|瑕疵|漏|烫|热|慢|差|假|错|少)"
+SUPPLEMENT_4: tuple[Stratum, ...] = (
+    Stratum("twitter_airline", 220),
+    Stratum("xci_complaints", 180),
+    Stratum("amazon_reviews", 100, {"overall": ("4", "5")}, _TRIGGER_WORDS_EN),
+    Stratum("chinese_online_shopping", 200),
+    Stratum("chinese_online_shopping", 60, {"label": ("1",)}, _TRIGGER_WORDS_ZH),
+    Stratum("chinese_waimai", 70),
+    Stratum("chinese_chnsenticorp_htl", 70),
+)
+SUPPLEMENT_4_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("twitter_airline", "xci_complaints", "amazon_reviews"), 2),
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -214,6 +236,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT, SUPPLEMENT_BATCHES, "key_supplement.json"),
     (SUPPLEMENT_2, SUPPLEMENT_2_BATCHES, "key_supplement2.json"),
     (SUPPLEMENT_3, SUPPLEMENT_3_BATCHES, "key_supplement3.json"),
+    (SUPPLEMENT_4, SUPPLEMENT_4_BATCHES, "key_supplement4.json"),
 )
 
 
