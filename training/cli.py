@@ -128,7 +128,7 @@ def starter(
         typer.Option(
             "--quick",
             help="The sparse n-gram path alone, no fine-tuning: a few minutes instead of "
-            "about twenty on 2 idle cores, and weaker labels (what the service answers with "
+            "twenty or more on 2 idle cores, and weaker labels (what the service answers with "
             "while the starter builds).",
         ),
     ] = False,
