@@ -10,7 +10,7 @@ log-likelihood on one half of the dev rows (split by text hash; never the test r
 calibrates as the pipeline does (temperature, thresholds) on that half, scores the other
 half, and swaps: every figure is out-of-fold. Printed per source and task: the
 weights-1 model against the weighed one (mean of the two folds' headline figures,
-weighted by the source's rows in each fold).
+weighted by the source's rows in each fold), the corpus's rows per language.
 """
 
 from __future__ import annotations
@@ -77,7 +77,16 @@ def main() -> None:
     heads, sparse = head_and_sparse(model, [e.text for e in rows])
     y = targets(rows, model.taxonomy)
     fold = np.array([hashlib.sha1(e.text.encode()).digest()[0] % 2 for e in rows])
-    src = np.array([e.meta["source"] for e in rows])
+    # the corpus's rows pooled per language (its sources are "corpus/<source>")
+    src = np.array(
+        [
+            f"corpus ({e.meta.get('lang')})"
+            if e.meta["source"].startswith("corpus")
+            else e.meta["source"]
+            for e in rows
+        ]
+    )
+    groups = list(dict.fromkeys(src))
     results: dict[tuple[str, str, str], list[tuple[float, int]]] = {}
     for k in (0, 1):
         fit, ev = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
@@ -92,14 +101,14 @@ def main() -> None:
                 z = combine_sparse(task, a * h, b * s)
                 cal, th[task.name] = calibrate(task, z[fit], t[fit], cfg.target_precision)
                 probs[task.name] = task_probs(task, z[ev] / cal["temperature"]).numpy()
-            for name in sets:
+            for name in groups:
                 idx = np.flatnonzero(src[ev] == name)
                 part = [rows[i] for i in ev[idx]]
                 sc = quick_scores(model, {t: p[idx] for t, p in probs.items()}, part, th)
                 for task_name, v in sc.items():
                     results.setdefault((name, task_name, variant), []).append((v, len(idx)))
     print(f"\n{'source':28s} {'task':12s} {'weights 1':>9s} {'weighed':>8s}")
-    for name in sets:
+    for name in groups:
         for task in model.taxonomy:
             cells = [results.get((name, task.name, v)) for v in ("weights 1", "weighed")]
             if not cells[0]:
