@@ -339,15 +339,21 @@ class MultiTaskClassifier(nn.Module):
         pooled: torch.Tensor | None = None,
         sparse_ids: torch.Tensor | None = None,
         sparse_tf: torch.Tensor | None = None,
+        sparse_logits: torch.Tensor | None = None,
     ) -> dict[str, Any]:
+        """``sparse_logits`` (rows x labels of every task), when given, stand in for the
+        sparse path's own: the cross-fitted logits of the rows being fine-tuned on."""
         feats = self.features(
             input_ids, attention_mask, ngram_ids, skip_encoder=skip_encoder, pooled=pooled
         )
         logits = {name: head(feats) for name, head in self.heads.items()}
         if self.sparse_table is not None:
-            if sparse_ids is None or sparse_tf is None:
+            if sparse_logits is not None:
+                both = sparse_logits
+            elif sparse_ids is None or sparse_tf is None:
                 raise ValueError("this model has a sparse n-gram path: pass sparse_ids, sparse_tf")
-            both = self.sparse_logits(sparse_ids, sparse_tf)
+            else:
+                both = self.sparse_logits(sparse_ids, sparse_tf)
             for task in self.taxonomy:
                 lo, hi = self.sparse_slices[task.name]
                 logits[task.name] = combine_sparse(task, logits[task.name], both[:, lo:hi])

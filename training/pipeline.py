@@ -26,7 +26,7 @@ from training.data import (
     with_ratings,
 )
 from training.sources import REPO_DATA_DIR, data_dir, load_source
-from training.sparse import fit_sparse
+from training.sparse import fit_sparse, fit_sparse_crossed
 from training.trainer import TrainConfig, pretrain_ngrams, quick_scores, train
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,23 @@ def run(
         model.classifier.silence_heads()
     # the share of the whole build each stage takes (fine-tuning dominates if it runs)
     tuned = 0.0 if sparse_only else 0.85
-    if cfg.sparse and not sparse_only:
+    offsets = None
+    crossed = cfg.sparse and not sparse_only and cfg.sparse_folds >= 2
+    if crossed:
+        report("sparse", 0.05, "fitting and cross-fitting the sparse n-gram path")
+        sparse, offsets = fit_sparse_crossed(
+            model,
+            unique_train,
+            rest,
+            cfg.sparse_folds,
+            cfg.sparse_c,
+            progress,
+            cfg.class_balance,
+            cfg.label_balance,
+            cfg.seed,
+        )
+        pre_history.append({"sparse_fit": sparse})
+    elif cfg.sparse and not sparse_only:
         report("sparse", 0.05, "fitting the sparse n-gram path")
         # fitted on rows fine-tuning will not see, so on the fine-tuning rows its logits
         # are out-of-sample and the encoder learns what it gets wrong
@@ -278,9 +294,17 @@ def run(
             report("fine-tuning", 0.1 + tuned * step / max(total, 1), message)
 
     result = train(
-        model, train_rows, val_rows, cfg, out_dir=out_dir, progress=progress, on_step=on_step
+        model,
+        train_rows,
+        val_rows,
+        cfg,
+        out_dir=out_dir,
+        progress=progress,
+        on_step=on_step,
+        sparse_offsets=offsets,
     )
-    if cfg.sparse and ((cfg.sparse_refit and rest) or sparse_only):
+    # cross-fitted: the path was fitted on all training rows before fine-tuning
+    if cfg.sparse and not crossed and ((cfg.sparse_refit and rest) or sparse_only):
         report("sparse", 0.1 + tuned, "fitting the sparse n-gram path on all training rows")
         sparse = fit_sparse(
             model, unique_train + rest, cfg.sparse_c, progress, cfg.class_balance, cfg.label_balance

@@ -43,28 +43,22 @@ def tfidf_matrix(
     return x, SparseVocab.from_vectorizers(cfg, char_vec, word_vec), idf
 
 
-def fit_sparse(
+def _fit_regressions(
     model: CarelensModel,
+    x: csr_matrix,
     examples: list[Example],
-    c: float = 4.0,
-    progress: bool = True,
-    class_balance: float = 0.0,
-    label_balance: float = 0.0,
-) -> dict[str, Any]:
-    """Fit the sparse path on ``examples`` (in place); returns a summary.
-
-    ``class_balance`` (single-label tasks) and ``label_balance`` (multi-label tasks)
-    weigh the classes as the fine-tuning loss does (``model.classifier.class_weights``)."""
+    c: float,
+    class_balance: float,
+    label_balance: float,
+    bar_desc: str | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The logistic regressions of every task on the rows of ``x`` (``examples``):
+    (weight: labels x table rows, column 0 the padding row's zeros; bias; summary)."""
     from sklearn.linear_model import LogisticRegression
 
     clf = model.classifier
-    if clf.sparse_table is None:
-        raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
-    t0 = time.perf_counter()
-    x, vocab, idf = tfidf_matrix([e.text for e in examples], model)
-    clf.set_sparse_vocab(vocab)
     y = targets(examples, model.taxonomy)
-    weight = np.zeros((clf.sparse_table.weight.shape[1], len(vocab)), dtype=np.float32)
+    weight = np.zeros((clf.sparse_table.weight.shape[1], x.shape[1] + 1), dtype=np.float32)
     # a label the rows never show (or a task they do not label) gets a low constant
     # logit: unlikely on its own, still within reach of the encoder's head
     bias = np.full(weight.shape[0], ABSENT_LOGIT, dtype=np.float32)
@@ -76,7 +70,7 @@ def fit_sparse(
         else:
             jobs.append((task.name, None))
     summary: dict[str, Any] = {"rows": len(examples), "tasks": {}}
-    bar = tqdm(jobs, desc="sparse path (logistic regression)", disable=not progress, unit="fit")
+    bar = tqdm(jobs, desc=bar_desc, disable=bar_desc is None, unit="fit")
     for name, j in bar:
         lo, _ = clf.sparse_slices[name]
         t = y[name].numpy()
@@ -111,11 +105,99 @@ def fit_sparse(
                 weight[lo + int(cls), 1:] = lr.coef_[k]
                 bias[lo + int(cls)] = lr.intercept_[k]
         summary["tasks"][name] = {"rows": int(mask.sum()), "classes": len(classes)}
+    return weight, bias, summary
+
+
+def _set_path(model: CarelensModel, weight: np.ndarray, bias: np.ndarray, idf: np.ndarray) -> None:
+    clf = model.classifier
     with torch.no_grad():
         clf.sparse_table.weight.copy_(torch.from_numpy(weight.T.copy()))
         clf.sparse_bias.copy_(torch.from_numpy(bias))
         clf.sparse_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
+
+
+def fit_sparse(
+    model: CarelensModel,
+    examples: list[Example],
+    c: float = 4.0,
+    progress: bool = True,
+    class_balance: float = 0.0,
+    label_balance: float = 0.0,
+) -> dict[str, Any]:
+    """Fit the sparse path on ``examples`` (in place); returns a summary.
+
+    ``class_balance`` (single-label tasks) and ``label_balance`` (multi-label tasks)
+    weigh the classes as the fine-tuning loss does (``model.classifier.class_weights``)."""
+    if model.classifier.sparse_table is None:
+        raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
+    t0 = time.perf_counter()
+    x, vocab, idf = tfidf_matrix([e.text for e in examples], model)
+    model.classifier.set_sparse_vocab(vocab)
+    desc = "sparse path (logistic regression)" if progress else None
+    weight, bias, summary = _fit_regressions(
+        model, x, examples, c, class_balance, label_balance, desc
+    )
+    _set_path(model, weight, bias, idf)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["ngrams"] = len(vocab) - 1
     log.info("sparse path fitted: %s", summary)
     return summary
+
+
+def fit_sparse_crossed(
+    model: CarelensModel,
+    tuned: list[Example],
+    rest: list[Example],
+    folds: int,
+    c: float = 4.0,
+    progress: bool = True,
+    class_balance: float = 0.0,
+    label_balance: float = 0.0,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
+    """Fit the sparse path on all rows (``tuned + rest``, in place, as ``fit_sparse``)
+    and cross-fit it on the fine-tuning rows ``tuned``: they are dealt into ``folds``
+    folds, and each fold's logits come from the regressions fitted on every other row
+    (the other folds and ``rest``). Returns (summary, {id(example): its out-of-fold
+    logits}) for every row of ``tuned``: the encoder fine-tunes against the path's
+    logits on rows it never saw, as on a new message, while the path is the whole
+    floor. The n-gram vocabulary and idf are those of all rows (no labels in them)."""
+    if model.classifier.sparse_table is None:
+        raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
+    if folds < 2:
+        raise ValueError(f"sparse_folds must be 2 or more to cross-fit, got {folds}")
+    t0 = time.perf_counter()
+    examples = tuned + rest
+    x, vocab, idf = tfidf_matrix([e.text for e in examples], model)
+    model.classifier.set_sparse_vocab(vocab)
+    fold_of = np.arange(len(tuned)) % folds
+    np.random.default_rng(seed).shuffle(fold_of)
+    fold_of = np.concatenate([fold_of, np.full(len(rest), -1)])
+
+    def desc(k: int) -> str | None:
+        return f"sparse path (logistic regression, {k} of {folds + 1})" if progress else None
+
+    offsets: dict[int, torch.Tensor] = {}
+    for k in range(folds):
+        keep, held = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        weight, bias, _ = _fit_regressions(
+            model,
+            x[keep],
+            [examples[i] for i in keep],
+            c,
+            class_balance,
+            label_balance,
+            desc(k + 1),
+        )
+        logits = x[held] @ weight[:, 1:].T + bias
+        for i, row in zip(
+            held, torch.from_numpy(np.asarray(logits, dtype=np.float32)), strict=True
+        ):
+            offsets[id(examples[i])] = row
+    weight, bias, summary = _fit_regressions(
+        model, x, examples, c, class_balance, label_balance, desc(folds + 1)
+    )
+    _set_path(model, weight, bias, idf)
+    summary.update(folds=folds, seconds=round(time.perf_counter() - t0, 1), ngrams=len(vocab) - 1)
+    log.info("sparse path fitted and cross-fitted: %s", summary)
+    return summary, offsets

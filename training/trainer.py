@@ -69,6 +69,12 @@ class TrainConfig(DictConfig):
     # after fine-tuning, fit the sparse path again on all training rows (fine-tuned ones
     # included): the encoder learned its corrections against the out-of-sample fit
     sparse_refit: bool = True
+    # 2 or more: instead, fit the path on all training rows before fine-tuning and
+    # cross-fit it over this many folds of the fine-tuning rows (training.sparse.
+    # fit_sparse_crossed): each fine-tuning row meets the path's logits from a fit that
+    # never saw it, as a new message does, so the encoder learns what the whole floor
+    # gets wrong on rows it labels for every task, not only on rows max_rows left out
+    sparse_folds: int = 0
     # keep the encoder's word embeddings as pretrained (a multilingual backbone's 250,000
     # rows would otherwise get a dense Adam update every step, most for tokens no batch
     # holds); rows added for CJK characters are frozen too
@@ -104,6 +110,8 @@ class TrainConfig(DictConfig):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.sparse_folds == 1 or self.sparse_folds < 0:
+            raise ValueError(f"sparse_folds must be 0 (off) or 2 or more, got {self.sparse_folds}")
 
     def balance(self, task: Task) -> float:
         """The class-balance power for ``task``: label_balance for multi-label tasks."""
@@ -271,8 +279,12 @@ def train(
     out_dir: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, int], None] | None = None,
+    sparse_offsets: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place; keep the best epoch (by mean validation score).
+
+    ``sparse_offsets`` ({id(example): logits}, from ``training.sparse.
+    fit_sparse_crossed``) replace the sparse path's logits on those training rows.
 
     With ``out_dir`` the best model is saved there after each improving epoch, and
     Ctrl-C saves the current weights there too if no epoch has finished yet.
@@ -323,7 +335,10 @@ def train(
                 labels = targets(exs, model.taxonomy)
                 clf.encoder_autocast = low
                 try:
-                    out = clf(**batch.model_inputs(), labels=labels)
+                    inputs = batch.model_inputs()
+                    if sparse_offsets is not None:
+                        inputs["sparse_logits"] = torch.stack([sparse_offsets[id(e)] for e in exs])
+                    out = clf(**inputs, labels=labels)
                 finally:
                     clf.encoder_autocast = None
                 opt.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ from model.modeling import CarelensModel
 from model.taxonomy import Taxonomy
 from tests.conftest import tiny_model
 from training.data import Example
-from training.sparse import ABSENT_LOGIT, fit_sparse, tfidf_matrix
+from training.sparse import ABSENT_LOGIT, fit_sparse, fit_sparse_crossed, tfidf_matrix
 
 PHRASES = {
     "damaged_defective": ("arrived broken", "stopped working", "坏了"),
@@ -177,6 +177,53 @@ def test_training_fits_the_path_out_of_sample_then_refits_it(tmp_path, tiny_back
     sparse_params = {id(p) for n, p in model.classifier.named_parameters() if "sparse" in n}
     groups = _optimizer(model, cfg).param_groups
     assert sparse_params and not any(id(p) in sparse_params for g in groups for p in g["params"])
+
+
+def test_cross_fitted_logits_come_from_fits_that_never_saw_the_row():
+    rows = _rows(90)
+    tuned, rest = rows[:60], rows[60:]
+    model = tiny_model(ngram=False, sparse=True)
+    summary, offsets = fit_sparse_crossed(model, tuned, rest, folds=3, progress=False)
+    assert summary["folds"] == 3 and summary["rows"] == 90
+    assert set(offsets) == {id(e) for e in tuned}  # every fine-tuning row, no other
+    # the path itself is the fit on every row: as fit_sparse on all rows
+    whole = tiny_model(ngram=False, sparse=True)
+    fit_sparse(whole, rows, progress=False)
+    batch = model.encode([e.text for e in rows[:5]], max_length=32)
+    ids, tf = batch.sparse_ids, batch.sparse_tf
+    torch.testing.assert_close(
+        model.classifier.sparse_logits(ids, tf), whole.classifier.sparse_logits(ids, tf)
+    )
+    # a row's offsets are not the whole path's logits on it: the row was out of its fit
+    own = model.classifier.sparse_logits(ids, tf)
+    assert not torch.allclose(torch.stack([offsets[id(e)] for e in rows[:5]]), own)
+
+
+def test_a_cross_fitted_row_stays_out_of_its_own_fit():
+    # one text with a label no other row has: out of fold, the fit never saw the label
+    rows = _rows(60)
+    odd = Example(text="zzqx wrong colour strap", labels={"issue_type": ["wrong_item"]})
+    model = tiny_model(ngram=False, sparse=True)
+    _, offsets = fit_sparse_crossed(model, [odd, *rows[:30]], rows[30:], folds=2, progress=False)
+    lo, _ = model.classifier.sparse_slices["issue_type"]
+    wrong = lo + model.taxonomy["issue_type"].label_names.index("wrong_item")
+    assert float(offsets[id(odd)][wrong]) == ABSENT_LOGIT  # out of fold: never seen
+    batch = model.encode([odd.text], max_length=32)
+    whole = model.classifier.sparse_logits(batch.sparse_ids, batch.sparse_tf)[0, wrong]
+    assert float(whole) != ABSENT_LOGIT  # the whole path has learned it
+
+
+def test_training_with_a_cross_fitted_path_fits_it_once_on_all_rows(tmp_path, tiny_backbone_dir):
+    from training.pipeline import run
+
+    cfg = _toy_config(tmp_path, tiny_backbone_dir, sparse_folds=2)
+    metrics = run(cfg, tmp_path / "m", progress=False)
+    steps = {k: v for entry in metrics["history"] for k, v in entry.items()}
+    assert "sparse_refit" not in steps  # fitted on every training row up front
+    assert steps["sparse_fit"]["folds"] == 2 and steps["sparse_fit"]["rows"] > 200
+    assert metrics["validation_per_source"]["toy"]["issue_type"] > 0.9
+    with pytest.raises(ValueError, match="sparse_folds"):
+        _toy_config(tmp_path, tiny_backbone_dir, sparse_folds=1)
 
 
 def test_bench_baseline_runs_the_sparse_path_too(tmp_path):
