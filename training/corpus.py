@@ -229,6 +229,31 @@ SUPPLEMENT_4_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("twitter_airline", "xci_complaints", "amazon_reviews"), 2),
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
 )
+# The fifth round: harm in English, which the earlier rounds found in few rows (a safety
+# hazard is a few in a thousand reviews and tweets): every remaining review and tweet with
+# a word of heat, shock, injury, illness or a smell, read like every other row (most are
+# harmless: "a pain to tune", "smells new"); more tweets at random, whose issue types are
+# still the weakest; and Chinese reviews with a word of harm, for the model to learn
+# hazards from, not the rules alone.
+_HARM_EN = rf"{_SAFETY_EN}|" + (
+    r"\b(shock\w*|burn\w*|hot to the touch|too hot|caught|explod\w*|chok\w*|cut (my|me)"
+    r"|sharp|toxic|fumes?|odou?r|smell\w*|recall\w*|bleed\w*|hurt\w*|pain|ouch|zap\w*"
+    r"|sting\w*|poison\w*|sick)\b"
+)
+SUPPLEMENT_5: tuple[Stratum, ...] = (
+    Stratum("amazon_reviews", 110, match=_HARM_EN),
+    Stratum("twitter_airline", 50, match=_HARM_EN),
+    Stratum("xci_complaints", 10, match=_HARM_EN),
+    Stratum("twitter_airline", 150),
+    Stratum("xci_complaints", 140),
+    Stratum("chinese_online_shopping", 100, match=_SAFETY_ZH),
+    Stratum("chinese_waimai", 30, match=_SAFETY_ZH),
+    Stratum("chinese_chnsenticorp_htl", 30, match=_SAFETY_ZH),
+)
+SUPPLEMENT_5_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("xci_complaints", "twitter_airline", "amazon_reviews"), 3),
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 1),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -237,6 +262,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT_2, SUPPLEMENT_2_BATCHES, "key_supplement2.json"),
     (SUPPLEMENT_3, SUPPLEMENT_3_BATCHES, "key_supplement3.json"),
     (SUPPLEMENT_4, SUPPLEMENT_4_BATCHES, "key_supplement4.json"),
+    (SUPPLEMENT_5, SUPPLEMENT_5_BATCHES, "key_supplement5.json"),
 )
 
 
