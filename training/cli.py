@@ -128,7 +128,7 @@ def starter(
         typer.Option(
             "--quick",
             help="The sparse n-gram path alone, no fine-tuning: a few minutes instead of "
-            "twenty or more on 2 idle cores, and weaker labels (what the service answers with "
+            "about twenty-five on 2 idle cores, and weaker labels (what the service answers with "
             "while the starter builds).",
         ),
     ] = False,
