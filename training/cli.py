@@ -552,9 +552,9 @@ def draw_cmd(
             "in complaints, negated complaints, Chinese reviews that ask for action now or "
             "are lukewarm), 3 (complaint tweets, airline rebookings, refunds and bags, cons "
             "in good reviews, Chinese delivery, service, refund and mixed reviews), 4 (airline, "
-            "X-CI and Chinese reviews at random, trigger words in good reviews), 5 (English reviews and tweets with a word of "
-            "harm, tweets at random, Chinese reviews with a word of harm); batches "
-            "numbered after the earlier draws' and key_supplement*.json.",
+            "X-CI and Chinese reviews at random, trigger words in good reviews), 5 (English "
+            "reviews and tweets with a word of harm, tweets at random, Chinese reviews with a "
+            "word of harm); batches numbered after the earlier draws' and key_supplement*.json.",
         ),
     ] = 0,
 ) -> None:
