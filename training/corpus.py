@@ -232,7 +232,7 @@ SUPPLEMENT_4_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
 # The fifth round: harm in English, which the earlier rounds found in few rows (a safety
 # hazard is a few in a thousand reviews and tweets): every remaining review and tweet with
 # a word of heat, shock, injury, illness or a smell, read like every other row (most are
-# harmless: "a pain to tune", "smells new"); more tweets at random, whose issue types are
+# harmless: "shock mount", "money to burn"); more tweets at random, whose issue types are
 # still the weakest; and Chinese reviews with a word of harm, for the model to learn
 # hazards from, not the rules alone.
 _HARM_EN = rf"{_SAFETY_EN}|" + (
