@@ -200,8 +200,10 @@ class CarelensModel:
         return before, len(keep)
 
     # -- encoding -------------------------------------------------------------------
-    def encode(self, texts: list[str], max_length: int | None = None) -> Batch:
-        """Tokenize with dynamic padding (to the longest text of the batch)."""
+    def encode(self, texts: list[str], max_length: int | None = None, sparse: bool = True) -> Batch:
+        """Tokenize with dynamic padding (to the longest text of the batch).
+        ``sparse=False`` leaves out the sparse path's inputs (for a caller that passes
+        the path's logits instead)."""
         max_length = max_length or self.config.max_length
         max_chars = max_length * 16
         pad_id, sep_id = special_ids(self.tokenizer)
@@ -226,7 +228,7 @@ class CarelensModel:
             attention_mask[i, : len(r)] = 1
         ngram = batch_ngram_ids(texts, self.config.ngram) if self.config.ngram.enabled else None
         sparse_ids = sparse_tf = None
-        if self.config.sparse.enabled:
+        if sparse and self.config.sparse.enabled:
             sparse_ids, sparse_tf = self.classifier.sparse_inputs(texts)
         return Batch(input_ids, attention_mask, ngram, truncated, sparse_ids, sparse_tf)
 

@@ -261,6 +261,7 @@ def run(
             cfg.class_balance,
             cfg.label_balance,
             cfg.seed,
+            n_jobs=cfg.threads,
         )
         pre_history.append({"sparse_fit": sparse})
     elif cfg.sparse and not sparse_only:
@@ -279,6 +280,7 @@ def run(
             progress,
             cfg.class_balance,
             cfg.label_balance,
+            n_jobs=cfg.threads,
         )
         pre_history.append({"sparse_fit": sparse})
     if cfg.ngram_pretrain_epochs:
@@ -307,7 +309,13 @@ def run(
     if cfg.sparse and not crossed and ((cfg.sparse_refit and rest) or sparse_only):
         report("sparse", 0.1 + tuned, "fitting the sparse n-gram path on all training rows")
         sparse = fit_sparse(
-            model, unique_train + rest, cfg.sparse_c, progress, cfg.class_balance, cfg.label_balance
+            model,
+            unique_train + rest,
+            cfg.sparse_c,
+            progress,
+            cfg.class_balance,
+            cfg.label_balance,
+            n_jobs=cfg.threads,
         )
         result["history"].append({"sparse_refit": sparse})
     report("calibrating", 0.97 if tuned else 0.9, "calibrating on the validation rows")

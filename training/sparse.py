@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ from training.data import Example, targets
 log = logging.getLogger(__name__)
 
 ABSENT_LOGIT = -4.0
+# fewer rows than this: the regressions run in this process (starting workers would
+# cost more than they save)
+MIN_PARALLEL_ROWS = 5000
 
 
 def tfidf_matrix(
@@ -43,68 +47,122 @@ def tfidf_matrix(
     return x, SparseVocab.from_vectorizers(cfg, char_vec, word_vec), idf
 
 
-def _fit_regressions(
+@dataclass
+class _Job:
+    """One logistic regression: a task (one label of it for a multi-label task), fitted
+    on the rows ``rows`` of the TF-IDF matrix with targets ``target``."""
+
+    fit: int  # which fit it belongs to (a fold, or the whole path)
+    name: str
+    label: int | None
+    rows: np.ndarray
+    target: np.ndarray
+    balance: dict[int, float] | None
+
+
+def _jobs(
+    fit: int,
     model: CarelensModel,
-    x: csr_matrix,
+    index: np.ndarray,
     examples: list[Example],
-    c: float,
     class_balance: float,
     label_balance: float,
-    bar_desc: str | None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The logistic regressions of every task on the rows of ``x`` (``examples``):
-    (weight: labels x table rows, column 0 the padding row's zeros; bias; summary)."""
-    from sklearn.linear_model import LogisticRegression
-
-    clf = model.classifier
+) -> list[_Job]:
+    """Every regression of one fit on ``examples`` (rows ``index`` of the matrix); a label
+    or task the rows do not show in two classes gets none."""
     y = targets(examples, model.taxonomy)
-    weight = np.zeros((clf.sparse_table.weight.shape[1], x.shape[1] + 1), dtype=np.float32)
-    # a label the rows never show (or a task they do not label) gets a low constant
-    # logit: unlikely on its own, still within reach of the encoder's head
-    bias = np.full(weight.shape[0], ABSENT_LOGIT, dtype=np.float32)
-    task_of = {task.name: task for task in model.taxonomy}
-    jobs: list[tuple[str, int | None]] = []
+    out = []
     for task in model.taxonomy:
+        t = y[task.name].numpy()
         if task.kind == "multilabel":
-            jobs += [(task.name, j) for j in range(task.num_labels)]
-        else:
-            jobs.append((task.name, None))
-    summary: dict[str, Any] = {"rows": len(examples), "tasks": {}}
-    bar = tqdm(jobs, desc=bar_desc, disable=bar_desc is None, unit="fit")
-    for name, j in bar:
-        lo, _ = clf.sparse_slices[name]
-        t = y[name].numpy()
-        if j is not None:  # one label of a multi-label task
             mask = (t >= 0).all(1)
-            target = t[mask][:, j]
-            if len(set(target.tolist())) < 2:
-                continue
-            rows = y[name][torch.from_numpy(mask)]
-            w = class_weights(task_of[name], rows[:, j : j + 1], label_balance)
-            balance = None if w is None else {0: 1.0, 1: float(w[0])}
-            lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance)
-            lr.fit(x[mask], target)
-            weight[lo + j, 1:] = lr.coef_[0]
-            bias[lo + j] = lr.intercept_[0]
-            summary["tasks"].setdefault(name, {"rows": int(mask.sum()), "labels_fitted": 0})
-            summary["tasks"][name]["labels_fitted"] += 1
+            rows = y[task.name][torch.from_numpy(mask)]
+            for j in range(task.num_labels):
+                target = t[mask][:, j]
+                if len(set(target.tolist())) < 2:
+                    continue
+                w = class_weights(task, rows[:, j : j + 1], label_balance)
+                balance = None if w is None else {0: 1.0, 1: float(w[0])}
+                out.append(_Job(fit, task.name, j, index[mask], target, balance))
             continue
         mask = t >= 0
         classes = sorted(set(t[mask].tolist()))
         if len(classes) < 2:
             continue
-        w = class_weights(task_of[name], y[name][torch.from_numpy(mask)], class_balance)
+        w = class_weights(task, y[task.name][torch.from_numpy(mask)], class_balance)
         balance = None if w is None else {k: float(w[k]) for k in classes}
-        lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance).fit(x[mask], t[mask])
-        if len(lr.classes_) == 2:  # one score: logits (0, z) give the same softmax
-            bias[lo + int(lr.classes_[0])] = 0.0
-            weight[lo + int(lr.classes_[1]), 1:] = lr.coef_[0]
-            bias[lo + int(lr.classes_[1])] = lr.intercept_[0]
+        out.append(_Job(fit, task.name, None, index[mask], t[mask], balance))
+    return out
+
+
+def _fit_one(
+    key: int, x: csr_matrix, target: np.ndarray, c: float, balance: dict[int, float] | None
+) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=c, max_iter=1000, class_weight=balance).fit(x, target)
+    return key, (lr.classes_, lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32))
+
+
+def _run_jobs(
+    x: csr_matrix, jobs: list[_Job], c: float, n_jobs: int | None, bar_desc: str | None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each job's (classes, coefficients, intercepts), in the order of ``jobs``. The
+    regressions run in ``n_jobs`` processes (default: one per CPU core; scikit-learn's
+    solver holds the GIL, so threads would not help), the largest first."""
+    from joblib import Parallel, cpu_count, delayed
+
+    n = n_jobs or cpu_count()
+    if len(jobs) < 2 or x.shape[0] < MIN_PARALLEL_ROWS:
+        n = 1
+    order = sorted(range(len(jobs)), key=lambda k: -len(jobs[k].rows))
+    # each process gets only its rows of the matrix
+    tasks = (
+        delayed(_fit_one)(k, x[jobs[k].rows], jobs[k].target, c, jobs[k].balance) for k in order
+    )
+    results: list[Any] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc=bar_desc, disable=bar_desc is None, unit="fit")
+    for k, result in Parallel(n_jobs=n, return_as="generator_unordered")(tasks):
+        results[k] = result
+        bar.update()
+    bar.close()
+    return results
+
+
+def _assemble(
+    model: CarelensModel,
+    jobs: list[_Job],
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    columns: int,
+    rows: int,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One fit's (weight: labels x table rows, column 0 the padding row's zeros; bias;
+    summary) from its jobs' regressions."""
+    clf = model.classifier
+    weight = np.zeros((clf.sparse_table.weight.shape[1], columns + 1), dtype=np.float32)
+    # a label the rows never show (or a task they do not label) gets a low constant
+    # logit: unlikely on its own, still within reach of the encoder's head
+    bias = np.full(weight.shape[0], ABSENT_LOGIT, dtype=np.float32)
+    summary: dict[str, Any] = {"rows": rows, "tasks": {}}
+    for job, (classes, coef, intercept) in zip(jobs, results, strict=True):
+        lo, _ = clf.sparse_slices[job.name]
+        if job.label is not None:  # one label of a multi-label task
+            weight[lo + job.label, 1:] = coef[0]
+            bias[lo + job.label] = intercept[0]
+            entry = summary["tasks"].setdefault(
+                job.name, {"rows": len(job.rows), "labels_fitted": 0}
+            )
+            entry["labels_fitted"] += 1
+            continue
+        if len(classes) == 2:  # one score: logits (0, z) give the same softmax
+            bias[lo + int(classes[0])] = 0.0
+            weight[lo + int(classes[1]), 1:] = coef[0]
+            bias[lo + int(classes[1])] = intercept[0]
         else:
-            for k, cls in enumerate(lr.classes_):
-                weight[lo + int(cls), 1:] = lr.coef_[k]
-                bias[lo + int(cls)] = lr.intercept_[k]
-        summary["tasks"][name] = {"rows": int(mask.sum()), "classes": len(classes)}
+            for k, cls in enumerate(classes):
+                weight[lo + int(cls), 1:] = coef[k]
+                bias[lo + int(cls)] = intercept[k]
+        summary["tasks"][job.name] = {"rows": len(job.rows), "classes": len(classes)}
     return weight, bias, summary
 
 
@@ -123,20 +181,22 @@ def fit_sparse(
     progress: bool = True,
     class_balance: float = 0.0,
     label_balance: float = 0.0,
+    n_jobs: int | None = None,
 ) -> dict[str, Any]:
     """Fit the sparse path on ``examples`` (in place); returns a summary.
 
     ``class_balance`` (single-label tasks) and ``label_balance`` (multi-label tasks)
-    weigh the classes as the fine-tuning loss does (``model.classifier.class_weights``)."""
+    weigh the classes as the fine-tuning loss does (``model.classifier.class_weights``);
+    ``n_jobs`` processes fit the regressions (default: one per CPU core)."""
     if model.classifier.sparse_table is None:
         raise ValueError("this model has no sparse path (model config: sparse.enabled = false)")
     t0 = time.perf_counter()
     x, vocab, idf = tfidf_matrix([e.text for e in examples], model)
     model.classifier.set_sparse_vocab(vocab)
     desc = "sparse path (logistic regression)" if progress else None
-    weight, bias, summary = _fit_regressions(
-        model, x, examples, c, class_balance, label_balance, desc
-    )
+    jobs = _jobs(0, model, np.arange(len(examples)), examples, class_balance, label_balance)
+    results = _run_jobs(x, jobs, c, n_jobs, desc)
+    weight, bias, summary = _assemble(model, jobs, results, x.shape[1], len(examples))
     _set_path(model, weight, bias, idf)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["ngrams"] = len(vocab) - 1
@@ -154,6 +214,7 @@ def fit_sparse_crossed(
     class_balance: float = 0.0,
     label_balance: float = 0.0,
     seed: int = 0,
+    n_jobs: int | None = None,
 ) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
     """Fit the sparse path on all rows (``tuned + rest``, in place, as ``fit_sparse``)
     and cross-fit it on the fine-tuning rows ``tuned``: they are dealt into ``folds``
@@ -174,29 +235,32 @@ def fit_sparse_crossed(
     np.random.default_rng(seed).shuffle(fold_of)
     fold_of = np.concatenate([fold_of, np.full(len(rest), -1)])
 
-    def desc(k: int) -> str | None:
-        return f"sparse path (logistic regression, {k} of {folds + 1})" if progress else None
+    # the regressions of every fold and of the whole path, run together
+    fits = [np.flatnonzero(fold_of != k) for k in range(folds)] + [np.arange(len(examples))]
+    jobs = [
+        job
+        for f, keep in enumerate(fits)
+        for job in _jobs(f, model, keep, [examples[i] for i in keep], class_balance, label_balance)
+    ]
+    desc = f"sparse path (logistic regression, {folds} folds and all rows)" if progress else None
+    results = _run_jobs(x, jobs, c, n_jobs, desc)
+
+    def fitted(f: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        mine = [k for k, job in enumerate(jobs) if job.fit == f]
+        return _assemble(
+            model, [jobs[k] for k in mine], [results[k] for k in mine], x.shape[1], len(fits[f])
+        )
 
     offsets: dict[int, torch.Tensor] = {}
     for k in range(folds):
-        keep, held = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        weight, bias, _ = _fit_regressions(
-            model,
-            x[keep],
-            [examples[i] for i in keep],
-            c,
-            class_balance,
-            label_balance,
-            desc(k + 1),
-        )
+        weight, bias, _ = fitted(k)
+        held = np.flatnonzero(fold_of == k)
         logits = x[held] @ weight[:, 1:].T + bias
         for i, row in zip(
             held, torch.from_numpy(np.asarray(logits, dtype=np.float32)), strict=True
         ):
             offsets[id(examples[i])] = row
-    weight, bias, summary = _fit_regressions(
-        model, x, examples, c, class_balance, label_balance, desc(folds + 1)
-    )
+    weight, bias, summary = fitted(folds)
     _set_path(model, weight, bias, idf)
     summary.update(folds=folds, seconds=round(time.perf_counter() - t0, 1), ngrams=len(vocab) - 1)
     log.info("sparse path fitted and cross-fitted: %s", summary)

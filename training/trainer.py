@@ -331,7 +331,12 @@ def train(
             seen, t0, running = 0, time.perf_counter(), None
             for idx in bar:
                 exs = [train_examples[i] for i in idx]
-                batch = model.encode([e.text for e in exs], max_length=cfg.max_length)
+                # with the cross-fitted logits given, the path's own inputs are not needed
+                batch = model.encode(
+                    [e.text for e in exs],
+                    max_length=cfg.max_length,
+                    sparse=sparse_offsets is None,
+                )
                 labels = targets(exs, model.taxonomy)
                 clf.encoder_autocast = low
                 try:

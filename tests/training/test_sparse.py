@@ -327,3 +327,21 @@ def test_zero_epochs_needs_the_sparse_path(tmp_path, tiny_backbone_dir):
     cfg = _toy_config(tmp_path, tiny_backbone_dir, 60, epochs=0, sparse=False)
     with pytest.raises(ValueError, match="sparse"):
         run(cfg, tmp_path / "m", progress=False)
+
+
+def test_regressions_in_worker_processes_fit_the_same_path(monkeypatch):
+    """The regressions of every fold and of the whole path run in parallel processes:
+    the path and the cross-fitted logits are those of fitting them one by one."""
+    import training.sparse as sparse
+
+    rows = _rows(90)
+    serial = tiny_model(ngram=False, sparse=True)
+    _, want = fit_sparse_crossed(serial, rows[:60], rows[60:], folds=3, progress=False, n_jobs=1)
+    monkeypatch.setattr(sparse, "MIN_PARALLEL_ROWS", 0)
+    parallel = tiny_model(ngram=False, sparse=True)
+    _, got = fit_sparse_crossed(parallel, rows[:60], rows[60:], folds=3, progress=False, n_jobs=2)
+    for e in rows[:60]:
+        torch.testing.assert_close(got[id(e)], want[id(e)])
+    a, b = serial.classifier, parallel.classifier
+    torch.testing.assert_close(a.sparse_table.weight, b.sparse_table.weight)
+    torch.testing.assert_close(a.sparse_bias, b.sparse_bias)
