@@ -37,6 +37,12 @@ FIRES = [
     ("搞得我一身过敏，全身都是疙瘩", "safety"),
     ("闻了以后呼吸困难，眼睛红肿", "safety"),
     ("The brakes make a noise and a smoke smell comes out", "safety"),
+    ("A shard of glass in the can sliced my mouth", "safety"),
+    ("The steering failed on the motorway", "safety"),
+    ("汤里有只小蟑螂", "safety"),
+    ("吃出个小别针，太危险", "safety"),
+    ("拉的我都虚脱了", "safety"),
+    ("吃完半夜就进医院了", "safety"),
 ]
 
 HARMLESS = [
@@ -58,6 +64,10 @@ HARMLESS = [
     "吃了不中毒，就是难吃",
     "汤馊了，明天铁定拉肚子",
     "本来想去315投诉，后来太忙就算了",
+    "The hotel is a short walk from the hospital",
+    "酒店离医院很近，很方便",
+    "I cut my losses and bought a better one",
+    "面条很好吃，汤也很鲜",
 ]
 
 
