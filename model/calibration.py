@@ -6,7 +6,8 @@
   confidence >= t are right at least ``target_precision`` of the time on validation
   data (exact label set for multi-label tasks); below ``t`` a person should look.
 - Multi-label decision thresholds: per label, the threshold that maximises F1 on the
-  validation rows labelled for the task.
+  validation rows labelled for the task, or F-beta for a label whose misses cost more
+  than its false alarms (``recall_weights``: beta, recall weighing beta times as much).
 """
 
 from __future__ import annotations
@@ -79,11 +80,20 @@ def review_threshold(
 
 
 def best_f1_thresholds(
-    task: Task, probs: np.ndarray, target: np.ndarray, grid: np.ndarray | None = None
+    task: Task,
+    probs: np.ndarray,
+    target: np.ndarray,
+    grid: np.ndarray | None = None,
+    recall_weights: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Per label, the decision threshold maximising F1 on labelled rows (0.5 if the
-    label never occurs in the validation data)."""
+    label never occurs in the validation data); F-beta for the labels of
+    ``recall_weights`` (label: beta)."""
     grid = grid if grid is not None else np.round(np.arange(0.05, 0.96, 0.025), 3)
+    recall_weights = recall_weights or {}
+    unknown = sorted(set(recall_weights) - set(task.label_names))
+    if unknown:
+        raise ValueError(f"recall_weights: {unknown} are not labels of {task.name}")
     mask = (target >= 0).all(1)
     p, t = probs[mask], target[mask] > 0.5
     out = {}
@@ -92,10 +102,11 @@ def best_f1_thresholds(
             out[name] = 0.5
             continue
         best_f1, best_th = -1.0, 0.5
+        b2 = float(recall_weights.get(name, 1.0)) ** 2
         for th in grid:
             pred = p[:, j] >= th
             tp = float((pred & t[:, j]).sum())
-            f1 = 2 * tp / (pred.sum() + t[:, j].sum())
+            f1 = (1 + b2) * tp / (pred.sum() + b2 * t[:, j].sum())
             if f1 > best_f1 + 1e-9:
                 best_f1, best_th = f1, float(th)
         out[name] = best_th
@@ -103,16 +114,21 @@ def best_f1_thresholds(
 
 
 def calibrate(
-    task: Task, logits: torch.Tensor, target: torch.Tensor, target_precision: float = 0.9
+    task: Task,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    target_precision: float = 0.9,
+    recall_weights: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, object]]:
-    """Fit temperature and thresholds for one task: (calibration entry, thresholds entry)."""
+    """Fit temperature and thresholds for one task: (calibration entry, thresholds entry).
+    ``recall_weights`` (label: beta) set those labels' thresholds by F-beta."""
     temperature = fit_temperature(task, logits, target)
     probs = task_probs(task, logits / temperature).detach().numpy()
     tgt = target.numpy()
     thresholds: dict[str, object] = {}
     label_th = None
     if task.kind == "multilabel":
-        per_label = best_f1_thresholds(task, probs, tgt)
+        per_label = best_f1_thresholds(task, probs, tgt, recall_weights=recall_weights)
         thresholds["label_thresholds"] = per_label
         label_th = np.array([per_label[n] for n in task.label_names])
     conf, correct = confidence_and_correct(task, probs, tgt, label_th)

@@ -176,11 +176,15 @@ def build_sets(
 
 
 def calibrate_model(
-    model: CarelensModel, val_rows: list[Example], target_precision: float
+    model: CarelensModel,
+    val_rows: list[Example],
+    target_precision: float,
+    recall_weights: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Fit temperature and review thresholds per task on validation rows (a task none
     of them labels keeps what it had); returns their uncalibrated logits (divide by the
-    temperatures for the calibrated ones). Training and retraining both calibrate here."""
+    temperatures for the calibrated ones). Training and retraining both calibrate here.
+    ``recall_weights``: {task: {label: beta}} (``TrainConfig.recall_weights``)."""
     if not val_rows:
         return {}
     logits, _ = model.batched_logits([e.text for e in val_rows], 64, calibrated=False)
@@ -188,7 +192,13 @@ def calibrate_model(
     for task in model.taxonomy:
         if not (y[task.name] >= 0).any():
             continue
-        cal, th = calibrate(task, logits[task.name], y[task.name], target_precision)
+        cal, th = calibrate(
+            task,
+            logits[task.name],
+            y[task.name],
+            target_precision,
+            (recall_weights or {}).get(task.name),
+        )
         model.calibration[task.name] = cal
         model.thresholds[task.name] = th
     return logits
@@ -319,7 +329,7 @@ def run(
         )
         result["history"].append({"sparse_refit": sparse})
     report("calibrating", 0.97 if tuned else 0.9, "calibrating on the validation rows")
-    val_logits = calibrate_model(model, val_rows, cfg.target_precision)
+    val_logits = calibrate_model(model, val_rows, cfg.target_precision, cfg.recall_weights)
     # the same figures `carelens evaluate` reports: calibrated, at the fitted thresholds
     per_source = {}
     start = 0

@@ -498,6 +498,7 @@ def retrain(
         rating_hide_fraction=float(tc.get("rating_hide_fraction", 0.3)),
         class_balance=float(tc.get("class_balance", 0.0)),
         label_balance=float(tc.get("label_balance", 0.0)),
+        recall_weights=dict(tc.get("recall_weights") or {}),
     )
 
     def on_step(step: int, total: int) -> None:
@@ -521,7 +522,7 @@ def retrain(
     t = lap("train", t)
     if calib:
         stage("calibrate", 0.82, f"calibrating on {len(calib)} public dev rows")
-        calibrate_model(model, calib, cfg.target_precision)
+        calibrate_model(model, calib, cfg.target_precision, tcfg.recall_weights)
     t = lap("calibrate", t)
 
     # 6b. the candidate's figures

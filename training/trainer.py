@@ -104,12 +104,20 @@ class TrainConfig(DictConfig):
     # rows, which balance precision and recall without inflating the probabilities.
     class_balance: float = 0.0
     label_balance: float = 0.0
+    # {task: {label: beta}}: a multi-label task's labels whose decision threshold (tuned
+    # on the dev rows) maximises F-beta instead of F1, recall weighing beta times as much
+    # as precision, for labels a person would rather check twice than miss
+    recall_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("class_balance", "label_balance", "val_fraction", "dev_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        for task, weights in self.recall_weights.items():
+            for label, beta in weights.items():
+                if not beta > 0:
+                    raise ValueError(f"recall_weights.{task}.{label} must be above 0, got {beta}")
         if self.sparse_folds == 1 or self.sparse_folds < 0:
             raise ValueError(f"sparse_folds must be 0 (off) or 2 or more, got {self.sparse_folds}")
 

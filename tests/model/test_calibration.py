@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.calibration import best_f1_thresholds, calibrate, fit_temperature, review_threshold
@@ -69,3 +70,28 @@ def test_calibrate_returns_both_entries():
     ord_logits = torch.randn((300, 3)).sort(dim=1, descending=True).values
     cal, th = calibrate(TAX["urgency"], ord_logits, torch.randint(0, 4, (300,)))
     assert cal["temperature"] > 0
+
+
+def test_a_recall_weight_lowers_a_labels_threshold_to_catch_more():
+    """F-beta (beta 2) for one label: its threshold drops to where recall rises at the
+    cost of precision; the other labels keep their F1 thresholds."""
+    task = TAX["issue_type"]
+    n = 600
+    rng = np.random.default_rng(2)
+    target = (rng.uniform(size=(n, task.num_labels)) < 0.2).astype(np.float32)
+    # positives spread over 0.2-0.8, negatives over 0.0-0.5: recall costs precision
+    probs = np.where(
+        target > 0, rng.uniform(0.2, 0.8, target.shape), rng.uniform(0, 0.5, target.shape)
+    )
+    probs = probs.astype(np.float32)
+    label = task.label_names[0]
+    f1 = best_f1_thresholds(task, probs, target)
+    f2 = best_f1_thresholds(task, probs, target, recall_weights={label: 2.0})
+    assert f2[label] < f1[label]
+    assert {k: v for k, v in f2.items() if k != label} == {
+        k: v for k, v in f1.items() if k != label
+    }
+    pos = target[:, 0] > 0
+    assert (probs[pos, 0] >= f2[label]).mean() > (probs[pos, 0] >= f1[label]).mean()
+    with pytest.raises(ValueError, match="not labels"):
+        best_f1_thresholds(task, probs, target, recall_weights={"fire": 2.0})
