@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# `make model` builds the starter model in the foreground (under 20 minutes on 2 idle cores)
+# `make model` builds the starter model in the foreground (25 to 35 minutes on 2 idle cores,
+# docs/training.md, "Build")
 $(MODEL_DIR)/model_config.json: | $(STAMP)
 	@test -d "$(CARELENS_DATA)" || { echo "No model at $(MODEL_DIR) and no public data at $(CARELENS_DATA) to build one: set CARELENS_DATA, or CARELENS_MODEL_DIR to a model directory."; exit 2; }
 	@echo "No model at $(MODEL_DIR): building the starter model from $(CARELENS_DATA)."
