@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.classifier import IGNORE_INDEX, task_loss, task_probs
-from model.taxonomy import Task
+from model.taxonomy import Task, Taxonomy
 
 
 def _labelled(task: Task, target: torch.Tensor) -> torch.Tensor:
@@ -101,16 +101,30 @@ def best_f1_thresholds(
         if t[:, j].sum() == 0:
             out[name] = 0.5
             continue
-        best_f1, best_th = -1.0, 0.5
+        best_score, best_th = -1.0, 0.5
         b2 = float(recall_weights.get(name, 1.0)) ** 2
         for th in grid:
             pred = p[:, j] >= th
             tp = float((pred & t[:, j]).sum())
-            f1 = (1 + b2) * tp / (pred.sum() + b2 * t[:, j].sum())
-            if f1 > best_f1 + 1e-9:
-                best_f1, best_th = f1, float(th)
+            score = (1 + b2) * tp / (pred.sum() + b2 * t[:, j].sum())  # F-beta (F1: beta 1)
+            if score > best_score + 1e-9:
+                best_score, best_th = score, float(th)
         out[name] = best_th
     return out
+
+
+def check_recall_weights(taxonomy: Taxonomy, weights: dict[str, dict[str, float]]) -> None:
+    """Refuse recall weights ({task: {label: beta}}) for a task that is not a multi-label
+    task of ``taxonomy``, a label it does not have, or a beta that is not above 0."""
+    for name, labels in weights.items():
+        if name not in taxonomy or taxonomy[name].kind != "multilabel":
+            raise ValueError(f"recall_weights: {name!r} is not a multi-label task of the taxonomy")
+        unknown = sorted(set(labels) - set(taxonomy[name].label_names))
+        if unknown:
+            raise ValueError(f"recall_weights: {unknown} are not labels of {name}")
+        bad = {label: beta for label, beta in labels.items() if not float(beta) > 0}
+        if bad:
+            raise ValueError(f"recall_weights.{name}: beta must be above 0, got {bad}")
 
 
 def calibrate(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from model.calibration import calibrate
+from model.calibration import calibrate, check_recall_weights
 from model.classifier import ModelConfig, task_probs
 from model.modeling import CarelensModel
 from model.ngrams import NgramConfig, SparseConfig
@@ -185,6 +185,7 @@ def calibrate_model(
     of them labels keeps what it had); returns their uncalibrated logits (divide by the
     temperatures for the calibrated ones). Training and retraining both calibrate here.
     ``recall_weights``: {task: {label: beta}} (``TrainConfig.recall_weights``)."""
+    check_recall_weights(model.taxonomy, recall_weights or {})
     if not val_rows:
         return {}
     logits, _ = model.batched_logits([e.text for e in val_rows], 64, calibrated=False)
@@ -217,6 +218,7 @@ def run(
     report = report or (lambda stage, fraction, message: None)
     report("data", 0.0, "reading the training data")
     taxonomy = load_taxonomy(cfg)
+    check_recall_weights(taxonomy, cfg.recall_weights)  # before the build, not after it
     train_rows, val, rest = build_sets(cfg, taxonomy)
     if not train_rows:
         raise DataError("no training rows after splitting")

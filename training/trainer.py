@@ -114,10 +114,6 @@ class TrainConfig(DictConfig):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        for task, weights in self.recall_weights.items():
-            for label, beta in weights.items():
-                if not beta > 0:
-                    raise ValueError(f"recall_weights.{task}.{label} must be above 0, got {beta}")
         if self.sparse_folds == 1 or self.sparse_folds < 0:
             raise ValueError(f"sparse_folds must be 0 (off) or 2 or more, got {self.sparse_folds}")
 

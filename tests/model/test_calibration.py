@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.calibration import best_f1_thresholds, calibrate, fit_temperature, review_threshold
+from model.calibration import (
+    best_f1_thresholds,
+    calibrate,
+    check_recall_weights,
+    fit_temperature,
+    review_threshold,
+)
 from model.classifier import IGNORE_INDEX
 from model.taxonomy import Taxonomy
 
@@ -95,3 +101,18 @@ def test_a_recall_weight_lowers_a_labels_threshold_to_catch_more():
     assert (probs[pos, 0] >= f2[label]).mean() > (probs[pos, 0] >= f1[label]).mean()
     with pytest.raises(ValueError, match="not labels"):
         best_f1_thresholds(task, probs, target, recall_weights={"fire": 2.0})
+
+
+@pytest.mark.parametrize(
+    "weights,needle",
+    [
+        ({"sentiment": {"negative": 2.0}}, "not a multi-label task"),
+        ({"issue_typ": {"safety_hazard": 2.0}}, "not a multi-label task"),
+        ({"issue_type": {"fire": 2.0}}, "not labels"),
+        ({"issue_type": {"safety_hazard": 0.0}}, "above 0"),
+    ],
+)
+def test_recall_weights_that_cannot_apply_are_refused(weights, needle):
+    with pytest.raises(ValueError, match=needle):
+        check_recall_weights(TAX, weights)
+    check_recall_weights(TAX, {"issue_type": {"safety_hazard": 2.0}})
