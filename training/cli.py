@@ -509,12 +509,13 @@ def rule_precision(
     """Precision per critical rule: of the judged hits that the current rules still make
     (each text read from its source by id), how many a person judged right; and recall
     on the labelled corpus: of its critical safety_hazard rows, how many the safety rule
-    catches, and of all its critical rows, how many any rule catches."""
+    catches, and of all its critical rows, how many any rule catches: over the whole
+    corpus and on its training, dev and test rows apart."""
     from model.rules import RulesError, RuleSet
     from model.taxonomy import Taxonomy
     from training.corpus import CORPUS_FILE, load_corpus
     from training.data import DataError
-    from training.rule_check import judged_precision, recall
+    from training.rule_check import judged_precision, recall, recall_by_split
 
     try:
         ruleset = RuleSet.load(rules)
@@ -527,16 +528,18 @@ def rule_precision(
             f"{rule:12s} {p['correct']:3d}/{p['judged']:<3d} precision {p['precision']:.3f}"
             f"  ({p['no_longer_hit']} judged hits no longer made)"
         )
-    for name, r in recall(ruleset, rows).items():
-        what = (
-            "critical safety_hazard rows, safety rule"
-            if name == "safety"
-            else ("critical rows, any rule")
-        )
-        typer.echo(
-            f"recall {r['caught']}/{r['rows']} {what}"
-            + (f": {r['recall']:.3f}" if r["recall"] is not None else "")
-        )
+    parts = {"all": recall(ruleset, rows), **recall_by_split(ruleset, rows)}
+    for part, result in parts.items():
+        for name, r in result.items():
+            what = (
+                "critical safety_hazard rows, safety rule"
+                if name == "safety"
+                else ("critical rows, any rule")
+            )
+            typer.echo(
+                f"recall ({part}) {r['caught']}/{r['rows']} {what}"
+                + (f": {r['recall']:.3f}" if r["recall"] is not None else "")
+            )
 
 
 @data_app.command("draw")

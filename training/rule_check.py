@@ -103,6 +103,19 @@ def recall(rules: RuleSet, rows: list[Example]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def recall_by_split(rules: RuleSet, rows: list[Example]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``recall`` on the corpus's training, dev and test rows apart (``corpus_split``):
+    phrases written from training and dev rows the rules missed show on the test rows
+    whether they carry over to new messages."""
+    from training.corpus import corpus_split
+
+    split = [corpus_split(e.text) for e in rows]
+    return {
+        name: recall(rules, [e for e, s in zip(rows, split, strict=True) if s == name])
+        for name in ("train", "dev", "test")
+    }
+
+
 def write_jsonl(items: list[dict[str, Any]], path: str | Path) -> None:
     with Path(path).open("w", encoding="utf-8") as fh:
         for it in items:
