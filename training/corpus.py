@@ -254,6 +254,22 @@ SUPPLEMENT_5_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("xci_complaints", "twitter_airline", "amazon_reviews"), 3),
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 1),
 )
+# The sixth round: the Chinese neutral class. The Chinese public sources label only
+# positive and negative, and the corpus holds few neutral Chinese rows (235 of 3,020),
+# so more lukewarm and plain reviews (一般般, 普通, 中规中矩, 没什么特别) of shopping,
+# food delivery and hotels: read, many turn out to lean one way.
+_NEUTRAL_ZH = (
+    r"(一般般|一般|还行|凑合|中规中矩|还可以|马马虎虎|说得过去|不好不坏|普通|普普通通|没什么特别"
+    r"|尚可|过得去|中等|正常|符合描述|和描述(的)?一样|没有(什么)?惊喜|无功无过)"
+)
+SUPPLEMENT_6: tuple[Stratum, ...] = (
+    Stratum("chinese_online_shopping", 150, match=_NEUTRAL_ZH),
+    Stratum("chinese_waimai", 30, match=_NEUTRAL_ZH),
+    Stratum("chinese_chnsenticorp_htl", 30, match=_NEUTRAL_ZH),
+)
+SUPPLEMENT_6_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -263,6 +279,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT_3, SUPPLEMENT_3_BATCHES, "key_supplement3.json"),
     (SUPPLEMENT_4, SUPPLEMENT_4_BATCHES, "key_supplement4.json"),
     (SUPPLEMENT_5, SUPPLEMENT_5_BATCHES, "key_supplement5.json"),
+    (SUPPLEMENT_6, SUPPLEMENT_6_BATCHES, "key_supplement6.json"),
 )
 
 
