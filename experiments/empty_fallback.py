@@ -19,13 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.lang_thresholds import f1s
-from model.classifier import task_probs
+from experiments.lang_thresholds import f1s, issue_dev_rows
 from model.modeling import CarelensModel
-from serving.inbound import detect_language
-from training.data import split_bucket, targets
-from training.pipeline import build_sets
-from training.trainer import TrainConfig
 
 GRID = np.round(np.arange(0.2, 1.001, 0.05), 2)
 
@@ -47,17 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     model = CarelensModel.from_pretrained(args.model)
     task = model.taxonomy["issue_type"]
-    cfg = TrainConfig.from_dict(model.train_config)
-    _, val, _ = build_sets(cfg, model.taxonomy)
-    rows = [e for v in val.values() for e in v]
-    logits, _ = model.batched_logits([e.text for e in rows], 64)
-    probs = task_probs(task, logits[task.name]).numpy()
-    target = targets(rows, model.taxonomy)[task.name].numpy()
-    keep = (target >= 0).all(1)
-    probs, target = probs[keep], target[keep]
-    kept = [e for e, k in zip(rows, keep, strict=True) if k]
-    lang = np.array([detect_language(e.text) for e in kept])
-    fold = np.array([split_bucket(e.text + "#fold") < 0.5 for e in kept])
+    probs, target, lang, fold = issue_dev_rows(model)
     gold = target > 0.5
     label_th = model.thresholds[task.name].get("label_thresholds", {})
     th = np.array([label_th.get(n, 0.5) for n in task.label_names])

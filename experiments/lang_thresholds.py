@@ -36,12 +36,12 @@ def f1s(gold: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return round(float(micro), 3), round(float(macro), 3)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--min-positives", type=int, nargs="+", default=[3, 5, 10])
-    args = ap.parse_args()
-    model = CarelensModel.from_pretrained(args.model)
+def issue_dev_rows(
+    model: CarelensModel,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The issue-type probabilities and targets of the model's validation rows labelled
+    for issue types, each row's language, and a fold (a hash of the text) cutting them
+    in two."""
     task = model.taxonomy["issue_type"]
     cfg = TrainConfig.from_dict(model.train_config)
     _, val, _ = build_sets(cfg, model.taxonomy)
@@ -50,10 +50,20 @@ def main() -> None:
     probs = task_probs(task, logits[task.name]).numpy()
     target = targets(rows, model.taxonomy)[task.name].numpy()
     keep = (target >= 0).all(1)
-    probs, target = probs[keep], target[keep]
     kept = [e for e, k in zip(rows, keep, strict=True) if k]
     lang = np.array([detect_language(e.text) for e in kept])
     fold = np.array([split_bucket(e.text + "#fold") < 0.5 for e in kept])
+    return probs[keep], target[keep], lang, fold
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--min-positives", type=int, nargs="+", default=[3, 5, 10])
+    args = ap.parse_args()
+    model = CarelensModel.from_pretrained(args.model)
+    task = model.taxonomy["issue_type"]
+    probs, target, lang, fold = issue_dev_rows(model)
     gold = target > 0.5
     schemes: dict[str, np.ndarray] = {"pooled": np.zeros_like(gold)}
     for m in args.min_positives:
