@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serving.store import ROLES, ApiKey, utcnow
@@ -77,13 +78,21 @@ def create_key(
 
 def ensure_key(session: Session, name: str, role: str, key: str) -> None:
     """Create ``key`` unless a key with the same hash exists (bootstrap admin). When
-    another active key has ``name``, the new one is named after its prefix as well."""
-    if session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key))) is not None:
+    another active key has ``name``, the new one is named after its prefix as well.
+    Service processes starting together may all try: the ones that lose the race find
+    the winner's key and leave it."""
+    exists = select(ApiKey.id).where(ApiKey.key_hash == hash_key(key))
+    if session.scalar(exists) is not None:
         return
     try:
-        create_key(session, name, role, key)
-    except DuplicateKeyName:  # raised before anything is written
-        create_key(session, f"{name} {key[:8]}", role, key)
+        with session.begin_nested():  # the unique indexes refuse a concurrent twin here
+            try:
+                create_key(session, name, role, key)
+            except DuplicateKeyName:  # raised before anything is written
+                create_key(session, f"{name} {key[:8]}", role, key)
+    except IntegrityError:
+        if session.scalar(exists) is None:
+            raise
 
 
 def authenticate(session: Session, key: str) -> Principal | None:
