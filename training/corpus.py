@@ -255,7 +255,7 @@ SUPPLEMENT_5_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 1),
 )
 # The sixth round: the Chinese neutral class. The Chinese public sources label only
-# positive and negative, and the corpus holds few neutral Chinese rows (235 of 3,020),
+# positive and negative, and the draws before it gave few neutral Chinese rows (235 of 3,020),
 # so more lukewarm and plain reviews (一般般, 普通, 中规中矩, 没什么特别) of shopping,
 # food delivery and hotels: read, many turn out to lean one way.
 _NEUTRAL_ZH = (
