@@ -557,7 +557,9 @@ def draw_cmd(
             "in good reviews, Chinese delivery, service, refund and mixed reviews), 4 (airline, "
             "X-CI and Chinese reviews at random, trigger words in good reviews), 5 (English "
             "reviews and tweets with a word of harm, tweets at random, Chinese reviews with a "
-            "word of harm), 6 (lukewarm and plain Chinese reviews, for the neutral class); "
+            "word of harm), 6 (lukewarm and plain Chinese reviews, for the neutral class), 7 "
+            "(the X-CI tweets left and negative and neutral airline tweets, for English issue "
+            "types); "
             "batches numbered after the earlier draws' and key_supplement*.json.",
         ),
     ] = 0,

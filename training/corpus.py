@@ -270,6 +270,18 @@ SUPPLEMENT_6: tuple[Stratum, ...] = (
 SUPPLEMENT_6_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 2),
 )
+# The seventh round: issue types in English, whose weakest rows are tweets (X-CI and
+# airline tweets score lowest): every X-CI tweet no round has drawn yet, and airline
+# tweets at random among the negative ones (complaints name what went wrong) and the
+# neutral ones (questions about bookings, bags and fees).
+SUPPLEMENT_7: tuple[Stratum, ...] = (
+    Stratum("xci_complaints", 400),
+    Stratum("twitter_airline", 300, {"airline_sentiment": ("negative",)}),
+    Stratum("twitter_airline", 100, {"airline_sentiment": ("neutral",)}),
+)
+SUPPLEMENT_7_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("xci_complaints", "twitter_airline"), 4),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -280,6 +292,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT_4, SUPPLEMENT_4_BATCHES, "key_supplement4.json"),
     (SUPPLEMENT_5, SUPPLEMENT_5_BATCHES, "key_supplement5.json"),
     (SUPPLEMENT_6, SUPPLEMENT_6_BATCHES, "key_supplement6.json"),
+    (SUPPLEMENT_7, SUPPLEMENT_7_BATCHES, "key_supplement7.json"),
 )
 
 
