@@ -23,6 +23,7 @@ FIRES = [
     ("电源适配器用一会儿就很烫手", "safety"),
     ("I have contacted my lawyer about this", "legal"),
     ("我要找律师起诉你们", "legal"),
+    ("We are filing a lawsuit against the seller", "legal"),
     ("I will report you to the FTC", "regulator"),
     ("已经打了12315投诉", "regulator"),
     ("I filed a chargeback with my bank", "chargeback"),
@@ -47,6 +48,7 @@ FIRES = [
 
 HARMLESS = [
     "The smoke grey colour is lovely",
+    "Lawsuit-level good. Kidding, best pillow I've ever owned.",
     "This hoodie is fire",
     "Does this work with the Fire TV stick?",
     "I burned through three audiobooks on the flight",
