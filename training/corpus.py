@@ -282,6 +282,27 @@ SUPPLEMENT_7: tuple[Stratum, ...] = (
 SUPPLEMENT_7_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("xci_complaints", "twitter_airline"), 4),
 )
+# The eighth round: Chinese issue types and urgency, read at random. The Chinese test rows
+# are a random draw over the nine shopping categories, food delivery and hotels, and the
+# rounds since the first drew Chinese rows by words; this round draws plain reviews again
+# (negative ones over-sampled, as PLAN does), a third more rows of PLAN's kinds.
+SUPPLEMENT_8: tuple[Stratum, ...] = (
+    *[
+        s
+        for cat in _SHOP_CATEGORIES
+        for s in (
+            Stratum("chinese_online_shopping", 25, {"cat": (cat,), "label": ("0",)}),
+            Stratum("chinese_online_shopping", 8, {"cat": (cat,), "label": ("1",)}),
+        )
+    ],
+    Stratum("chinese_waimai", 60, {"label": ("0",)}),
+    Stratum("chinese_waimai", 30, {"label": ("1",)}),
+    Stratum("chinese_chnsenticorp_htl", 60, {"label": ("0",)}),
+    Stratum("chinese_chnsenticorp_htl", 30, {"label": ("1",)}),
+)
+SUPPLEMENT_8_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 4),
+)
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -293,6 +314,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT_5, SUPPLEMENT_5_BATCHES, "key_supplement5.json"),
     (SUPPLEMENT_6, SUPPLEMENT_6_BATCHES, "key_supplement6.json"),
     (SUPPLEMENT_7, SUPPLEMENT_7_BATCHES, "key_supplement7.json"),
+    (SUPPLEMENT_8, SUPPLEMENT_8_BATCHES, "key_supplement8.json"),
 )
 
 
