@@ -559,7 +559,7 @@ def draw_cmd(
             "reviews and tweets with a word of harm, tweets at random, Chinese reviews with a "
             "word of harm), 6 (lukewarm and plain Chinese reviews, for the neutral class), 7 "
             "(the X-CI tweets left and negative and neutral airline tweets, for English issue "
-            "types), 8 (Chinese reviews at random, negative ones over-sampled); "
+            "types), 8 and 9 (Chinese reviews at random, negative ones over-sampled); "
             "batches numbered after the earlier draws' and key_supplement*.json.",
         ),
     ] = 0,

@@ -303,6 +303,9 @@ SUPPLEMENT_8: tuple[Stratum, ...] = (
 SUPPLEMENT_8_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("chinese_online_shopping", "chinese_waimai", "chinese_chnsenticorp_htl"), 4),
 )
+# The ninth round: the same draw again, after the eighth round's rows.
+SUPPLEMENT_9: tuple[Stratum, ...] = SUPPLEMENT_8
+SUPPLEMENT_9_BATCHES = SUPPLEMENT_8_BATCHES
 # every round: its strata, its batches and its key file, drawn in this order after PLAN
 SUPPLEMENTS: tuple[
     tuple[tuple[Stratum, ...], tuple[tuple[tuple[str, ...], int], ...], str], ...
@@ -315,6 +318,7 @@ SUPPLEMENTS: tuple[
     (SUPPLEMENT_6, SUPPLEMENT_6_BATCHES, "key_supplement6.json"),
     (SUPPLEMENT_7, SUPPLEMENT_7_BATCHES, "key_supplement7.json"),
     (SUPPLEMENT_8, SUPPLEMENT_8_BATCHES, "key_supplement8.json"),
+    (SUPPLEMENT_9, SUPPLEMENT_9_BATCHES, "key_supplement9.json"),
 )
 
 
