@@ -62,6 +62,17 @@ def _stratified(source: str, column: str, counts: dict[str, int]) -> list[Stratu
 
 
 _SHOP_CATEGORIES = ("书籍", "平板", "手机", "水果", "洗发水", "热水器", "蒙牛", "衣服", "计算机")
+
+
+def _per_shop_category(negative: int, positive: int) -> list[Stratum]:
+    """``negative`` and ``positive`` online-shopping reviews of each product category."""
+    return [
+        Stratum("chinese_online_shopping", n, {"cat": (cat,), "label": (label,)})
+        for cat in _SHOP_CATEGORIES
+        for n, label in ((negative, "0"), (positive, "1"))
+    ]
+
+
 PLAN: tuple[Stratum, ...] = (
     # Amazon reviews: every one-, two- and three-star review (98 + 101 + 355), the rest
     # four and five stars (the file is 89% four or five stars)
@@ -72,14 +83,7 @@ PLAN: tuple[Stratum, ...] = (
     Stratum("banking77", 200),
     # Chinese online shopping: 100 per product category of the file (nine), 65 of them
     # negative, and 100 more negative reviews of any category
-    *[
-        s
-        for cat in _SHOP_CATEGORIES
-        for s in (
-            Stratum("chinese_online_shopping", 65, {"cat": (cat,), "label": ("0",)}),
-            Stratum("chinese_online_shopping", 35, {"cat": (cat,), "label": ("1",)}),
-        )
-    ],
+    *_per_shop_category(65, 35),
     Stratum("chinese_online_shopping", 100, {"label": ("0",)}),
     Stratum("chinese_waimai", 180, {"label": ("0",)}),
     Stratum("chinese_waimai", 120, {"label": ("1",)}),
@@ -285,16 +289,9 @@ SUPPLEMENT_7_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
 # The eighth round: Chinese issue types and urgency, read at random. The Chinese test rows
 # are a random draw over the nine shopping categories, food delivery and hotels, and the
 # rounds since the first drew Chinese rows by words; this round draws plain reviews again
-# (negative ones over-sampled, as PLAN does), a third more rows of PLAN's kinds.
+# (negative ones over-sampled, as PLAN does), about 460 more rows of PLAN's kinds.
 SUPPLEMENT_8: tuple[Stratum, ...] = (
-    *[
-        s
-        for cat in _SHOP_CATEGORIES
-        for s in (
-            Stratum("chinese_online_shopping", 25, {"cat": (cat,), "label": ("0",)}),
-            Stratum("chinese_online_shopping", 8, {"cat": (cat,), "label": ("1",)}),
-        )
-    ],
+    *_per_shop_category(25, 8),
     Stratum("chinese_waimai", 60, {"label": ("0",)}),
     Stratum("chinese_waimai", 30, {"label": ("1",)}),
     Stratum("chinese_chnsenticorp_htl", 60, {"label": ("0",)}),
