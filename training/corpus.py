@@ -287,7 +287,7 @@ SUPPLEMENT_7_BATCHES: tuple[tuple[tuple[str, ...], int], ...] = (
     (("xci_complaints", "twitter_airline"), 4),
 )
 # The eighth round: Chinese issue types and urgency, read at random. The Chinese test rows
-# are a random draw over the nine shopping categories, food delivery and hotels, and the
+# are mostly a random draw over the nine shopping categories, food delivery and hotels, and the
 # rounds since the first drew Chinese rows by words; this round draws plain reviews again
 # (negative ones over-sampled, as PLAN does), about 460 more rows of PLAN's kinds.
 SUPPLEMENT_8: tuple[Stratum, ...] = (
